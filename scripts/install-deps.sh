@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything spright needs on a fresh Debian 12 machine (run as root).
+# Idempotent: packages already present are left alone.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: run as root (apt and bpffs need it)" >&2
+  exit 1
+fi
+
+packages=(
+  clang llvm libbpf-dev linux-libc-dev   # SPROXY is C, built with clang -target bpf
+  bpftool                                 # inspecting loaded programs and maps
+  pkg-config build-essential curl ca-certificates
+  containerd runc                         # the shim's runtime (issue 3) and its e2e tests
+  protobuf-compiler                       # k8s-cri (CRI client for e2e tests) needs protoc
+  wrk                                     # load generator for benchmarks
+  iproute2 procps psmisc
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian starts containerd as a service on install; spright's tests and runner start their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet containerd 2>/dev/null; then
+  :
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  for c in "$HOME/.cargo/bin/cargo" /usr/local/cargo/bin/cargo; do
+    [ -x "$c" ] && export PATH="$(dirname "$c"):$PATH" && break
+  done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: no Rust toolchain found; install Rust 1.95 or newer with rustup first" >&2
+  exit 1
+fi
+
+# bpffs: SPROXY's maps are pinned there.
+if ! mountpoint -q /sys/fs/bpf; then
+  mkdir -p /sys/fs/bpf
+  mount -t bpf bpf /sys/fs/bpf
+fi
+echo "install-deps: done"

@@ -1,0 +1,132 @@
+//! The chain file as written by users (YAML), before validation.
+
+use super::units::{ByteSize, Millis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How descriptors move between function sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    /// SPROXY in the kernel: sk_msg redirection through a sockhash (needs BPF privilege in the
+    /// pool-manager only).
+    #[default]
+    Sockmap,
+    /// The pool-manager relays descriptors in user space (no BPF needed anywhere).
+    User,
+}
+
+impl std::str::FromStr for RoutingMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sockmap" | "kernel" => Ok(RoutingMode::Sockmap),
+            "user" | "userspace" => Ok(RoutingMode::User),
+            other => Err(format!(
+                "unknown routing mode {other:?} (expected \"sockmap\" or \"user\")"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RoutingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RoutingMode::Sockmap => "sockmap",
+            RoutingMode::User => "user",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainFile {
+    /// The chain's name: lowercase letters, digits and '-'.
+    pub chain: String,
+    #[serde(default)]
+    pub routing: RoutingMode,
+    pub pool: PoolSection,
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    pub functions: Vec<FunctionSection>,
+    pub routes: Vec<RouteSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    /// Number of buffers.
+    pub buffers: u32,
+    /// Bytes per buffer ("64KiB", "1MiB" or a number).
+    pub buffer_size: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Address the gateway listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Deadline for a whole request through the chain ("5s", "500ms").
+    #[serde(default = "default_timeout")]
+    pub timeout: Millis,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            listen: default_listen(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_timeout() -> Millis {
+    Millis(10_000)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSection {
+    pub name: String,
+    pub id: u16,
+    /// argv for the embedded runner.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Extra environment for the embedded runner.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Container image, for containerd deployments.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Instances the embedded runner starts.
+    #[serde(default = "one")]
+    pub instances: u16,
+    /// Functions this one may call (and hear replies from).
+    #[serde(default)]
+    pub calls: Vec<String>,
+}
+
+fn one() -> u16 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// HTTP method; absent means any.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Path prefix, starting with '/'. The longest matching prefix wins.
+    pub path: String,
+    /// The entry function of an RPC-style route.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// A fixed sequence of functions; the last one answers.
+    #[serde(default)]
+    pub sequence: Option<Vec<String>>,
+}

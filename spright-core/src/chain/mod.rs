@@ -1,0 +1,353 @@
+//! Chain files: parsing, validation and what is derived from them (the allow list).
+
+mod file;
+mod units;
+
+pub use file::{ChainFile, FunctionSection, GatewaySection, PoolSection, RouteSection, RoutingMode};
+pub use units::{parse_bytes, parse_millis, ByteSize, Millis};
+
+use crate::ids::{FnId, GATEWAY, MAX_FUNCTIONS, MAX_INSTANCES};
+use crate::pool::PoolSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A chain file that failed to load; the message names the field and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("cannot read chain file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin}: {field}: {problem}")]
+    Invalid {
+        origin: String,
+        field: String,
+        problem: String,
+    },
+}
+
+/// A function of a validated chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    pub name: String,
+    pub id: FnIdRepr,
+    pub command: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub image: Option<String>,
+    pub instances: u16,
+    pub calls: Vec<u16>,
+}
+
+/// Function ids as they appear in serialised manifests.
+pub type FnIdRepr = u16;
+
+/// A validated route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Upper-case method, or `None` for any.
+    pub method: Option<String>,
+    pub path: String,
+    /// Function ids in order; RPC-style routes have one.
+    pub sequence: Vec<u16>,
+}
+
+/// A validated chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    pub name: String,
+    pub routing: RoutingMode,
+    pub pool: ChainPool,
+    pub listen: String,
+    pub timeout_ms: u64,
+    pub functions: Vec<Function>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainPool {
+    pub buffers: u32,
+    pub buffer_size: u32,
+}
+
+impl ChainPool {
+    pub fn spec(&self) -> PoolSpec {
+        PoolSpec {
+            buffer_count: self.buffers,
+            buffer_size: self.buffer_size,
+        }
+    }
+}
+
+/// Longest chain name (it becomes part of file names and the pool header).
+pub const MAX_CHAIN_NAME: usize = 48;
+/// Longest function name (it becomes a socket file name).
+pub const MAX_FUNCTION_NAME: usize = 48;
+
+impl Chain {
+    /// Loads and validates a chain file.
+    pub fn load(path: &Path) -> Result<Chain, ChainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ChainError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Chain::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates chain-file text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Chain, ChainError> {
+        let file: ChainFile = serde_yaml_ng::from_str(text).map_err(|e| ChainError::Syntax {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        Chain::validate(file, origin)
+    }
+
+    fn validate(file: ChainFile, origin: &str) -> Result<Chain, ChainError> {
+        let invalid = |field: String, problem: String| ChainError::Invalid {
+            origin: origin.to_owned(),
+            field,
+            problem,
+        };
+        check_name(&file.chain, MAX_CHAIN_NAME).map_err(|p| invalid("chain".into(), p))?;
+
+        let buffer_size = u32::try_from(file.pool.buffer_size.0).map_err(|_| {
+            invalid(
+                "pool.buffer_size".into(),
+                format!("{} bytes is too large", file.pool.buffer_size.0),
+            )
+        })?;
+        let pool = ChainPool {
+            buffers: file.pool.buffers,
+            buffer_size,
+        };
+        pool.spec()
+            .validate()
+            .map_err(|p| invalid("pool".into(), p))?;
+
+        if file.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "gateway.listen".into(),
+                format!("{:?} is not an address:port", file.gateway.listen),
+            ));
+        }
+        if file.gateway.timeout.0 == 0 {
+            return Err(invalid("gateway.timeout".into(), "must be above zero".into()));
+        }
+
+        if file.functions.is_empty() {
+            return Err(invalid("functions".into(), "a chain needs at least one function".into()));
+        }
+        let mut ids: BTreeMap<String, u16> = BTreeMap::new();
+        let mut seen_ids: BTreeMap<u16, String> = BTreeMap::new();
+        for (i, f) in file.functions.iter().enumerate() {
+            let at = |k: &str| format!("functions[{i}].{k}");
+            check_name(&f.name, MAX_FUNCTION_NAME).map_err(|p| invalid(at("name"), p))?;
+            if f.name == "gateway" {
+                return Err(invalid(at("name"), "\"gateway\" is reserved".into()));
+            }
+            if f.id == GATEWAY.0 {
+                return Err(invalid(at("id"), "0 is reserved for the gateway".into()));
+            }
+            if f.id >= MAX_FUNCTIONS {
+                return Err(invalid(
+                    at("id"),
+                    format!("{} is over the limit (ids are 1..={})", f.id, MAX_FUNCTIONS - 1),
+                ));
+            }
+            if ids.insert(f.name.clone(), f.id).is_some() {
+                return Err(invalid(at("name"), format!("duplicate function name {:?}", f.name)));
+            }
+            if let Some(other) = seen_ids.insert(f.id, f.name.clone()) {
+                return Err(invalid(
+                    at("id"),
+                    format!("id {} is already used by function {other:?}", f.id),
+                ));
+            }
+            if f.instances == 0 || f.instances > MAX_INSTANCES {
+                return Err(invalid(
+                    at("instances"),
+                    format!("{} is outside 1..={MAX_INSTANCES}", f.instances),
+                ));
+            }
+            if let Some(cmd) = &f.command {
+                if cmd.is_empty() || cmd[0].is_empty() {
+                    return Err(invalid(at("command"), "an empty command cannot run".into()));
+                }
+            }
+        }
+        let resolve = |name: &str, field: String| {
+            ids.get(name)
+                .copied()
+                .ok_or_else(|| invalid(field, format!("function {name:?} is not defined")))
+        };
+
+        let mut functions = Vec::with_capacity(file.functions.len());
+        for (i, f) in file.functions.iter().enumerate() {
+            let mut calls = Vec::new();
+            for (j, c) in f.calls.iter().enumerate() {
+                let id = resolve(c, format!("functions[{i}].calls[{j}]"))?;
+                if id == f.id {
+                    return Err(invalid(
+                        format!("functions[{i}].calls[{j}]"),
+                        "a function cannot call itself".into(),
+                    ));
+                }
+                calls.push(id);
+            }
+            functions.push(Function {
+                name: f.name.clone(),
+                id: f.id,
+                command: f.command.clone(),
+                env: f.env.clone(),
+                image: f.image.clone(),
+                instances: f.instances,
+                calls,
+            });
+        }
+
+        if file.routes.is_empty() {
+            return Err(invalid("routes".into(), "a chain needs at least one route".into()));
+        }
+        let mut routes = Vec::with_capacity(file.routes.len());
+        let mut seen_routes = BTreeSet::new();
+        for (i, r) in file.routes.iter().enumerate() {
+            let at = |k: &str| format!("routes[{i}].{k}");
+            if !r.path.starts_with('/') {
+                return Err(invalid(at("path"), format!("{:?} must start with '/'", r.path)));
+            }
+            if r.path.contains(char::is_whitespace) {
+                return Err(invalid(at("path"), format!("{:?} contains whitespace", r.path)));
+            }
+            let method = match &r.method {
+                None => None,
+                Some(m) => {
+                    let up = m.to_ascii_uppercase();
+                    if up.is_empty() || !up.bytes().all(|b| b.is_ascii_uppercase()) {
+                        return Err(invalid(at("method"), format!("{m:?} is not an HTTP method")));
+                    }
+                    Some(up)
+                }
+            };
+            let sequence = match (&r.function, &r.sequence) {
+                (Some(f), None) => vec![resolve(f, at("function"))?],
+                (None, Some(seq)) => {
+                    if seq.is_empty() {
+                        return Err(invalid(at("sequence"), "must name at least one function".into()));
+                    }
+                    if seq.len() > 32 {
+                        return Err(invalid(at("sequence"), "is longer than 32 functions".into()));
+                    }
+                    seq.iter()
+                        .enumerate()
+                        .map(|(j, f)| resolve(f, format!("routes[{i}].sequence[{j}]")))
+                        .collect::<Result<Vec<_>, _>>()?
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        format!("routes[{i}]"),
+                        "give either function or sequence, not both".into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        format!("routes[{i}]"),
+                        "needs a function or a sequence".into(),
+                    ))
+                }
+            };
+            if !seen_routes.insert((method.clone(), r.path.clone())) {
+                return Err(invalid(
+                    format!("routes[{i}]"),
+                    format!(
+                        "duplicate route {} {}",
+                        method.as_deref().unwrap_or("(any method)"),
+                        r.path
+                    ),
+                ));
+            }
+            routes.push(Route {
+                method,
+                path: r.path.clone(),
+                sequence,
+            });
+        }
+        if routes.len() > u16::MAX as usize {
+            return Err(invalid("routes".into(), "too many routes".into()));
+        }
+
+        Ok(Chain {
+            name: file.chain,
+            routing: file.routing,
+            pool,
+            listen: file.gateway.listen,
+            timeout_ms: file.gateway.timeout.0,
+            functions,
+            routes,
+        })
+    }
+
+    pub fn function(&self, name: &str) -> Option<&Function> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+
+    pub fn function_by_id(&self, id: FnId) -> Option<&Function> {
+        self.functions.iter().find(|f| f.id == id.0)
+    }
+
+    /// The name of function `id` ("gateway" for 0).
+    pub fn name_of(&self, id: FnId) -> &str {
+        if id == GATEWAY {
+            return "gateway";
+        }
+        self.function_by_id(id).map(|f| f.name.as_str()).unwrap_or("?")
+    }
+
+    /// The (source, destination) pairs the router lets through. Derived, never written by hand:
+    /// - the gateway to the first function of every route;
+    /// - each function of a sequence to the next one;
+    /// - every function to the gateway (final replies and error replies);
+    /// - a caller to each function it declares in `calls`, and the callee back (its reply).
+    pub fn allow_list(&self) -> BTreeSet<(u16, u16)> {
+        let mut allow = BTreeSet::new();
+        for r in &self.routes {
+            allow.insert((GATEWAY.0, r.sequence[0]));
+            for pair in r.sequence.windows(2) {
+                allow.insert((pair[0], pair[1]));
+            }
+        }
+        for f in &self.functions {
+            allow.insert((f.id, GATEWAY.0));
+            for &c in &f.calls {
+                allow.insert((f.id, c));
+                allow.insert((c, f.id));
+            }
+        }
+        allow
+    }
+}
+
+fn check_name(name: &str, max: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > max {
+        return Err(format!("{name:?} is longer than {max} characters"));
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if !ok {
+        return Err(format!(
+            "{name:?} may only hold lowercase letters, digits and '-' (not leading)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

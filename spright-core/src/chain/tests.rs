@@ -1,0 +1,115 @@
+use super::*;
+
+const GOOD: &str = r#"
+chain: demo
+pool:
+  buffers: 128
+  buffer_size: 64KiB
+gateway:
+  listen: 127.0.0.1:9000
+  timeout: 2s
+functions:
+  - name: parse
+    id: 1
+    command: [spright-demo-parse]
+  - name: transform
+    id: 2
+    instances: 2
+  - name: render
+    id: 3
+    calls: [transform]
+routes:
+  - method: post
+    path: /render
+    sequence: [parse, transform, render]
+  - path: /
+    function: render
+"#;
+
+#[test]
+fn a_good_chain_loads() {
+    let c = Chain::parse(GOOD, "good.yaml").unwrap();
+    assert_eq!(c.name, "demo");
+    assert_eq!(c.routing, RoutingMode::Sockmap);
+    assert_eq!(c.pool.buffer_size, 65536);
+    assert_eq!(c.timeout_ms, 2000);
+    assert_eq!(c.routes[0].method.as_deref(), Some("POST"));
+    assert_eq!(c.routes[0].sequence, vec![1, 2, 3]);
+    assert_eq!(c.routes[1].sequence, vec![3]);
+    assert_eq!(c.function("transform").unwrap().instances, 2);
+    assert_eq!(c.function("render").unwrap().calls, vec![2]);
+}
+
+#[test]
+fn the_allow_list_is_derived_from_routes_and_calls() {
+    let c = Chain::parse(GOOD, "good.yaml").unwrap();
+    let allow = c.allow_list();
+    let expected: BTreeSet<(u16, u16)> = [
+        (0, 1), // gateway -> entry of /render
+        (0, 3), // gateway -> entry of /
+        (1, 2),
+        (2, 3), // the sequence
+        (1, 0),
+        (2, 0),
+        (3, 0), // replies
+        (3, 2),
+        (2, 3), // render calls transform, and its reply
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(allow, expected);
+    assert!(!allow.contains(&(1, 3)), "parse may not skip transform");
+    assert!(!allow.contains(&(2, 1)));
+}
+
+/// Replaces `from` in the good file by `to` and returns the error message.
+fn error_after(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "test edit {from:?} does not apply");
+    let text = GOOD.replacen(from, to, 1);
+    Chain::parse(&text, "bad.yaml").unwrap_err().to_string()
+}
+
+#[test]
+fn bad_chains_name_the_field_and_the_problem() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("chain: demo", "chain: Demo_1", &["chain", "lowercase"]),
+        ("  buffers: 128", "  buffers: 128\n  colour: blue", &["unknown field `colour`"]),
+        ("  buffers: 128", "  buffers: 0", &["pool", "at least 1"]),
+        ("buffer_size: 64KiB", "buffer_size: 100", &["pool", "buffer_size 100"]),
+        ("buffer_size: 64KiB", "buffer_size: 64 parsecs", &["unknown size unit"]),
+        ("timeout: 2s", "timeout: 2", &["needs a unit"]),
+        ("listen: 127.0.0.1:9000", "listen: nowhere", &["gateway.listen", "address"]),
+        ("    id: 2", "    id: 1", &["functions[1].id", "already used by function \"parse\""]),
+        ("    id: 2", "    id: 0", &["functions[1].id", "reserved for the gateway"]),
+        ("    id: 2", "    id: 5000", &["functions[1].id", "over the limit"]),
+        ("  - name: transform", "  - name: parse", &["functions[1].name", "duplicate"]),
+        ("calls: [transform]", "calls: [nobody]", &["functions[2].calls[0]", "\"nobody\" is not defined"]),
+        ("calls: [transform]", "calls: [render]", &["cannot call itself"]),
+        ("instances: 2", "instances: 0", &["functions[1].instances"]),
+        ("sequence: [parse, transform, render]", "sequence: [parse, ghost]", &["routes[0].sequence[1]", "\"ghost\" is not defined"]),
+        ("sequence: [parse, transform, render]", "sequence: []", &["routes[0].sequence", "at least one"]),
+        ("    path: /render", "    path: render", &["routes[0].path", "start with '/'"]),
+        ("  - method: post", "  - method: \"p o s t\"", &["routes[0].method"]),
+        ("    function: render", "    function: render\n    sequence: [parse]", &["routes[1]", "not both"]),
+        ("    function: render", "", &["routes[1]", "needs a function or a sequence"]),
+        ("  - path: /\n", "  - method: POST\n    path: /render\n", &["duplicate route POST /render"]),
+        ("pool:", "pool: [", &["bad.yaml"]),
+    ];
+    for (from, to, needles) in cases {
+        let msg = error_after(from, to);
+        for n in *needles {
+            assert!(msg.contains(n), "editing {from:?} -> {to:?}: {msg:?} lacks {n:?}");
+        }
+        assert!(msg.starts_with("bad.yaml"), "{msg:?} does not name the file");
+    }
+}
+
+#[test]
+fn missing_sections_are_reported() {
+    let msg = Chain::parse("chain: x\n", "f.yaml").unwrap_err().to_string();
+    assert!(msg.contains("missing field `pool`"), "{msg}");
+    let msg = Chain::parse("chain: x\npool: {buffers: 4, buffer_size: 4096}\nfunctions: []\nroutes: []\n", "f.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("functions") && msg.contains("at least one function"), "{msg}");
+}

@@ -1,0 +1,17 @@
+//! spright's shared core: the descriptor ABI, the shared-memory pool, chain files, the manifest
+//! and the registration protocol. It depends on nothing else of spright's, so a function, the
+//! gateway, the pool-manager and the shim all agree on one definition.
+
+pub mod chain;
+pub mod descriptor;
+pub mod envelope;
+pub mod ids;
+pub mod manifest;
+pub mod pool;
+pub mod protocol;
+
+pub use chain::{Chain, ChainError, RoutingMode};
+pub use descriptor::{Descriptor, DescriptorFramer, Kind, RefuseReason, ReplyError, DESCRIPTOR_SIZE};
+pub use ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, GATEWAY};
+pub use manifest::Manifest;
+pub use pool::{BufferRef, DescriptorError, Pool, PoolError, PoolSpec};

@@ -1,0 +1,98 @@
+//! Messages on the unix sockets of a chain's runtime directory. Each is one JSON object on one
+//! line. A function (or the gateway) registers on its socket:
+//!
+//! 1. the instance sends [`Hello`];
+//! 2. the pool-manager answers [`Welcome`] with the instance's data socket attached as
+//!    `SCM_RIGHTS`, or [`Registration::Refused`];
+//! 3. the connection stays open: the pool-manager sends [`Event`]s on it, and its closing on
+//!    either side ends the registration.
+//!
+//! The control socket answers one [`ControlRequest`] per line with one [`ControlResponse`].
+
+use crate::chain::{Route, RoutingMode};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hello {
+    pub abi_version: u8,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Registration {
+    Welcome(Welcome),
+    Refused { error: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Welcome {
+    pub abi_version: u8,
+    pub chain: String,
+    pub function: String,
+    pub function_id: u16,
+    pub instance: u16,
+    pub routing: RoutingMode,
+    /// Host path of the pool (a container sees it where `SPRIGHT_POOL` says).
+    pub pool_path: PathBuf,
+    pub pool_tag: u32,
+    pub timeout_ms: u64,
+    pub routes: Vec<Route>,
+    /// Every function's (name, id), for calls by name.
+    pub functions: Vec<(String, u16)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// An instance went away. `requests` are the requests that had buffers with it (or in
+    /// transit to its function when no instance of it is left); their buffers have been
+    /// reclaimed.
+    Gone {
+        function: u16,
+        instance: u16,
+        /// Instances of the function still registered.
+        remaining: u16,
+        requests: Vec<u64>,
+    },
+    /// An instance joined.
+    Joined { function: u16, instance: u16 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Router counters and registrations.
+    Stats,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ControlResponse {
+    Stats(RouterStats),
+    Error { error: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouterStats {
+    pub routing: Option<RoutingMode>,
+    pub functions: Vec<FunctionStats>,
+    /// Messages the router could not parse (sent to the audit path).
+    pub malformed: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionStats {
+    pub id: u16,
+    pub name: String,
+    pub instances: u16,
+    /// Descriptors this function sent that were delivered.
+    pub sent: u64,
+    /// Bytes of those descriptors.
+    pub sent_bytes: u64,
+    /// Descriptors delivered to this function.
+    pub received: u64,
+    /// Descriptors this function sent that the router refused.
+    pub refused: u64,
+}
