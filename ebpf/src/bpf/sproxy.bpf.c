@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+//
+// SPROXY: spright's descriptor router, an sk_msg program attached to the chain's sockhash.
+//
+// It runs for every send on a registered function socket. The message must be exactly one
+// 48-byte descriptor (docs/abi.md). SPROXY:
+//   1. identifies the sender from the socket itself (its local port, registered by the
+//      pool-manager), never from the descriptor, and stamps src_fn/src_instance;
+//   2. checks (sender, destination) against the chain's allow map;
+//   3. picks a destination instance (the one named, or one of the function's instances);
+//   4. redirects the descriptor into that socket's receive queue and counts it.
+// A descriptor it will not deliver is marked REFUSED with a reason and redirected back into the
+// sender's own receive queue. It never returns SK_DROP: a dropped send leaves the socket's
+// verdict cached and every later send on it fails with EACCES. What cannot even be parsed is
+// passed to the socket's TCP peer, which the pool-manager holds and audits.
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#define MAX_FUNCTIONS 1024
+#define MAX_INSTANCES 64
+#define ANY_INSTANCE 0xFFFF
+#define ABI_VERSION 1
+
+#define KIND_REFUSED 3
+#define REFUSE_FORBIDDEN 1
+#define REFUSE_NO_DESTINATION 2
+#define REFUSE_BAD_DESCRIPTOR 3
+
+// Mirrors spright_core::descriptor::Descriptor.
+struct descriptor {
+	__u8 version;
+	__u8 kind;
+	__u8 status;
+	__u8 hops;
+	__u16 dst_fn;
+	__u16 dst_instance;
+	__u16 src_fn;
+	__u16 src_instance;
+	__u16 route;
+	__u16 origin_instance;
+	__u32 pool_tag;
+	__u32 generation;
+	__u64 request_id;
+	__u64 offset;
+	__u32 len;
+	__u32 call_id;
+};
+
+_Static_assert(sizeof(struct descriptor) == 48, "descriptor ABI is 48 bytes");
+
+struct endpoint {
+	__u16 fn;
+	__u16 instance;
+};
+
+struct instance_table {
+	__u32 count;
+	__u16 instances[MAX_INSTANCES];
+};
+
+struct fn_stats {
+	__u64 sent;
+	__u64 sent_bytes;
+	__u64 received;
+	__u64 refused;
+};
+
+struct chain_stats {
+	__u64 malformed;
+	__u64 unknown_sender;
+};
+
+// Function sockets, keyed by endpoint (fn << 16 | instance).
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MAX_FUNCTIONS * MAX_INSTANCES);
+	__type(key, __u32);
+	__type(value, __u32);
+} socks SEC(".maps");
+
+// Local TCP port of a registered socket -> its endpoint. The pool-manager creates every socket,
+// so a port names exactly one socket of this chain while it is registered.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FUNCTIONS * MAX_INSTANCES);
+	__type(key, __u32);
+	__type(value, struct endpoint);
+} identities SEC(".maps");
+
+// Allowed (source, destination) pairs, key (src << 16 | dst).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} allow SEC(".maps");
+
+// Registered instances of each function, for load balancing.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_FUNCTIONS);
+	__type(key, __u32);
+	__type(value, struct instance_table);
+} instances SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_FUNCTIONS);
+	__type(key, __u32);
+	__type(value, struct fn_stats);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct chain_stats);
+} totals SEC(".maps");
+
+static __always_inline struct fn_stats *fn_stats(__u16 fn)
+{
+	__u32 key = fn;
+	return bpf_map_lookup_elem(&stats, &key);
+}
+
+static __always_inline int audit(int malformed)
+{
+	__u32 zero = 0;
+	struct chain_stats *t = bpf_map_lookup_elem(&totals, &zero);
+	if (t) {
+		if (malformed)
+			t->malformed++;
+		else
+			t->unknown_sender++;
+	}
+	return SK_PASS;
+}
+
+SEC("sk_msg")
+int sproxy(struct sk_msg_md *msg)
+{
+	if (msg->size != sizeof(struct descriptor))
+		return audit(1);
+
+	void *data = (void *)(long)msg->data;
+	void *end = (void *)(long)msg->data_end;
+	if (data + sizeof(struct descriptor) > end) {
+		// The descriptor straddles two pages of the socket's buffer: make it contiguous.
+		if (bpf_msg_pull_data(msg, 0, sizeof(struct descriptor), 0))
+			return audit(1);
+		data = (void *)(long)msg->data;
+		end = (void *)(long)msg->data_end;
+		if (data + sizeof(struct descriptor) > end)
+			return audit(1);
+	}
+	struct descriptor *d = data;
+
+	__u32 port = msg->local_port;
+	struct endpoint *self = bpf_map_lookup_elem(&identities, &port);
+	if (!self)
+		return audit(0);
+	d->src_fn = self->fn;
+	d->src_instance = self->instance;
+	struct fn_stats *src_stats = fn_stats(self->fn);
+
+	__u8 reason;
+	if (d->version != ABI_VERSION || d->kind == KIND_REFUSED) {
+		reason = REFUSE_BAD_DESCRIPTOR;
+		goto refuse;
+	}
+
+	__u32 pair = ((__u32)self->fn << 16) | d->dst_fn;
+	if (!bpf_map_lookup_elem(&allow, &pair)) {
+		reason = REFUSE_FORBIDDEN;
+		goto refuse;
+	}
+
+	__u32 instance = d->dst_instance;
+	if (instance == ANY_INSTANCE) {
+		__u32 fn = d->dst_fn;
+		struct instance_table *table = bpf_map_lookup_elem(&instances, &fn);
+		if (!table || table->count == 0 || table->count > MAX_INSTANCES) {
+			reason = REFUSE_NO_DESTINATION;
+			goto refuse;
+		}
+		__u32 slot = bpf_get_prandom_u32() % table->count;
+		instance = table->instances[slot & (MAX_INSTANCES - 1)];
+		d->dst_instance = instance;
+	}
+
+	__u32 key = ((__u32)d->dst_fn << 16) | instance;
+	if (bpf_msg_redirect_hash(msg, &socks, &key, BPF_F_INGRESS) != SK_PASS) {
+		reason = REFUSE_NO_DESTINATION;
+		goto refuse;
+	}
+	if (src_stats) {
+		src_stats->sent++;
+		src_stats->sent_bytes += msg->size;
+	}
+	struct fn_stats *dst_stats = fn_stats(d->dst_fn);
+	if (dst_stats)
+		dst_stats->received++;
+	return SK_PASS;
+
+refuse:
+	d->kind = KIND_REFUSED;
+	d->status = reason;
+	if (src_stats)
+		src_stats->refused++;
+	__u32 back = ((__u32)self->fn << 16) | self->instance;
+	if (bpf_msg_redirect_hash(msg, &socks, &back, BPF_F_INGRESS) != SK_PASS)
+		return audit(0);
+	return SK_PASS;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

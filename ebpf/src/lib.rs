@@ -1,0 +1,284 @@
+//! SPROXY's loader and typed access to its maps.
+//!
+//! The program itself is C (`src/bpf/sproxy.bpf.c`), compiled by `build.rs` and embedded here.
+//! Loading needs CAP_BPF and CAP_NET_ADMIN (in practice: root); once loaded, updating the maps
+//! through the file descriptors held here needs no capability, which is what lets the
+//! pool-manager drop its privileges after setup.
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, SockHash};
+use aya::programs::SkMsg;
+use aya::{Ebpf, EbpfLoader, Pod};
+use spright_core::ids::{Endpoint, FnId, InstanceId, MAX_FUNCTIONS, MAX_INSTANCES};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+static SPROXY_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sproxy.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum SproxyError {
+    #[error("loading SPROXY: {0} (loading BPF needs root, or CAP_BPF and CAP_NET_ADMIN)")]
+    Load(#[from] aya::EbpfError),
+    #[error("SPROXY program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("SPROXY map {map}: {source}")]
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("SPROXY object has no {0}")]
+    Missing(&'static str),
+    #[error("pinning SPROXY maps under {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Limit(String),
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> SproxyError {
+    move |source| SproxyError::Map { map, source }
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct EndpointValue {
+    function: u16,
+    instance: u16,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct InstanceTable {
+    count: u32,
+    instances: [u16; MAX_INSTANCES as usize],
+}
+
+/// SPROXY's counters for one function, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FnCounters {
+    /// Descriptors the function sent that were delivered.
+    pub sent: u64,
+    pub sent_bytes: u64,
+    /// Descriptors delivered to the function.
+    pub received: u64,
+    /// Descriptors the function sent that SPROXY refused.
+    pub refused: u64,
+}
+
+/// Chain-wide counters of what SPROXY passed to the audit path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ChainCounters {
+    /// Sends that were not exactly one descriptor.
+    pub malformed: u64,
+    /// Sends from a socket with no registered identity.
+    pub unknown_sender: u64,
+}
+
+// SAFETY: plain repr(C) integers without padding, mirrored from the C side.
+unsafe impl Pod for EndpointValue {}
+unsafe impl Pod for InstanceTable {}
+unsafe impl Pod for FnCounters {}
+unsafe impl Pod for ChainCounters {}
+
+const _: () = assert!(std::mem::size_of::<InstanceTable>() == 4 + 2 * MAX_INSTANCES as usize);
+
+/// A loaded and attached SPROXY with its maps. Dropping it detaches the program and, unless
+/// pinned, frees the maps.
+pub struct Sproxy {
+    socks: SockHash<MapData, u32>,
+    identities: HashMap<MapData, u32, EndpointValue>,
+    allow: HashMap<MapData, u32, u8>,
+    instances: Array<MapData, InstanceTable>,
+    stats: PerCpuArray<MapData, FnCounters>,
+    totals: PerCpuArray<MapData, ChainCounters>,
+    pinned: Option<PathBuf>,
+    // Keeps the program (and its attachment to `socks`) alive; dropped last.
+    _ebpf: Ebpf,
+}
+
+const MAPS: [&str; 6] = ["socks", "identities", "allow", "instances", "stats", "totals"];
+
+impl Sproxy {
+    /// Loads SPROXY and attaches it to a fresh sockhash. With `pin_dir`, the maps are also
+    /// pinned there (in bpffs) so `bpftool map dump pinned <dir>/<map>` shows them; the pins
+    /// are removed on drop.
+    pub fn load(pin_dir: Option<&Path>) -> Result<Sproxy, SproxyError> {
+        let mut ebpf = EbpfLoader::new().load(SPROXY_OBJECT)?;
+        if let Some(dir) = pin_dir {
+            std::fs::create_dir_all(dir).map_err(|source| SproxyError::Pin {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let mut take = |name: &'static str| -> Result<aya::maps::Map, SproxyError> {
+            let map = ebpf.take_map(name).ok_or(SproxyError::Missing(name))?;
+            if let Some(dir) = pin_dir {
+                map.pin(dir.join(name)).map_err(|e| SproxyError::Pin {
+                    path: dir.join(name),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            }
+            Ok(map)
+        };
+        let taken = (|| {
+            Ok::<_, SproxyError>((
+                SockHash::try_from(take("socks")?).map_err(map_err("socks"))?,
+                HashMap::try_from(take("identities")?).map_err(map_err("identities"))?,
+                HashMap::try_from(take("allow")?).map_err(map_err("allow"))?,
+                Array::try_from(take("instances")?).map_err(map_err("instances"))?,
+                PerCpuArray::try_from(take("stats")?).map_err(map_err("stats"))?,
+                PerCpuArray::try_from(take("totals")?).map_err(map_err("totals"))?,
+            ))
+        })();
+        let (socks, identities, allow, instances, stats, totals): (
+            SockHash<MapData, u32>,
+            _,
+            _,
+            _,
+            _,
+            _,
+        ) = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(dir) = pin_dir {
+                    Sproxy::remove_pins(dir);
+                }
+                return Err(e);
+            }
+        };
+        let mut sproxy = Sproxy {
+            socks,
+            identities,
+            allow,
+            instances,
+            stats,
+            totals,
+            pinned: pin_dir.map(Path::to_owned),
+            _ebpf: ebpf,
+        };
+        let program: &mut SkMsg = sproxy
+            ._ebpf
+            .program_mut("sproxy")
+            .ok_or(SproxyError::Missing("program sproxy"))?
+            .try_into()?;
+        program.load()?;
+        program.attach(sproxy.socks.fd())?;
+        Ok(sproxy)
+    }
+
+    /// Removes pins left in `dir` by a pool-manager that did not exit cleanly.
+    pub fn remove_pins(dir: &Path) {
+        for name in MAPS {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+
+    /// Replaces the allow list with `pairs` of (source, destination) function ids.
+    pub fn set_allow_list(
+        &mut self,
+        pairs: impl IntoIterator<Item = (u16, u16)>,
+    ) -> Result<(), SproxyError> {
+        let keys: Vec<u32> = self.allow.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            self.allow.remove(&k).map_err(map_err("allow"))?;
+        }
+        for (src, dst) in pairs {
+            let key = ((src as u32) << 16) | dst as u32;
+            self.allow.insert(key, 1, 0).map_err(map_err("allow"))?;
+        }
+        Ok(())
+    }
+
+    /// Registers a function socket: its identity (by local port) first, then the socket itself,
+    /// so SPROXY never sees a registered socket it cannot identify.
+    pub fn insert_socket(
+        &mut self,
+        endpoint: Endpoint,
+        socket: &impl AsRawFd,
+        local_port: u16,
+    ) -> Result<(), SproxyError> {
+        if endpoint.function.0 >= MAX_FUNCTIONS {
+            return Err(SproxyError::Limit(format!(
+                "function id {} is over SPROXY's limit of {}",
+                endpoint.function.0,
+                MAX_FUNCTIONS - 1
+            )));
+        }
+        let value = EndpointValue {
+            function: endpoint.function.0,
+            instance: endpoint.instance.0,
+        };
+        self.identities
+            .insert(local_port as u32, value, 0)
+            .map_err(map_err("identities"))?;
+        self.socks
+            .insert(endpoint.router_key(), socket.as_raw_fd(), 0)
+            .map_err(map_err("socks"))
+    }
+
+    /// Forgets a socket (the kernel drops closed sockets from the sockhash by itself; this
+    /// also covers sockets still open).
+    pub fn remove_socket(&mut self, endpoint: Endpoint, local_port: u16) {
+        let _ = self.socks.remove(&endpoint.router_key());
+        let _ = self.identities.remove(&(local_port as u32));
+    }
+
+    /// Sets the instances SPROXY load-balances `function`'s descriptors over.
+    pub fn set_instances(
+        &mut self,
+        function: FnId,
+        instances: &[InstanceId],
+    ) -> Result<(), SproxyError> {
+        if instances.len() > MAX_INSTANCES as usize {
+            return Err(SproxyError::Limit(format!(
+                "function {function} has {} instances, SPROXY's limit is {MAX_INSTANCES}",
+                instances.len()
+            )));
+        }
+        let mut table = InstanceTable {
+            count: instances.len() as u32,
+            instances: [0; MAX_INSTANCES as usize],
+        };
+        for (slot, i) in table.instances.iter_mut().zip(instances) {
+            *slot = i.0;
+        }
+        self.instances
+            .set(function.0 as u32, table, 0)
+            .map_err(map_err("instances"))
+    }
+
+    /// SPROXY's counters for `function`, summed over CPUs.
+    pub fn counters(&self, function: FnId) -> Result<FnCounters, SproxyError> {
+        let per_cpu = self
+            .stats
+            .get(&(function.0 as u32), 0)
+            .map_err(map_err("stats"))?;
+        Ok(per_cpu.iter().fold(FnCounters::default(), |a, c| FnCounters {
+            sent: a.sent + c.sent,
+            sent_bytes: a.sent_bytes + c.sent_bytes,
+            received: a.received + c.received,
+            refused: a.refused + c.refused,
+        }))
+    }
+
+    /// Chain-wide audit counters, summed over CPUs.
+    pub fn chain_counters(&self) -> Result<ChainCounters, SproxyError> {
+        let per_cpu = self.totals.get(&0, 0).map_err(map_err("totals"))?;
+        Ok(per_cpu.iter().fold(ChainCounters::default(), |a, c| ChainCounters {
+            malformed: a.malformed + c.malformed,
+            unknown_sender: a.unknown_sender + c.unknown_sender,
+        }))
+    }
+}
+
+impl Drop for Sproxy {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.pinned {
+            Sproxy::remove_pins(dir);
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! SPROXY in the real kernel: descriptors sent on registered TCP sockets land in exactly the
+//! right socket, refusals come back to the sender without poisoning its socket, and counters
+//! move. Needs root (BPF).
+
+use spright_core::descriptor::{Descriptor, Kind, RefuseReason, DESCRIPTOR_SIZE};
+use spright_core::ids::{Endpoint, FnId, InstanceId};
+use spright_ebpf::Sproxy;
+use spright_test_support::have_root;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+/// A registered function socket and the TCP peer the test holds in the pool-manager's place.
+struct Member {
+    endpoint: Endpoint,
+    socket: TcpStream,
+    peer: TcpStream,
+}
+
+fn connect_pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (socket, peer)
+}
+
+fn join(sproxy: &mut Sproxy, listener: &TcpListener, function: u16, instance: u16) -> Member {
+    let (socket, peer) = connect_pair(listener);
+    let endpoint = Endpoint::new(FnId(function), InstanceId(instance));
+    let port = socket.local_addr().unwrap().port();
+    sproxy.insert_socket(endpoint, &socket, port).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    Member {
+        endpoint,
+        socket,
+        peer,
+    }
+}
+
+fn send(from: &mut Member, d: &Descriptor) {
+    let n = from.socket.write(d.as_bytes()).expect("send on a function socket");
+    assert_eq!(n, DESCRIPTOR_SIZE);
+}
+
+fn recv(m: &mut Member) -> Descriptor {
+    let mut buf = [0u8; DESCRIPTOR_SIZE];
+    m.socket.read_exact(&mut buf).unwrap_or_else(|e| {
+        panic!("{} expected a descriptor: {e}", m.endpoint);
+    });
+    Descriptor::from_bytes(&buf)
+}
+
+/// Redirection is synchronous: once the send returned, anything meant for `m` is queued.
+fn assert_nothing_for(m: &Member) {
+    m.socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let got = (&m.socket).read(&mut buf);
+    m.socket.set_nonblocking(false).unwrap();
+    match got {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("{} received something it should not: {other:?}", m.endpoint),
+    }
+    m.peer.set_nonblocking(true).unwrap();
+    let got = (&m.peer).read(&mut buf);
+    m.peer.set_nonblocking(false).unwrap();
+    match got {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("{}'s TCP peer received something: {other:?}", m.endpoint),
+    }
+}
+
+fn descriptor(dst: u16, request: u64) -> Descriptor {
+    let mut d = Descriptor::request(FnId(dst), request);
+    d.pool_tag = 0xABCD;
+    d.offset = 4096 * 3;
+    d.len = 100;
+    d
+}
+
+struct Setup {
+    sproxy: Sproxy,
+    _listener: TcpListener,
+    gateway: Member,
+    f1: Member,
+    f2: Member,
+}
+
+fn setup() -> Setup {
+    let mut sproxy = Sproxy::load(None).expect("load SPROXY");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let gateway = join(&mut sproxy, &listener, 0, 0);
+    let f1 = join(&mut sproxy, &listener, 1, 0);
+    let f2 = join(&mut sproxy, &listener, 2, 0);
+    for f in 0..3 {
+        sproxy.set_instances(FnId(f), &[InstanceId(0)]).unwrap();
+    }
+    // gateway -> f1 -> f2 -> gateway, and the gateway may also address function 5 (which never
+    // registers).
+    sproxy
+        .set_allow_list([(0, 1), (1, 2), (2, 0), (0, 5)])
+        .unwrap();
+    Setup {
+        sproxy,
+        _listener: listener,
+        gateway,
+        f1,
+        f2,
+    }
+}
+
+#[test]
+fn descriptors_reach_exactly_their_destination() {
+    if !have_root("descriptors_reach_exactly_their_destination") {
+        return;
+    }
+    let Setup {
+        sproxy,
+        mut gateway,
+        mut f1,
+        mut f2,
+        ..
+    } = setup();
+
+    let mut d = descriptor(1, 42);
+    d.src_fn = 2; // a lie SPROXY must overwrite
+    send(&mut gateway, &d);
+    let got = recv(&mut f1);
+    assert_eq!(got.request_id, 42);
+    assert_eq!(got.kind(), Some(Kind::Request));
+    assert_eq!((got.src_fn, got.src_instance), (0, 0), "sender identity from the socket");
+    assert_eq!(got.dst_instance, 0, "SPROXY names the instance it chose");
+    assert_eq!((got.offset, got.len), (d.offset, d.len), "payload fields untouched");
+    assert_nothing_for(&f2);
+    assert_nothing_for(&gateway);
+
+    send(&mut f1, &descriptor(2, 43));
+    assert_eq!(recv(&mut f2).src_fn, 1);
+    send(&mut f2, &descriptor(0, 44));
+    let back = recv(&mut gateway);
+    assert_eq!((back.request_id, back.src_fn), (44, 2));
+    assert_nothing_for(&f1);
+
+    let c = sproxy.counters(FnId(1)).unwrap();
+    assert_eq!((c.sent, c.received, c.refused), (1, 1, 0));
+    assert_eq!(c.sent_bytes, DESCRIPTOR_SIZE as u64);
+    assert_eq!(sproxy.counters(FnId(0)).unwrap().sent, 1);
+}
+
+#[test]
+fn a_forbidden_destination_is_refused_counted_and_the_sender_keeps_working() {
+    if !have_root("a_forbidden_destination_is_refused_counted_and_the_sender_keeps_working") {
+        return;
+    }
+    let Setup {
+        sproxy,
+        mut gateway,
+        mut f1,
+        mut f2,
+        ..
+    } = setup();
+
+    // f1 may not talk to the gateway directly in this chain.
+    send(&mut f1, &descriptor(0, 7));
+    let refused = recv(&mut f1);
+    assert_eq!(refused.kind(), Some(Kind::Refused));
+    assert_eq!(RefuseReason::from_u8(refused.status), Some(RefuseReason::Forbidden));
+    assert_eq!((refused.request_id, refused.dst_fn), (7, 0), "the sender learns what it sent");
+    assert_nothing_for(&gateway);
+    assert_nothing_for(&f2);
+
+    // The socket is not poisoned: the next allowed send goes through.
+    send(&mut f1, &descriptor(2, 8));
+    assert_eq!(recv(&mut f2).request_id, 8);
+
+    // A destination with no instance is refused the same way.
+    send(&mut gateway, &descriptor(5, 9));
+    let refused = recv(&mut gateway);
+    assert_eq!(RefuseReason::from_u8(refused.status), Some(RefuseReason::NoDestination));
+    send(&mut gateway, &descriptor(1, 10));
+    assert_eq!(recv(&mut f1).request_id, 10);
+
+    let c1 = sproxy.counters(FnId(1)).unwrap();
+    assert_eq!((c1.refused, c1.sent), (1, 1));
+    let c0 = sproxy.counters(FnId(0)).unwrap();
+    assert_eq!((c0.refused, c0.sent), (1, 1));
+}
+
+#[test]
+fn malformed_sends_go_to_the_audit_peer_and_do_not_poison() {
+    if !have_root("malformed_sends_go_to_the_audit_peer_and_do_not_poison") {
+        return;
+    }
+    let Setup {
+        sproxy,
+        mut f1,
+        mut f2,
+        ..
+    } = setup();
+    f1.socket.write_all(b"not a descriptor").unwrap();
+    let mut audit = [0u8; 16];
+    f1.peer
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    f1.peer.read_exact(&mut audit).unwrap();
+    assert_eq!(&audit, b"not a descriptor");
+    assert_nothing_for(&f2);
+    assert_eq!(sproxy.chain_counters().unwrap().malformed, 1);
+
+    let mut bad = descriptor(2, 11);
+    bad.version = 99;
+    send(&mut f1, &bad);
+    let refused = recv(&mut f1);
+    assert_eq!(RefuseReason::from_u8(refused.status), Some(RefuseReason::BadDescriptor));
+
+    send(&mut f1, &descriptor(2, 12));
+    assert_eq!(recv(&mut f2).request_id, 12);
+}
+
+#[test]
+fn instances_share_the_load_and_replies_reach_the_named_instance() {
+    if !have_root("instances_share_the_load_and_replies_reach_the_named_instance") {
+        return;
+    }
+    let Setup {
+        mut sproxy,
+        _listener,
+        mut f1,
+        f2,
+        ..
+    } = setup();
+    let mut f2b = join(&mut sproxy, &_listener, 2, 1);
+    sproxy
+        .set_instances(FnId(2), &[InstanceId(0), InstanceId(1)])
+        .unwrap();
+    let mut f2 = f2;
+    f2.socket.set_nonblocking(true).unwrap();
+    f2b.socket.set_nonblocking(true).unwrap();
+    let total = 400;
+    for i in 0..total {
+        send(&mut f1, &descriptor(2, i));
+    }
+    let drain = |m: &Member| {
+        let mut n = 0;
+        let mut buf = [0u8; 4096];
+        loop {
+            match (&m.socket).read(&mut buf) {
+                Ok(k) => n += k,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return n / DESCRIPTOR_SIZE,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let (a, b) = (drain(&f2), drain(&f2b));
+    assert_eq!(a + b, total as usize, "every descriptor delivered once");
+    assert!(a > 0 && b > 0, "both instances got work: {a} and {b}");
+
+    // A descriptor naming instance 1 goes to instance 1 only.
+    f2.socket.set_nonblocking(false).unwrap();
+    f2b.socket.set_nonblocking(false).unwrap();
+    let mut d = descriptor(2, 999);
+    d.dst_instance = 1;
+    send(&mut f1, &d);
+    assert_eq!(recv(&mut f2b).request_id, 999);
+    assert_nothing_for(&f2);
+
+    // Once instance 1 leaves, naming it is refused rather than lost.
+    sproxy
+        .set_instances(FnId(2), &[InstanceId(0)])
+        .unwrap();
+    sproxy.remove_socket(f2b.endpoint, f2b.socket.local_addr().unwrap().port());
+    send(&mut f1, &d);
+    let refused = recv(&mut f1);
+    assert_eq!(RefuseReason::from_u8(refused.status), Some(RefuseReason::NoDestination));
+}
