@@ -164,7 +164,7 @@ fn a_forbidden_destination_is_refused_counted_and_the_sender_keeps_working() {
     send(&mut f1, &descriptor(0, 7));
     let refused = recv(&mut f1);
     assert_eq!(refused.kind(), Some(Kind::Refused));
-    assert_eq!(RefuseReason::from_u8(refused.status), Some(RefuseReason::Forbidden));
+    assert_eq!(refused.refusal(), Some((Some(RefuseReason::Forbidden), Some(Kind::Request))));
     assert_eq!((refused.request_id, refused.dst_fn), (7, 0), "the sender learns what it sent");
     assert_nothing_for(&gateway);
     assert_nothing_for(&f2);
@@ -176,7 +176,7 @@ fn a_forbidden_destination_is_refused_counted_and_the_sender_keeps_working() {
     // A destination with no instance is refused the same way.
     send(&mut gateway, &descriptor(5, 9));
     let refused = recv(&mut gateway);
-    assert_eq!(RefuseReason::from_u8(refused.status), Some(RefuseReason::NoDestination));
+    assert_eq!(refused.refusal().unwrap().0, Some(RefuseReason::NoDestination));
     send(&mut gateway, &descriptor(1, 10));
     assert_eq!(recv(&mut f1).request_id, 10);
 
@@ -211,7 +211,7 @@ fn malformed_sends_go_to_the_audit_peer_and_do_not_poison() {
     bad.version = 99;
     send(&mut f1, &bad);
     let refused = recv(&mut f1);
-    assert_eq!(RefuseReason::from_u8(refused.status), Some(RefuseReason::BadDescriptor));
+    assert_eq!(refused.refusal().unwrap().0, Some(RefuseReason::BadDescriptor));
 
     send(&mut f1, &descriptor(2, 12));
     assert_eq!(recv(&mut f2).request_id, 12);
@@ -271,5 +271,5 @@ fn instances_share_the_load_and_replies_reach_the_named_instance() {
     sproxy.remove_socket(f2b.endpoint, f2b.socket.local_addr().unwrap().port());
     send(&mut f1, &d);
     let refused = recv(&mut f1);
-    assert_eq!(RefuseReason::from_u8(refused.status), Some(RefuseReason::NoDestination));
+    assert_eq!(refused.refusal().unwrap().0, Some(RefuseReason::NoDestination));
 }

@@ -110,7 +110,8 @@ pub struct Descriptor {
     pub version: u8,
     /// [`Kind`] as a byte (kept raw so any received byte pattern is a valid `Descriptor`).
     pub kind: u8,
-    /// [`RefuseReason`] for refused descriptors, [`ReplyError`] for bufferless replies, else 0.
+    /// For refused descriptors: the [`RefuseReason`] in the low nibble and the original kind in
+    /// the high nibble. For bufferless replies: a [`ReplyError`]. Otherwise 0.
     pub status: u8,
     /// Function-to-function transfers so far within the request; the position in a sequence.
     pub hops: u8,
@@ -197,6 +198,22 @@ impl Descriptor {
 
     pub fn src(&self) -> (FnId, InstanceId) {
         (FnId(self.src_fn), InstanceId(self.src_instance))
+    }
+
+    /// For a refused descriptor: why, and what it was before the router refused it.
+    pub fn refusal(&self) -> Option<(Option<RefuseReason>, Option<Kind>)> {
+        (self.kind() == Some(Kind::Refused)).then(|| {
+            (
+                RefuseReason::from_u8(self.status & 0x0F),
+                Kind::from_u8(self.status >> 4),
+            )
+        })
+    }
+
+    /// Marks a descriptor refused, keeping its original kind in the high nibble of `status`.
+    pub fn refuse(&mut self, reason: RefuseReason) {
+        self.status = reason as u8 | (self.kind << 4);
+        self.kind = Kind::Refused as u8;
     }
 
     pub fn has_buffer(&self) -> bool {

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! 0   EnvelopeHeader (16 bytes): magic "SE", status, meta_len, body_len
-//! 16  meta: UTF-8 lines. Requests: "METHOD path[?query]" then "name: value" headers.
-//!     Responses: "name: value" headers (the status is in the header).
+//! 16  meta: UTF-8 lines. The first is always the request line "METHOD target" of the request
+//!     being served (responses repeat it); "name: value" headers follow. A response's status
+//!     is in the envelope header; a request's status is 0.
 //! ..  body
 //! ```
 //! The descriptor's `len` is `16 + meta_len + body_len`. Readers take `meta` and `body` as slices
@@ -85,9 +86,14 @@ impl<'a> Envelope<'a> {
 
     /// The value of header `name` (case-insensitive) in the meta.
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.meta_lines().find_map(|l| {
+        self.headers().find_map(|(k, v)| k.eq_ignore_ascii_case(name).then_some(v))
+    }
+
+    /// The headers: every meta line after the request line, as (name, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.meta_lines().skip(1).filter_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            Some((k.trim(), v.trim()))
         })
     }
 }
@@ -140,11 +146,12 @@ mod tests {
     #[test]
     fn write_then_parse() {
         let mut buf = [0u8; 128];
-        let n = write(&mut buf, 201, b"POST /a?b=1\ncontent-type: text/plain\n", b"hello").unwrap();
+        let n = write(&mut buf, 201, b"POST /a?t=1:2\ncontent-type: text/plain\n", b"hello").unwrap();
         let e = Envelope::parse(&buf[..n]).unwrap();
         assert_eq!(e.status, 201);
         assert_eq!(e.body, b"hello");
-        assert_eq!(e.request_line(), Some(("POST", "/a?b=1")));
+        assert_eq!(e.request_line(), Some(("POST", "/a?t=1:2")));
+        assert_eq!(e.headers().count(), 1, "the request line is not a header");
         assert_eq!(e.header("Content-Type"), Some("text/plain"));
         assert_eq!(e.header("missing"), None);
     }

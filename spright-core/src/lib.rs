@@ -5,7 +5,9 @@
 pub mod chain;
 pub mod descriptor;
 pub mod envelope;
+pub mod fdpass;
 pub mod ids;
+pub mod logging;
 pub mod manifest;
 pub mod pool;
 pub mod protocol;

@@ -204,8 +204,9 @@ int sproxy(struct sk_msg_md *msg)
 	return SK_PASS;
 
 refuse:
+	// The sender learns why (low nibble) and what it had sent (high nibble).
+	d->status = reason | (d->kind << 4);
 	d->kind = KIND_REFUSED;
-	d->status = reason;
 	if (src_stats)
 		src_stats->refused++;
 	__u32 back = ((__u32)self->fn << 16) | self->instance;

@@ -105,6 +105,16 @@ pub struct Pool {
     path: PathBuf,
 }
 
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("path", &self.path)
+            .field("pool_id", &format_args!("{:#x}", self.pool_id))
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
 // SAFETY: all shared mutable state is accessed through atomics in the headers, and buffer data
 // is only touched by the instance that holds the buffer (the ownership protocol above).
 unsafe impl Send for Pool {}

@@ -1,0 +1,333 @@
+//! One HTTP request through the chain: route it, write it into a pool buffer, send its
+//! descriptor to the route's first function, wait for the answer, and turn that into the
+//! HTTP response, with the body served straight from the pool.
+
+use crate::dispatch::Outcome;
+use crate::metrics::{RequestLabels, RouteLabel};
+use crate::Gateway;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use slog::debug;
+use spright_core::descriptor::{Descriptor, Kind, RefuseReason, ReplyError, ABI_VERSION};
+use spright_core::envelope::{self, ENVELOPE_HEADER_SIZE};
+use spright_core::ids::FnId;
+use spright_sdk::{Lease, Message};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub type Body = Full<Bytes>;
+
+/// Request headers that describe the hop, not the request: never forwarded into the chain.
+const HOP_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let mut text = message.into();
+    text.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    if req.uri().path() == "/metrics" && req.method() == Method::GET {
+        return Ok(gw.metrics_response().await);
+    }
+    let (label, response) = match gw.routes.find(req.method().as_str(), req.uri().path()) {
+        Some((index, route)) => {
+            let label = format!(
+                "{} {}",
+                route.method.as_deref().unwrap_or("*"),
+                route.path
+            );
+            let entry = FnId(route.sequence[0]);
+            (label, through_chain(&gw, req, index, entry).await)
+        }
+        None => {
+            let response = if gw.routes.path_known(req.uri().path()) {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("no route for {} {}", req.method(), req.uri().path()),
+                )
+            } else {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("no route for {} {}", req.method(), req.uri().path()),
+                )
+            };
+            ("unrouted".to_owned(), response)
+        }
+    };
+    gw.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: label.clone(),
+            code: response.status().as_u16(),
+        })
+        .inc();
+    gw.metrics
+        .latency
+        .get_or_create(&RouteLabel { route: label })
+        .observe(start.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// The request line and forwarded headers, as envelope meta.
+fn request_meta(req: &Request<Incoming>) -> Vec<u8> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut meta = Vec::with_capacity(256);
+    meta.extend_from_slice(req.method().as_str().as_bytes());
+    meta.push(b' ');
+    meta.extend_from_slice(target.as_bytes());
+    meta.push(b'\n');
+    for (name, value) in req.headers() {
+        if HOP_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        // Newlines would break the meta's line structure; hyper already refuses them in
+        // header values, this keeps it so.
+        let v = value.as_bytes();
+        if v.contains(&b'\n') || v.contains(&b'\r') {
+            continue;
+        }
+        meta.extend_from_slice(name.as_str().as_bytes());
+        meta.extend_from_slice(b": ");
+        meta.extend_from_slice(v);
+        meta.push(b'\n');
+    }
+    meta
+}
+
+async fn through_chain(
+    gw: &Arc<Gateway>,
+    req: Request<Incoming>,
+    route: u16,
+    entry: FnId,
+) -> Response<Body> {
+    let meta = request_meta(&req);
+    let buffer_size = gw.pool.buffer_size() as usize;
+    let room = envelope::body_capacity(buffer_size, meta.len());
+    if ENVELOPE_HEADER_SIZE + meta.len() > buffer_size {
+        return error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("request line and headers do not fit a {buffer_size}-byte buffer"),
+        );
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > room as u64) {
+        return too_large(room);
+    }
+
+    let (request_id, outcome) = gw.dispatcher.open();
+    let mut lease = match Lease::alloc(&gw.pool, gw.me, request_id) {
+        Ok(l) => l,
+        Err(_) => {
+            gw.dispatcher.close(request_id);
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the chain's buffer pool is exhausted; retry shortly",
+            );
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+    };
+
+    // The body goes straight from the connection into the pool buffer.
+    let body_at = ENVELOPE_HEADER_SIZE + meta.len();
+    let mut body_len = 0usize;
+    {
+        let space = lease.space();
+        space[ENVELOPE_HEADER_SIZE..body_at].copy_from_slice(&meta);
+    }
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                gw.dispatcher.close(request_id);
+                return error(StatusCode::BAD_REQUEST, format!("reading the request body: {e}"));
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            if body_len + data.len() > room {
+                gw.dispatcher.close(request_id);
+                return too_large(room);
+            }
+            lease.space()[body_at + body_len..body_at + body_len + data.len()]
+                .copy_from_slice(&data);
+            body_len += data.len();
+        }
+    }
+    envelope::write_header(lease.space(), 0, meta.len(), body_len);
+    lease.set_len(body_at + body_len);
+
+    let d = Descriptor {
+        version: ABI_VERSION,
+        kind: Kind::Request as u8,
+        dst_fn: entry.0,
+        dst_instance: spright_core::ANY_INSTANCE.0,
+        route,
+        origin_instance: gw.me.instance.0,
+        request_id,
+        ..Descriptor::default()
+    };
+    if let Err(e) = gw.sender.send_lease(lease, d).await {
+        gw.dispatcher.close(request_id);
+        return error(StatusCode::BAD_GATEWAY, format!("sending into the chain: {e}"));
+    }
+
+    let mut outcome = outcome;
+    let mut retried = false;
+    loop {
+        let result = tokio::time::timeout(gw.timeout, &mut outcome).await;
+        let finished = match result {
+            Err(_) => {
+                gw.dispatcher.close(request_id);
+                let reclaimed = gw.dispatcher.reclaim_in_transit(request_id);
+                debug!(gw.log, "request timed out"; "request" => request_id, "reclaimed" => reclaimed);
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("the chain did not answer within {} ms", gw.timeout.as_millis()),
+                );
+            }
+            Ok(Err(_)) => {
+                return error(StatusCode::BAD_GATEWAY, "the request was abandoned");
+            }
+            Ok(Ok(o)) => o,
+        };
+        match finished {
+            Outcome::Reply(message) => return to_http(message),
+            Outcome::Failed(code) => return failed(code),
+            Outcome::Gone { function } => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "function {} exited while handling the request",
+                        gw.name_of(function)
+                    ),
+                );
+            }
+            Outcome::Refused {
+                function,
+                reason,
+                lease,
+            } => {
+                // An instance may have left between the router's choice and its delivery;
+                // one retry picks among those that remain.
+                if let (Some(RefuseReason::NoDestination), Some(lease), false) =
+                    (reason, lease, retried)
+                {
+                    retried = true;
+                    outcome = gw.dispatcher.reopen(request_id);
+                    if gw.sender.send_lease(lease, d).await.is_ok() {
+                        continue;
+                    }
+                    gw.dispatcher.close(request_id);
+                }
+                return match reason {
+                    Some(RefuseReason::NoDestination) | None => error(
+                        StatusCode::BAD_GATEWAY,
+                        format!("function {} is not registered", gw.name_of(function)),
+                    ),
+                    Some(r) => error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("the router refused the request for {}: {}", gw.name_of(function), r.as_str()),
+                    ),
+                };
+            }
+        }
+    }
+}
+
+fn too_large(room: usize) -> Response<Body> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the {room} bytes a pool buffer holds"),
+    )
+}
+
+fn failed(code: Option<ReplyError>) -> Response<Body> {
+    let (status, text) = match code {
+        Some(ReplyError::HandlerFailed) => (StatusCode::INTERNAL_SERVER_ERROR, "a function failed"),
+        Some(ReplyError::PoolExhausted) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a function found the pool exhausted",
+        ),
+        Some(ReplyError::DownstreamUnavailable) => (
+            StatusCode::BAD_GATEWAY,
+            "a function downstream is not registered",
+        ),
+        Some(ReplyError::DownstreamTimeout) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "a function downstream did not answer in time",
+        ),
+        None => (StatusCode::BAD_GATEWAY, "the chain answered with a malformed message"),
+    };
+    let mut r = error(status, text);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// The body of a reply, served from the pool buffer; the buffer is freed when hyper is done.
+struct PoolBody(Message);
+
+impl AsRef<[u8]> for PoolBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.body()
+    }
+}
+
+fn to_http(message: Message) -> Response<Body> {
+    let Ok(status) = StatusCode::from_u16(message.status()) else {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            format!("the chain answered with invalid status {}", message.status()),
+        );
+    };
+    let headers = reply_headers(&message);
+    let mut r = Response::new(Full::new(Bytes::from_owner(PoolBody(message))));
+    *r.status_mut() = status;
+    for (name, value) in headers {
+        r.headers_mut().append(name, value);
+    }
+    r
+}
+
+fn reply_headers(message: &Message) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for (k, v) in message.headers() {
+        if HOP_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(k)) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            out.push((name, value));
+        }
+    }
+    out
+}

@@ -1,0 +1,195 @@
+//! spright's gateway: the chain's HTTP front door.
+//!
+//! It registers with the chain's pool-manager as function 0, then serves HTTP/1.1 (keep-alive)
+//! and h2c. Each request is routed by method and longest path prefix, written once into a pool
+//! buffer and sent as a descriptor to the route's first function; the answer comes back as a
+//! descriptor and its body is served from the pool without a copy.
+
+mod dispatch;
+mod http;
+mod metrics;
+mod routes;
+
+pub use routes::RouteTable;
+
+use anyhow::Context as _;
+use dispatch::Dispatcher;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use metrics::Metrics;
+use slog::{info, warn, Logger};
+use spright_core::ids::{Endpoint, FnId};
+use spright_core::manifest::Manifest;
+use spright_core::pool::Pool;
+use spright_core::protocol::{ControlRequest, ControlResponse};
+use spright_sdk::member::{Member, Sender};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixStream};
+
+/// Longest a client may take to send request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (line and headers) hyper buffers; beyond it the client gets 431.
+const MAX_HEAD: usize = 64 * 1024;
+
+pub struct Gateway {
+    routes: RouteTable,
+    pool: Arc<Pool>,
+    me: Endpoint,
+    sender: Sender,
+    dispatcher: Arc<Dispatcher>,
+    metrics: Metrics,
+    timeout: Duration,
+    manifest: Manifest,
+    log: Logger,
+}
+
+impl Gateway {
+    fn name_of(&self, f: FnId) -> &str {
+        self.manifest.spec.name_of(f)
+    }
+
+    async fn metrics_response(&self) -> hyper::Response<http::Body> {
+        match router_stats(&self.manifest).await {
+            Ok(stats) => *self.metrics.router.lock().unwrap() = Some(stats),
+            Err(e) => warn!(self.log, "router stats unavailable"; "error" => %e),
+        }
+        let mut r = hyper::Response::new(http::Body::from(self.metrics.render()));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+        r
+    }
+}
+
+/// Asks the pool-manager for the router's counters.
+async fn router_stats(manifest: &Manifest) -> anyhow::Result<spright_core::protocol::RouterStats> {
+    let ask = async {
+        let mut conn = UnixStream::connect(&manifest.control_socket).await?;
+        let mut line = serde_json::to_vec(&ControlRequest::Stats)?;
+        line.push(b'\n');
+        conn.write_all(&line).await?;
+        let mut answer = String::new();
+        BufReader::new(conn).read_line(&mut answer).await?;
+        match serde_json::from_str(&answer)? {
+            ControlResponse::Stats(s) => Ok(s),
+            ControlResponse::Error { error } => anyhow::bail!(error),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), ask)
+        .await
+        .context("control socket did not answer within 1 s")?
+}
+
+/// How to run a gateway.
+pub struct Config {
+    pub manifest: Manifest,
+    /// Overrides the chain file's listen address.
+    pub listen: Option<SocketAddr>,
+}
+
+/// A bound gateway, before it serves.
+pub struct Bound {
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    member_parts: (spright_sdk::member::Receiver, spright_sdk::member::Events),
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves until `shutdown` resolves or the pool-manager goes away.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Bound {
+            gateway,
+            listener,
+            member_parts: (receiver, events),
+        } = self;
+        let receive = tokio::spawn(gateway.dispatcher.clone().receive(receiver));
+        let mut events = tokio::spawn(gateway.dispatcher.clone().events(events));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEAD)
+            .keep_alive(true);
+        let builder = Arc::new(builder);
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                _ = &mut events => break Err(anyhow::anyhow!("the pool-manager went away")),
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            warn!(gateway.log, "accept failed"; "error" => %e);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let gw = gateway.clone();
+                    let builder = builder.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| http::handle(gw.clone(), req));
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    });
+                }
+            }
+        };
+        receive.abort();
+        events.abort();
+        result
+    }
+}
+
+/// Registers with the chain as the gateway and binds the HTTP listener.
+pub async fn bind(config: Config, log: Logger) -> anyhow::Result<Bound> {
+    let manifest = config.manifest;
+    let member = Member::register(&manifest.gateway_socket, Some(&manifest.pool.path))
+        .await
+        .context("registering with the chain's pool-manager")?;
+    let listen: SocketAddr = match config.listen {
+        Some(a) => a,
+        None => manifest
+            .spec
+            .listen
+            .parse()
+            .context("the chain's gateway.listen")?,
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let (info, sender, receiver, events) = member.into_parts();
+    let log = log.new(slog::o!("chain" => manifest.chain.clone(), "instance" => info.endpoint.instance.0));
+    let dispatcher = Arc::new(Dispatcher::new(info.pool.clone(), info.endpoint, log.clone()));
+    let metrics = Metrics::new(info.pool.clone(), dispatcher.rejected.clone());
+    info!(log, "gateway listening"; "address" => %listener.local_addr()?, "routing" => %manifest.routing);
+    let gateway = Arc::new(Gateway {
+        routes: RouteTable::new(&manifest.spec.routes),
+        pool: info.pool.clone(),
+        me: info.endpoint,
+        sender,
+        dispatcher,
+        metrics,
+        timeout: Duration::from_millis(manifest.spec.timeout_ms),
+        manifest,
+        log,
+    });
+    Ok(Bound {
+        gateway,
+        listener,
+        member_parts: (receiver, events),
+    })
+}

@@ -1,0 +1,153 @@
+//! `/metrics` in Prometheus text format: the gateway's own request counters and latency
+//! histograms, pool occupancy read from the pool's headers, and the router's per-function
+//! counters (SPROXY's per-CPU map, through the pool-manager's control socket).
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use spright_core::pool::Pool;
+use spright_core::protocol::RouterStats;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabel, Histogram>,
+    /// The router's counters as of the last scrape.
+    pub router: Arc<Mutex<Option<RouterStats>>>,
+}
+
+#[derive(Debug)]
+struct ChainCollector {
+    pool: Arc<Pool>,
+    router: Arc<Mutex<Option<RouterStats>>>,
+    rejected: Arc<AtomicU64>,
+}
+
+impl Collector for ChainCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.pool.stats();
+        {
+            let mut m = encoder.encode_descriptor(
+                "spright_pool_buffers",
+                "Buffers of the chain's pool by state",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (state, n) in [
+                ("free", stats.free),
+                ("in_transit", stats.in_transit),
+                ("held", stats.held),
+            ] {
+                let labels = [("state", state)];
+                ConstGauge::new(n as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        ConstGauge::new(stats.total as i64).encode(encoder.encode_descriptor(
+            "spright_pool_capacity_buffers",
+            "Buffers in the chain's pool",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(self.rejected.load(Ordering::Relaxed)).encode(encoder.encode_descriptor(
+            "spright_gateway_rejected_descriptors",
+            "Descriptors the gateway rejected (forged, stale or from another pool)",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let router = self.router.lock().unwrap();
+        let Some(router) = router.as_ref() else {
+            return Ok(());
+        };
+        type Pick = fn(&spright_core::protocol::FunctionStats) -> u64;
+        let families: [(&str, &str, Pick); 4] = [
+            ("spright_function_sent_descriptors", "Descriptors a function sent that the router delivered", |f| f.sent),
+            ("spright_function_sent_bytes", "Bytes of descriptors a function sent that the router delivered", |f| f.sent_bytes),
+            ("spright_function_received_descriptors", "Descriptors the router delivered to a function", |f| f.received),
+            ("spright_function_refused_descriptors", "Descriptors a function sent that the router refused", |f| f.refused),
+        ];
+        for (name, help, pick) in families {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for f in &router.functions {
+                let labels = [("function", f.name.as_str())];
+                ConstCounter::new(pick(f)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "spright_function_instances",
+                "Registered instances of a function",
+                None,
+                MetricType::Gauge,
+            )?;
+            for f in &router.functions {
+                let labels = [("function", f.name.as_str())];
+                ConstGauge::new(f.instances as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        ConstCounter::new(router.malformed).encode(encoder.encode_descriptor(
+            "spright_router_malformed_messages",
+            "Sends on function sockets that were not one descriptor",
+            None,
+            MetricType::Counter,
+        )?)?;
+        Ok(())
+    }
+}
+
+impl Metrics {
+    pub fn new(pool: Arc<Pool>, rejected: Arc<AtomicU64>) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "spright_http_requests",
+            "HTTP requests answered, by route and status code",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            // 50 µs .. ~3.3 s
+            Histogram::new(exponential_buckets(0.00005, 2.0, 17))
+        });
+        registry.register(
+            "spright_http_request_duration_seconds",
+            "Time from request headers to response, by route",
+            latency.clone(),
+        );
+        let router = Arc::new(Mutex::new(None));
+        registry.register_collector(Box::new(ChainCollector {
+            pool,
+            router: router.clone(),
+            rejected,
+        }));
+        Metrics {
+            registry,
+            requests,
+            latency,
+            router,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,55 @@
+//! The control socket: answers stats requests (the gateway's /metrics reads it).
+
+use crate::Shared;
+use slog::debug;
+use spright_core::ids::{FnId, GATEWAY};
+use spright_core::protocol::{ControlRequest, ControlResponse, RouterStats};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+pub async fn serve(shared: Arc<Shared>, listener: UnixListener) {
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(&shared, conn).await {
+                debug!(shared.log, "control connection ended"; "error" => %e);
+            }
+        });
+    }
+}
+
+async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
+    let (read, mut write) = conn.into_split();
+    let mut lines = BufReader::new(read.take(1 << 20)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let response = match serde_json::from_str::<ControlRequest>(&line) {
+            Ok(ControlRequest::Stats) => ControlResponse::Stats(stats(shared)),
+            Err(e) => ControlResponse::Error {
+                error: format!("bad control request: {e}"),
+            },
+        };
+        let mut out = serde_json::to_vec(&response)?;
+        out.push(b'\n');
+        write.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+pub fn stats(shared: &Shared) -> RouterStats {
+    let counts = shared.members.lock().unwrap().instance_counts();
+    let router = shared.router.lock().unwrap();
+    let count = |id: u16| counts.get(&id).copied().unwrap_or(0);
+    let mut functions = vec![router.function_stats(GATEWAY, "gateway", count(0))];
+    for f in &shared.chain.functions {
+        functions.push(router.function_stats(FnId(f.id), &f.name, count(f.id)));
+    }
+    RouterStats {
+        routing: Some(shared.routing),
+        functions,
+        malformed: router.malformed(),
+    }
+}

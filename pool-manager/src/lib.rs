@@ -1,0 +1,146 @@
+//! The per-chain pool-manager.
+//!
+//! It creates the chain's pool, sets up routing (SPROXY in the kernel, or the user-space relay),
+//! publishes the chain's runtime directory (manifest, one registration socket per function, the
+//! gateway's socket, a control socket) and then serves registrations: each instance that
+//! connects gets a fresh TCP data socket by `SCM_RIGHTS`, registered with the router. When an
+//! instance goes away it is withdrawn at once, the buffers it held are swept back into the pool,
+//! and every other member is told which requests were affected.
+
+mod control;
+mod members;
+mod paths;
+pub mod privileges;
+mod router;
+mod runtime_dir;
+mod sweep;
+
+pub use paths::{ChainPaths, Locations};
+
+use anyhow::Context;
+use members::Members;
+use router::{KernelRouter, Relay, Router};
+use slog::{info, o, Logger};
+use spright_core::chain::{Chain, RoutingMode};
+use spright_core::pool::Pool;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub chain: Chain,
+    /// Overrides the chain file's routing mode.
+    pub routing: Option<RoutingMode>,
+    pub locations: Locations,
+    /// Mode of the pool file and sockets; 0o660 lets a group of function users in.
+    pub file_mode: u32,
+    /// Drop all capabilities once set up (the default).
+    pub drop_privileges: bool,
+}
+
+impl Options {
+    pub fn new(chain: Chain) -> Options {
+        Options {
+            chain,
+            routing: None,
+            locations: Locations::default(),
+            file_mode: 0o660,
+            drop_privileges: true,
+        }
+    }
+
+    pub fn routing(&self) -> RoutingMode {
+        self.routing.unwrap_or(self.chain.routing)
+    }
+}
+
+/// State shared by the pool-manager's tasks.
+pub(crate) struct Shared {
+    pub chain: Arc<Chain>,
+    pub routing: RoutingMode,
+    pub pool: Pool,
+    pub router: Mutex<Router>,
+    pub members: Mutex<Members>,
+    pub paths: ChainPaths,
+    pub log: Logger,
+}
+
+/// Runs the pool-manager for one chain until `shutdown` resolves, then removes everything it
+/// created (manifest, sockets, pool file, map pins).
+pub async fn run(opts: Options, log: Logger, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let routing = opts.routing();
+    let paths = ChainPaths::new(&opts.locations, &opts.chain.name);
+    let log = log.new(o!("chain" => opts.chain.name.clone()));
+    runtime_dir::claim(&paths, &log)?;
+    let setup = runtime_dir::Setup::new(paths.clone());
+    let result = serve(opts, routing, paths, log.clone(), shutdown, &setup).await;
+    setup.remove();
+    info!(log, "stopped; runtime directory, pool and pins removed");
+    result
+}
+
+async fn serve(
+    opts: Options,
+    routing: RoutingMode,
+    paths: ChainPaths,
+    log: Logger,
+    shutdown: impl Future<Output = ()>,
+    setup: &runtime_dir::Setup,
+) -> anyhow::Result<()> {
+    let chain = Arc::new(opts.chain.clone());
+    let pool = Pool::create(&paths.pool, chain.pool.spec(), &chain.name, opts.file_mode)
+        .context("creating the chain's pool")?;
+    let router = match routing {
+        RoutingMode::Sockmap => Router::Kernel(
+            KernelRouter::load(&chain, paths.pins.as_deref())
+                .context("setting up kernel routing (use --routing user where BPF is unavailable)")?,
+        ),
+        RoutingMode::User => Router::User(Arc::new(Relay::new(chain.allow_list()))),
+    };
+    let listeners = runtime_dir::bind_sockets(&paths, &chain, opts.file_mode)?;
+    let data_listener = members::DataListener::bind().await?;
+
+    if opts.drop_privileges {
+        privileges::drop_to(&[]).context("dropping capabilities")?;
+    }
+    info!(log, "set up";
+        "routing" => %routing,
+        "pool" => %paths.pool.display(),
+        "buffers" => chain.pool.buffers,
+        "buffer_size" => chain.pool.buffer_size,
+        "capabilities" => ?privileges::effective());
+
+    let shared = Arc::new(Shared {
+        chain: chain.clone(),
+        routing,
+        pool,
+        router: Mutex::new(router),
+        members: Mutex::new(Members::default()),
+        paths: paths.clone(),
+        log: log.clone(),
+    });
+    let data_listener = Arc::new(data_listener);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (function, listener) in listeners.functions {
+        tasks.spawn(members::accept_loop(
+            shared.clone(),
+            data_listener.clone(),
+            function,
+            listener,
+        ));
+    }
+    tasks.spawn(control::serve(shared.clone(), listeners.control));
+
+    runtime_dir::publish_manifest(&paths, &chain, routing, &shared.pool)?;
+    setup.published();
+    info!(log, "ready"; "manifest" => %paths.manifest.display());
+
+    shutdown.await;
+    info!(log, "shutting down");
+    // Unpublish first so nothing new joins, then let members see their connections close.
+    let _ = std::fs::remove_file(&paths.manifest);
+    tasks.abort_all();
+    members::close_all(&shared);
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! Registration and the life of each registered instance.
+//!
+//! An instance connects to its function's unix socket (which socket it can reach is what makes
+//! it that function), says hello, and receives a TCP data socket made here. The connection then
+//! stays open: it carries events to the instance, and its end (or the end of the data socket)
+//! ends the registration.
+
+use crate::router::Router;
+use crate::sweep::sweep;
+use crate::Shared;
+use slog::{info, warn};
+use spright_core::chain::RoutingMode;
+use spright_core::descriptor::ABI_VERSION;
+use spright_core::fdpass::send_with_fd;
+use spright_core::ids::{Endpoint, FnId, InstanceId, MAX_INSTANCES};
+use spright_core::protocol::{Event, Hello, Registration, Welcome};
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{mpsc, Notify};
+
+/// How long a connecting instance has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+const HELLO_MAX: usize = 4096;
+
+struct Member {
+    pid: u32,
+    port: u16,
+    events: mpsc::UnboundedSender<Event>,
+    stop: Arc<Notify>,
+}
+
+/// Registered instances by function.
+#[derive(Default)]
+pub struct Members {
+    by_function: BTreeMap<u16, BTreeMap<u16, Member>>,
+    shutting_down: bool,
+}
+
+impl Members {
+    fn free_instance(&self, function: FnId) -> Option<InstanceId> {
+        let taken = self.by_function.get(&function.0);
+        (0..MAX_INSTANCES)
+            .find(|i| taken.is_none_or(|m| !m.contains_key(i)))
+            .map(InstanceId)
+    }
+
+    fn instances(&self, function: FnId) -> Vec<InstanceId> {
+        self.by_function
+            .get(&function.0)
+            .map(|m| m.keys().map(|&i| InstanceId(i)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn instance_counts(&self) -> BTreeMap<u16, u16> {
+        self.by_function
+            .iter()
+            .map(|(&f, m)| (f, m.len() as u16))
+            .collect()
+    }
+
+    fn broadcast(&self, event: &Event) {
+        for m in self.by_function.values().flat_map(|m| m.values()) {
+            let _ = m.events.send(event.clone());
+        }
+    }
+}
+
+/// Tells every member's task to end without sweeping (the whole chain is going away).
+pub fn close_all(shared: &Shared) {
+    let mut members = shared.members.lock().unwrap();
+    members.shutting_down = true;
+    for m in members.by_function.values().flat_map(|m| m.values()) {
+        m.stop.notify_one();
+    }
+}
+
+/// The loopback listener data-socket pairs are made on.
+pub struct DataListener {
+    listener: TcpListener,
+    // One pair at a time, so an accept always returns the connection just made.
+    making: tokio::sync::Mutex<()>,
+}
+
+impl DataListener {
+    pub async fn bind() -> io::Result<DataListener> {
+        Ok(DataListener {
+            listener: TcpListener::bind("127.0.0.1:0").await?,
+            making: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// A connected TCP pair: (the instance's socket, the pool-manager's peer end).
+    async fn pair(&self) -> io::Result<(TcpStream, TcpStream)> {
+        let _one = self.making.lock().await;
+        let client = TcpStream::connect(self.listener.local_addr()?).await?;
+        let mine: SocketAddr = client.local_addr()?;
+        let peer = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let (peer, from) = self.listener.accept().await?;
+                // Anyone on the host can connect to a loopback port; only our own connection
+                // is the pair.
+                if from == mine {
+                    return Ok::<_, io::Error>(peer);
+                }
+            }
+        })
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "data socket pair not accepted"))??;
+        client.set_nodelay(true)?;
+        peer.set_nodelay(true)?;
+        Ok((client, peer))
+    }
+}
+
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    data: Arc<DataListener>,
+    function: FnId,
+    listener: UnixListener,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, _)) => {
+                tokio::spawn(register(shared.clone(), data.clone(), function, conn));
+            }
+            Err(e) => {
+                warn!(shared.log, "accept failed on a registration socket"; "function" => function.0, "error" => %e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn read_hello(conn: &mut UnixStream) -> Result<Hello, String> {
+    let mut buf = Vec::with_capacity(256);
+    let read = async {
+        let mut chunk = [0u8; 512];
+        loop {
+            let n = conn.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed before hello".to_string());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+                buf.truncate(end);
+                return Ok(());
+            }
+            if buf.len() > HELLO_MAX {
+                return Err(format!("hello longer than {HELLO_MAX} bytes"));
+            }
+        }
+    };
+    tokio::time::timeout(HELLO_TIMEOUT, read)
+        .await
+        .map_err(|_| format!("no hello within {HELLO_TIMEOUT:?}"))??;
+    let hello: Hello = serde_json::from_slice(&buf).map_err(|e| format!("malformed hello: {e}"))?;
+    if hello.abi_version != ABI_VERSION {
+        return Err(format!(
+            "instance speaks ABI version {}, this pool-manager speaks {ABI_VERSION}",
+            hello.abi_version
+        ));
+    }
+    Ok(hello)
+}
+
+async fn refuse(conn: &mut UnixStream, error: String) {
+    let mut line = serde_json::to_vec(&Registration::Refused { error }).unwrap_or_default();
+    line.push(b'\n');
+    let _ = conn.write_all(&line).await;
+}
+
+/// Sends the welcome line with the data socket attached.
+async fn send_welcome(conn: &UnixStream, welcome: Welcome, socket: &TcpStream) -> io::Result<()> {
+    let mut line = serde_json::to_vec(&Registration::Welcome(welcome))?;
+    line.push(b'\n');
+    let sent = loop {
+        conn.writable().await?;
+        match conn.try_io(Interest::WRITABLE, || {
+            send_with_fd(conn.as_raw_fd(), &line, socket)
+        }) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let mut rest = &line[sent..];
+    while !rest.is_empty() {
+        conn.writable().await?;
+        match conn.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn register(shared: Arc<Shared>, data: Arc<DataListener>, function: FnId, mut conn: UnixStream) {
+    let name = shared.chain.name_of(function).to_owned();
+    let hello = match read_hello(&mut conn).await {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(shared.log, "registration refused"; "function" => &name, "error" => &e);
+            refuse(&mut conn, e).await;
+            return;
+        }
+    };
+    let (client, peer) = match data.pair().await {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(shared.log, "cannot make a data socket"; "function" => &name, "error" => %e);
+            refuse(&mut conn, format!("pool-manager could not make a data socket: {e}")).await;
+            return;
+        }
+    };
+    let port = match client.local_addr() {
+        Ok(a) => a.port(),
+        Err(e) => {
+            refuse(&mut conn, format!("data socket has no address: {e}")).await;
+            return;
+        }
+    };
+    let (peer_read, peer_write) = peer.into_split();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let stop = Arc::new(Notify::new());
+
+    let joined = {
+        let mut members = shared.members.lock().unwrap();
+        let mut router = shared.router.lock().unwrap();
+        join(&shared, &mut members, &mut router, function, hello.pid, port, &client, peer_write, events_tx, stop.clone())
+    };
+    let (endpoint, kept_writer) = match joined {
+        Ok(j) => j,
+        Err(e) => {
+            warn!(shared.log, "registration refused"; "function" => &name, "error" => &e);
+            refuse(&mut conn, e).await;
+            return;
+        }
+    };
+
+    let welcome = Welcome {
+        abi_version: ABI_VERSION,
+        chain: shared.chain.name.clone(),
+        function: name.clone(),
+        function_id: function.0,
+        instance: endpoint.instance.0,
+        routing: shared.routing,
+        pool_path: shared.paths.pool.clone(),
+        pool_tag: shared.pool.tag(),
+        timeout_ms: shared.chain.timeout_ms,
+        routes: shared.chain.routes.clone(),
+        functions: shared
+            .chain
+            .functions
+            .iter()
+            .map(|f| (f.name.clone(), f.id))
+            .collect(),
+    };
+    if let Err(e) = send_welcome(&conn, welcome, &client).await {
+        warn!(shared.log, "could not hand over the data socket"; "function" => &name, "error" => %e);
+        drop(client);
+        leave(&shared, endpoint, "handover failed");
+        return;
+    }
+    // The instance owns its socket now; ours must go so that its death closes the socket.
+    drop(client);
+    info!(shared.log, "instance joined";
+        "function" => &name, "instance" => endpoint.instance.0, "pid" => hello.pid, "port" => port);
+    shared.members.lock().unwrap().broadcast(&Event::Joined {
+        function: function.0,
+        instance: endpoint.instance.0,
+    });
+
+    let reason = serve_member(&shared, endpoint, conn, peer_read, events_rx, stop).await;
+    drop(kept_writer);
+    if shared.members.lock().unwrap().shutting_down {
+        return;
+    }
+    leave(&shared, endpoint, reason);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn join(
+    shared: &Shared,
+    members: &mut Members,
+    router: &mut Router,
+    function: FnId,
+    pid: u32,
+    port: u16,
+    client: &TcpStream,
+    peer_write: tokio::net::tcp::OwnedWriteHalf,
+    events: mpsc::UnboundedSender<Event>,
+    stop: Arc<Notify>,
+) -> Result<(Endpoint, Option<tokio::net::tcp::OwnedWriteHalf>), String> {
+    if members.shutting_down {
+        return Err("the chain is shutting down".into());
+    }
+    let instance = members.free_instance(function).ok_or_else(|| {
+        format!(
+            "function {} already has {MAX_INSTANCES} instances",
+            shared.chain.name_of(function)
+        )
+    })?;
+    let endpoint = Endpoint::new(function, instance);
+    let kept = router
+        .register(endpoint, client, port, peer_write)
+        .map_err(|e| format!("router refused the socket: {e}"))?;
+    members
+        .by_function
+        .entry(function.0)
+        .or_default()
+        .insert(instance.0, Member { pid, port, events, stop });
+    if let Err(e) = router.set_instances(function, &members.instances(function)) {
+        members.by_function.get_mut(&function.0).map(|m| m.remove(&instance.0));
+        router.unregister(endpoint, port);
+        return Err(format!("router refused the instance: {e}"));
+    }
+    Ok((endpoint, kept))
+}
+
+/// Runs until the registration ends; returns why.
+async fn serve_member(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    conn: UnixStream,
+    peer_read: OwnedReadHalf,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    stop: Arc<Notify>,
+) -> &'static str {
+    let (mut conn_read, mut conn_write) = conn.into_split();
+    let mut peer_task = match (&*shared.router.lock().unwrap(), shared.routing) {
+        (Router::User(relay), RoutingMode::User) => {
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                let _ = relay.read_loop(endpoint, peer_read).await;
+            })
+        }
+        _ => tokio::spawn(audit_loop(shared.clone(), endpoint, peer_read)),
+    };
+    let mut buf = [0u8; 256];
+    let reason = loop {
+        tokio::select! {
+            r = conn_read.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break "registration connection closed",
+                Ok(_) => {} // instances have nothing more to say; ignore chatter
+            },
+            Some(event) = events.recv() => {
+                let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                line.push(b'\n');
+                if conn_write.write_all(&line).await.is_err() {
+                    break "registration connection failed";
+                }
+            }
+            _ = &mut peer_task => break "data socket closed",
+            _ = stop.notified() => break "chain shutting down",
+        }
+    };
+    peer_task.abort();
+    reason
+}
+
+/// Kernel mode: SPROXY passes what it cannot parse to the socket's TCP peer, which is ours.
+/// Log it, count it (SPROXY already did), and notice the socket closing.
+async fn audit_loop(shared: Arc<Shared>, endpoint: Endpoint, mut peer: OwnedReadHalf) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match peer.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => warn!(shared.log, "function sent a malformed message (not one descriptor)";
+                "function" => shared.chain.name_of(endpoint.function), "instance" => endpoint.instance.0, "bytes" => n),
+        }
+    }
+}
+
+/// Withdraws an instance: out of the router first, then its buffers are swept, then everyone
+/// hears which requests were affected.
+fn leave(shared: &Shared, endpoint: Endpoint, reason: &str) {
+    let (remaining, member) = {
+        let mut members = shared.members.lock().unwrap();
+        let member = members
+            .by_function
+            .get_mut(&endpoint.function.0)
+            .and_then(|m| m.remove(&endpoint.instance.0));
+        let instances = members.instances(endpoint.function);
+        let mut router = shared.router.lock().unwrap();
+        if let Err(e) = router.set_instances(endpoint.function, &instances) {
+            warn!(shared.log, "could not update the instance table"; "error" => %e);
+        }
+        if let Some(m) = &member {
+            router.unregister(endpoint, m.port);
+        }
+        (instances.len() as u16, member)
+    };
+    let requests = sweep(&shared.pool, endpoint, remaining == 0);
+    info!(shared.log, "instance left";
+        "function" => shared.chain.name_of(endpoint.function),
+        "instance" => endpoint.instance.0,
+        "pid" => member.as_ref().map(|m| m.pid).unwrap_or(0),
+        "reason" => reason,
+        "remaining" => remaining,
+        "requests_affected" => requests.len());
+    shared.members.lock().unwrap().broadcast(&Event::Gone {
+        function: endpoint.function.0,
+        instance: endpoint.instance.0,
+        remaining,
+        requests: requests.into_iter().collect(),
+    });
+}

@@ -1,0 +1,62 @@
+//! Where a chain's pool-manager puts things on the host.
+
+use spright_core::manifest::{
+    self, CONTROL_SOCKET, FUNCTION_SOCKET_DIR, GATEWAY_SOCKET, MANIFEST_FILE,
+};
+use std::path::{Path, PathBuf};
+
+/// Host locations, with defaults that suit a root pool-manager.
+#[derive(Debug, Clone)]
+pub struct Locations {
+    /// Parent of per-chain runtime directories (`/run/spright`).
+    pub runtime_root: PathBuf,
+    /// Where pool files are created (`/dev/shm`).
+    pub pool_dir: PathBuf,
+    /// Parent of per-chain map pins (`/sys/fs/bpf/spright`); `None` disables pinning.
+    pub pin_root: Option<PathBuf>,
+}
+
+impl Default for Locations {
+    fn default() -> Self {
+        Locations {
+            runtime_root: PathBuf::from(manifest::DEFAULT_RUNTIME_ROOT),
+            pool_dir: PathBuf::from("/dev/shm"),
+            pin_root: Some(PathBuf::from("/sys/fs/bpf/spright")),
+        }
+    }
+}
+
+/// The concrete paths of one chain.
+#[derive(Debug, Clone)]
+pub struct ChainPaths {
+    pub runtime_dir: PathBuf,
+    pub manifest: PathBuf,
+    pub control: PathBuf,
+    pub gateway: PathBuf,
+    pub function_dir: PathBuf,
+    pub pool: PathBuf,
+    pub pins: Option<PathBuf>,
+}
+
+impl ChainPaths {
+    pub fn new(loc: &Locations, chain: &str) -> ChainPaths {
+        let runtime_dir = manifest::runtime_dir(&loc.runtime_root, chain);
+        ChainPaths {
+            manifest: runtime_dir.join(MANIFEST_FILE),
+            control: runtime_dir.join(CONTROL_SOCKET),
+            gateway: runtime_dir.join(GATEWAY_SOCKET),
+            function_dir: runtime_dir.join(FUNCTION_SOCKET_DIR),
+            pool: loc.pool_dir.join(format!("spright-{chain}.pool")),
+            pins: loc.pin_root.as_ref().map(|p| p.join(chain)),
+            runtime_dir,
+        }
+    }
+
+    pub fn function_socket(&self, name: &str) -> PathBuf {
+        self.function_dir.join(format!("{name}.sock"))
+    }
+
+    pub fn is_inside_runtime_dir(&self, p: &Path) -> bool {
+        p.starts_with(&self.runtime_dir)
+    }
+}

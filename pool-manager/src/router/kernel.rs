@@ -1,0 +1,22 @@
+//! Kernel routing: SPROXY does the work; the pool-manager only maintains its maps.
+
+use spright_core::Chain;
+use spright_ebpf::{Sproxy, SproxyError};
+use std::path::Path;
+
+pub struct KernelRouter {
+    pub sproxy: Sproxy,
+}
+
+impl KernelRouter {
+    /// Loads SPROXY (pinning its maps under `pins` if given) and installs the chain's allow list.
+    pub fn load(chain: &Chain, pins: Option<&Path>) -> Result<KernelRouter, SproxyError> {
+        if let Some(dir) = pins {
+            // Left over by a pool-manager that was killed: it no longer routes anything.
+            Sproxy::remove_pins(dir);
+        }
+        let mut sproxy = Sproxy::load(pins)?;
+        sproxy.set_allow_list(chain.allow_list())?;
+        Ok(KernelRouter { sproxy })
+    }
+}

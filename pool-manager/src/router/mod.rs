@@ -1,0 +1,115 @@
+//! The two ways descriptors move: SPROXY in the kernel, or a relay in this process.
+//! Both present the same operations to the pool-manager, and functions cannot tell them apart.
+
+mod kernel;
+mod relay;
+
+pub use kernel::KernelRouter;
+pub use relay::Relay;
+
+use spright_core::ids::{Endpoint, FnId, InstanceId};
+use spright_core::protocol::FunctionStats;
+use std::sync::Arc;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error(transparent)]
+    Sproxy(#[from] spright_ebpf::SproxyError),
+}
+
+pub enum Router {
+    Kernel(KernelRouter),
+    User(Arc<Relay>),
+}
+
+/// Counters for one function, whichever router produced them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub sent: u64,
+    pub sent_bytes: u64,
+    pub received: u64,
+    pub refused: u64,
+}
+
+impl Router {
+    /// Adds an instance's socket. `client` is the socket the instance will own; `peer_writer`
+    /// is the pool-manager's end (the relay writes to the instance through it).
+    pub fn register(
+        &mut self,
+        endpoint: Endpoint,
+        client: &TcpStream,
+        client_port: u16,
+        peer_writer: OwnedWriteHalf,
+    ) -> Result<Option<OwnedWriteHalf>, RouterError> {
+        match self {
+            Router::Kernel(k) => {
+                k.sproxy.insert_socket(endpoint, client, client_port)?;
+                Ok(Some(peer_writer))
+            }
+            Router::User(r) => {
+                r.add(endpoint, peer_writer);
+                Ok(None)
+            }
+        }
+    }
+
+    pub fn unregister(&mut self, endpoint: Endpoint, client_port: u16) {
+        match self {
+            Router::Kernel(k) => k.sproxy.remove_socket(endpoint, client_port),
+            Router::User(r) => r.remove(endpoint),
+        }
+    }
+
+    pub fn set_instances(&mut self, function: FnId, instances: &[InstanceId]) -> Result<(), RouterError> {
+        match self {
+            Router::Kernel(k) => Ok(k.sproxy.set_instances(function, instances)?),
+            Router::User(r) => {
+                r.set_instances(function, instances);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn counters(&self, function: FnId) -> Counters {
+        match self {
+            Router::Kernel(k) => k
+                .sproxy
+                .counters(function)
+                .map(|c| Counters {
+                    sent: c.sent,
+                    sent_bytes: c.sent_bytes,
+                    received: c.received,
+                    refused: c.refused,
+                })
+                .unwrap_or_default(),
+            Router::User(r) => r.counters(function),
+        }
+    }
+
+    /// Sends that could not be parsed as one descriptor.
+    pub fn malformed(&self) -> u64 {
+        match self {
+            Router::Kernel(k) => k
+                .sproxy
+                .chain_counters()
+                .map(|c| c.malformed + c.unknown_sender)
+                .unwrap_or(0),
+            Router::User(r) => r.malformed(),
+        }
+    }
+
+    pub fn function_stats(&self, function: FnId, name: &str, instances: u16) -> FunctionStats {
+        let c = self.counters(function);
+        FunctionStats {
+            id: function.0,
+            name: name.to_owned(),
+            instances,
+            sent: c.sent,
+            sent_bytes: c.sent_bytes,
+            received: c.received,
+            refused: c.refused,
+        }
+    }
+}

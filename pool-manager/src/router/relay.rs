@@ -1,0 +1,174 @@
+//! User-space routing: every function socket's TCP peer is read here, and each descriptor is
+//! checked and forwarded exactly as SPROXY would (identity from the connection, the allow list,
+//! instance choice, refusals handed back to the sender). For hosts where BPF cannot be loaded.
+
+use super::Counters;
+use spright_core::descriptor::{Descriptor, DescriptorFramer, Kind, RefuseReason, ABI_VERSION};
+use spright_core::ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, MAX_FUNCTIONS};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+#[derive(Default)]
+struct AtomicCounters {
+    sent: AtomicU64,
+    sent_bytes: AtomicU64,
+    received: AtomicU64,
+    refused: AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    allow: HashSet<u32>,
+    instances: HashMap<u16, Vec<u16>>,
+    writers: HashMap<u32, mpsc::UnboundedSender<Descriptor>>,
+}
+
+pub struct Relay {
+    table: RwLock<Table>,
+    counters: Vec<AtomicCounters>,
+    malformed: AtomicU64,
+}
+
+/// Descriptors written to one socket per write, at most.
+const WRITE_BATCH: usize = 128;
+
+impl Relay {
+    pub fn new(allow: impl IntoIterator<Item = (u16, u16)>) -> Relay {
+        let table = Table {
+            allow: allow
+                .into_iter()
+                .map(|(s, d)| ((s as u32) << 16) | d as u32)
+                .collect(),
+            ..Table::default()
+        };
+        Relay {
+            table: RwLock::new(table),
+            counters: (0..MAX_FUNCTIONS).map(|_| AtomicCounters::default()).collect(),
+            malformed: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts writing to a new instance through `writer`.
+    pub fn add(&self, endpoint: Endpoint, writer: OwnedWriteHalf) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(rx, writer));
+        self.table
+            .write()
+            .unwrap()
+            .writers
+            .insert(endpoint.router_key(), tx);
+    }
+
+    pub fn remove(&self, endpoint: Endpoint) {
+        self.table
+            .write()
+            .unwrap()
+            .writers
+            .remove(&endpoint.router_key());
+    }
+
+    pub fn set_instances(&self, function: FnId, instances: &[InstanceId]) {
+        self.table
+            .write()
+            .unwrap()
+            .instances
+            .insert(function.0, instances.iter().map(|i| i.0).collect());
+    }
+
+    pub fn counters(&self, function: FnId) -> Counters {
+        let c = &self.counters[function.0 as usize];
+        Counters {
+            sent: c.sent.load(Ordering::Relaxed),
+            sent_bytes: c.sent_bytes.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Reads what `from` sends until its socket closes, routing each descriptor.
+    pub async fn read_loop(&self, from: Endpoint, mut reader: OwnedReadHalf) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut framer = DescriptorFramer::default();
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                if framer.pending() > 0 {
+                    self.malformed.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(());
+            }
+            let table = self.table.read().unwrap();
+            framer.feed(&buf[..n], |d| self.route(&table, from, d));
+        }
+    }
+
+    fn route(&self, table: &Table, from: Endpoint, mut d: Descriptor) {
+        d.src_fn = from.function.0;
+        d.src_instance = from.instance.0;
+        let Err(reason) = self.deliver(table, &mut d) else {
+            return;
+        };
+        d.refuse(reason);
+        if let Some(c) = self.counters.get(from.function.0 as usize) {
+            c.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(w) = table.writers.get(&from.router_key()) {
+            let _ = w.send(d);
+        }
+    }
+
+    /// Forwards `d`, or says why not.
+    fn deliver(&self, table: &Table, d: &mut Descriptor) -> Result<(), RefuseReason> {
+        if d.version != ABI_VERSION || d.kind == Kind::Refused as u8 {
+            return Err(RefuseReason::BadDescriptor);
+        }
+        let pair = ((d.src_fn as u32) << 16) | d.dst_fn as u32;
+        if !table.allow.contains(&pair) {
+            return Err(RefuseReason::Forbidden);
+        }
+        if d.dst_instance == ANY_INSTANCE.0 {
+            let instances = table
+                .instances
+                .get(&d.dst_fn)
+                .filter(|i| !i.is_empty())
+                .ok_or(RefuseReason::NoDestination)?;
+            d.dst_instance = instances[fastrand::usize(..instances.len())];
+        }
+        let key = Endpoint::new(FnId(d.dst_fn), InstanceId(d.dst_instance)).router_key();
+        let writer = table.writers.get(&key).ok_or(RefuseReason::NoDestination)?;
+        writer.send(*d).map_err(|_| RefuseReason::NoDestination)?;
+        let src = &self.counters[d.src_fn as usize];
+        src.sent.fetch_add(1, Ordering::Relaxed);
+        src.sent_bytes
+            .fetch_add(spright_core::DESCRIPTOR_SIZE as u64, Ordering::Relaxed);
+        if let Some(dst) = self.counters.get(d.dst_fn as usize) {
+            dst.received.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+async fn write_loop(mut rx: mpsc::UnboundedReceiver<Descriptor>, mut writer: OwnedWriteHalf) {
+    let mut out = Vec::with_capacity(WRITE_BATCH * spright_core::DESCRIPTOR_SIZE);
+    while let Some(d) = rx.recv().await {
+        out.clear();
+        out.extend_from_slice(d.as_bytes());
+        while out.len() < WRITE_BATCH * spright_core::DESCRIPTOR_SIZE {
+            match rx.try_recv() {
+                Ok(d) => out.extend_from_slice(d.as_bytes()),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Joining a chain: registration with the pool-manager, the data socket, and sending
+//! descriptors. The function runtime and the gateway both stand on this.
+
+use crate::error::SdkError;
+use crate::lease::Lease;
+use spright_core::descriptor::{Descriptor, DescriptorFramer, DESCRIPTOR_SIZE};
+use spright_core::fdpass::recv_with_fd;
+use spright_core::ids::{Endpoint, FnId, InstanceId};
+use spright_core::pool::Pool;
+use spright_core::protocol::{Event, Hello, Registration, Welcome};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, BufReader, Interest};
+use tokio::net::unix::OwnedReadHalf as UnixReadHalf;
+use tokio::net::{TcpStream, UnixStream};
+
+/// Environment variables a function reads (the runner and the shim set them).
+pub const ENV_SOCKET: &str = "SPRIGHT_SOCKET";
+pub const ENV_POOL: &str = "SPRIGHT_POOL";
+pub const ENV_CHAIN: &str = "SPRIGHT_CHAIN";
+pub const ENV_FUNCTION: &str = "SPRIGHT_FUNCTION";
+
+/// A registered instance: its identity, the mapped pool and its data socket.
+pub struct Member {
+    pub welcome: Welcome,
+    pub endpoint: Endpoint,
+    pub pool: Arc<Pool>,
+    pub sender: Sender,
+    data: Arc<TcpStream>,
+    registration: UnixStream,
+}
+
+impl Member {
+    /// Registers using `SPRIGHT_SOCKET` (and `SPRIGHT_POOL` when the pool is mounted somewhere
+    /// other than its host path, as in a container).
+    pub async fn from_env() -> Result<Member, SdkError> {
+        let socket = std::env::var_os(ENV_SOCKET).ok_or(SdkError::MissingEnv(ENV_SOCKET))?;
+        let pool = std::env::var_os(ENV_POOL).map(PathBuf::from);
+        Member::register(Path::new(&socket), pool.as_deref()).await
+    }
+
+    /// Registers on the registration socket at `socket`, mapping the pool at `pool_path` (or
+    /// where the pool-manager says it is).
+    pub async fn register(socket: &Path, pool_path: Option<&Path>) -> Result<Member, SdkError> {
+        let failed = |reason: String| SdkError::Registration {
+            path: socket.to_owned(),
+            reason,
+        };
+        let registration = UnixStream::connect(socket)
+            .await
+            .map_err(|source| SdkError::Connect {
+                path: socket.to_owned(),
+                source,
+            })?;
+        let mut hello = serde_json::to_vec(&Hello {
+            abi_version: spright_core::descriptor::ABI_VERSION,
+            pid: std::process::id(),
+        })
+        .map_err(|e| failed(e.to_string()))?;
+        hello.push(b'\n');
+        write_all(&registration, &hello).await?;
+
+        // The answer is one line; the data socket rides on its first bytes.
+        let mut line = Vec::new();
+        let mut fd = None;
+        let mut chunk = [0u8; 4096];
+        while !line.contains(&b'\n') {
+            registration.readable().await?;
+            let got = registration.try_io(Interest::READABLE, || {
+                recv_with_fd(registration.as_raw_fd(), &mut chunk)
+            });
+            match got {
+                Ok((0, _)) => return Err(failed("pool-manager closed the connection".into())),
+                Ok((n, passed)) => {
+                    line.extend_from_slice(&chunk[..n]);
+                    if passed.is_some() {
+                        fd = passed;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if line.len() > 1 << 20 {
+                return Err(failed("answer longer than 1 MiB".into()));
+            }
+        }
+        let end = line.iter().position(|&b| b == b'\n').unwrap();
+        let welcome = match serde_json::from_slice::<Registration>(&line[..end])
+            .map_err(|e| failed(format!("malformed answer: {e}")))?
+        {
+            Registration::Welcome(w) => w,
+            Registration::Refused { error } => {
+                return Err(SdkError::Refused {
+                    path: socket.to_owned(),
+                    reason: error,
+                })
+            }
+        };
+        let fd = fd.ok_or_else(|| failed("no data socket came with the answer".into()))?;
+        let std_stream = std::net::TcpStream::from(fd);
+        std_stream.set_nonblocking(true)?;
+        let data = Arc::new(TcpStream::from_std(std_stream)?);
+
+        let pool_path = pool_path.unwrap_or(&welcome.pool_path);
+        let pool = Arc::new(Pool::open(pool_path)?);
+        if pool.tag() != welcome.pool_tag {
+            return Err(failed(format!(
+                "pool {} is not this chain's (tag {:#x}, expected {:#x})",
+                pool_path.display(),
+                pool.tag(),
+                welcome.pool_tag
+            )));
+        }
+        let endpoint = Endpoint::new(FnId(welcome.function_id), InstanceId(welcome.instance));
+        let sender = Sender {
+            data: data.clone(),
+            pool: pool.clone(),
+            me: endpoint,
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        Ok(Member {
+            welcome,
+            endpoint,
+            pool,
+            sender,
+            data,
+            registration,
+        })
+    }
+
+    /// Splits into the receiving side of the data socket and the event stream.
+    pub fn into_parts(self) -> (MemberInfo, Sender, Receiver, Events) {
+        let (read, _write) = self.registration.into_split();
+        (
+            MemberInfo {
+                welcome: self.welcome,
+                endpoint: self.endpoint,
+                pool: self.pool,
+            },
+            self.sender,
+            Receiver {
+                data: self.data,
+                framer: DescriptorFramer::default(),
+                buf: vec![0u8; 64 * 1024],
+                _registration_write: _write,
+            },
+            Events {
+                lines: BufReader::new(read),
+            },
+        )
+    }
+}
+
+/// Who this instance is.
+#[derive(Clone)]
+pub struct MemberInfo {
+    pub welcome: Welcome,
+    pub endpoint: Endpoint,
+    pub pool: Arc<Pool>,
+}
+
+async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends descriptors on the data socket, one per send (the router redirects a whole send to
+/// the destination of its first descriptor). Cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    data: Arc<TcpStream>,
+    pool: Arc<Pool>,
+    me: Endpoint,
+    // Held across a send so that a send completed after a short write cannot interleave
+    // with another (only possible under backpressure in user-space routing).
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Sender {
+    /// Sends a bare descriptor (no buffer, or a buffer already marked in transit), stamped
+    /// with this pool's tag.
+    pub async fn send(&self, d: &Descriptor) -> io::Result<()> {
+        let mut d = *d;
+        d.pool_tag = self.pool.tag();
+        let bytes = d.as_bytes();
+        let _one = self.lock.lock().await;
+        let mut done = 0;
+        while done < DESCRIPTOR_SIZE {
+            match self.data.try_write(&bytes[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.data.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `lease`'s buffer to `d.dst_fn`: the buffer is marked in transit and described in
+    /// `d`. If the send fails, the buffer comes back and is freed.
+    pub async fn send_lease(&self, lease: Lease, mut d: Descriptor) -> Result<(), SdkError> {
+        let (buf, len) = (lease.buffer(), lease.len());
+        self.pool.describe(buf, &mut d);
+        d.len = len;
+        let to = FnId(d.dst_fn);
+        if !self.pool.send(buf, self.me, to) {
+            // Only possible if the pool was tampered with; the lease no longer owns the buffer.
+            std::mem::forget(lease);
+            return Err(SdkError::Send(io::Error::other(
+                "buffer was not held by this instance",
+            )));
+        }
+        std::mem::forget(lease);
+        if let Err(e) = self.send(&d).await {
+            if self.pool.take_back(buf, to, self.me) {
+                self.pool.free(buf, self.me);
+            }
+            return Err(SdkError::Send(e));
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    pub fn me(&self) -> Endpoint {
+        self.me
+    }
+}
+
+/// The receiving side of the data socket.
+pub struct Receiver {
+    data: Arc<TcpStream>,
+    framer: DescriptorFramer,
+    buf: Vec<u8>,
+    // Closing our end of the registration would end it; keep it until the receiver goes.
+    _registration_write: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Receiver {
+    /// Waits for descriptors and calls `each` for every one received; returns when the socket
+    /// closes.
+    pub async fn next_batch(&mut self, mut each: impl FnMut(Descriptor)) -> io::Result<bool> {
+        loop {
+            match self.data.try_read(&mut self.buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.framer.feed(&self.buf[..n], &mut each);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.data.readable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Events from the pool-manager.
+pub struct Events {
+    lines: BufReader<UnixReadHalf>,
+}
+
+impl Events {
+    /// The next event; `None` when the pool-manager closed the registration (the chain is
+    /// going away).
+    pub async fn next(&mut self) -> Option<Event> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.lines.read_line(&mut line).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {
+                    if let Ok(e) = serde_json::from_str::<Event>(line.trim_end()) {
+                        return Some(e);
+                    }
+                }
+            }
+        }
+    }
+}
