@@ -22,14 +22,12 @@ use slog::{info, warn, Logger};
 use spright_core::ids::{Endpoint, FnId};
 use spright_core::manifest::Manifest;
 use spright_core::pool::Pool;
-use spright_core::protocol::{ControlRequest, ControlResponse};
 use spright_sdk::member::{Member, Sender};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, UnixStream};
+use tokio::net::TcpListener;
 
 /// Longest a client may take to send request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,21 +69,13 @@ impl Gateway {
 
 /// Asks the pool-manager for the router's counters.
 async fn router_stats(manifest: &Manifest) -> anyhow::Result<spright_core::protocol::RouterStats> {
-    let ask = async {
-        let mut conn = UnixStream::connect(&manifest.control_socket).await?;
-        let mut line = serde_json::to_vec(&ControlRequest::Stats)?;
-        line.push(b'\n');
-        conn.write_all(&line).await?;
-        let mut answer = String::new();
-        BufReader::new(conn).read_line(&mut answer).await?;
-        match serde_json::from_str(&answer)? {
-            ControlResponse::Stats(s) => Ok(s),
-            ControlResponse::Error { error } => anyhow::bail!(error),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(1), ask)
-        .await
-        .context("control socket did not answer within 1 s")?
+    let socket = manifest.control_socket.clone();
+    let stats = tokio::task::spawn_blocking(move || {
+        spright_core::protocol::query_stats(&socket, Duration::from_secs(1))
+    })
+    .await?
+    .context("querying the pool-manager's control socket")?;
+    Ok(stats)
 }
 
 /// How to run a gateway.

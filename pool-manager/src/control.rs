@@ -40,12 +40,12 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
 }
 
 pub fn stats(shared: &Shared) -> RouterStats {
-    let counts = shared.members.lock().unwrap().instance_counts();
+    let pids = shared.members.lock().unwrap().pids();
     let router = shared.router.lock().unwrap();
-    let count = |id: u16| counts.get(&id).copied().unwrap_or(0);
-    let mut functions = vec![router.function_stats(GATEWAY, "gateway", count(0))];
+    let pids_of = |id: u16| pids.get(&id).cloned().unwrap_or_default();
+    let mut functions = vec![router.function_stats(GATEWAY, "gateway", pids_of(0))];
     for f in &shared.chain.functions {
-        functions.push(router.function_stats(FnId(f.id), &f.name, count(f.id)));
+        functions.push(router.function_stats(FnId(f.id), &f.name, pids_of(f.id)));
     }
     RouterStats {
         routing: Some(shared.routing),

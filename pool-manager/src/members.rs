@@ -58,10 +58,11 @@ impl Members {
             .unwrap_or_default()
     }
 
-    pub fn instance_counts(&self) -> BTreeMap<u16, u16> {
+    /// Pids of the registered instances, by function.
+    pub fn pids(&self) -> BTreeMap<u16, Vec<u32>> {
         self.by_function
             .iter()
-            .map(|(&f, m)| (f, m.len() as u16))
+            .map(|(&f, m)| (f, m.values().map(|m| m.pid).collect()))
             .collect()
     }
 

@@ -60,6 +60,7 @@ struct Instance {
     timeout: Duration,
     log: Logger,
     rejected: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Instance {
@@ -370,6 +371,7 @@ pub async fn serve_member<H: Handler>(member: Member, handler: H, log: Logger) -
         next_call: AtomicU32::new(1),
         log: log.clone(),
         rejected: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
     });
     let handler = Arc::new(handler);
     let events_done = {
@@ -470,9 +472,17 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, d: Descripto
                     Ok(r) => Ok(r),
                     Err(e) => {
                         debug!(instance.log, "handler failed"; "error" => %e, "request" => d.request_id);
+                        let exhausted = matches!(
+                            e.downcast_ref::<SdkError>(),
+                            Some(SdkError::PoolExhausted(_))
+                        );
                         let text = format!("{} failed: {e}", ctx.function());
-                        ctx.respond(500, "text/plain", text.as_bytes())
-                            .map_err(|_| ReplyError::HandlerFailed)
+                        if exhausted {
+                            Err(ReplyError::PoolExhausted)
+                        } else {
+                            ctx.respond(500, "text/plain", text.as_bytes())
+                                .map_err(|_| ReplyError::PoolExhausted)
+                        }
                     }
                 };
                 deliver(&instance, &ctx, result, &d).await;
@@ -602,8 +612,14 @@ fn refused(instance: &Arc<Instance>, d: Descriptor) {
     }
     let (reason, original) = d.refusal().unwrap_or((None, None));
     let function = instance.name_of(d.dst_fn);
-    warn!(instance.log, "a send was refused";
-        "to" => &function, "reason" => reason.map(RefuseReason::as_str).unwrap_or("?"), "request" => d.request_id);
+    let refused = instance.refused.fetch_add(1, Ordering::Relaxed) + 1;
+    // While a function is down every send to it is refused: log the first, then a count now
+    // and then, not one line per request.
+    if refused == 1 || refused % 1000 == 0 {
+        warn!(instance.log, "a send was refused";
+            "to" => &function, "reason" => reason.map(RefuseReason::as_str).unwrap_or("?"),
+            "request" => d.request_id, "refused_so_far" => refused);
+    }
     match original {
         Some(Kind::Request) if d.call_id != 0 => {
             let mut pending = instance.pending.lock().unwrap();

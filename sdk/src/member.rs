@@ -191,6 +191,10 @@ impl Sender {
     pub async fn send(&self, d: &Descriptor) -> io::Result<()> {
         let mut d = *d;
         d.pool_tag = self.pool.tag();
+        self.write_descriptor(&d).await
+    }
+
+    async fn write_descriptor(&self, d: &Descriptor) -> io::Result<()> {
         let bytes = d.as_bytes();
         let _one = self.lock.lock().await;
         let mut done = 0;
@@ -203,6 +207,12 @@ impl Sender {
             }
         }
         Ok(())
+    }
+
+    /// Sends exactly `d`, unmodified (no pool tag stamped): for tools and tests that need to
+    /// put arbitrary descriptors on the wire.
+    pub async fn send_raw(&self, d: &Descriptor) -> io::Result<()> {
+        self.write_descriptor(d).await
     }
 
     /// Sends `lease`'s buffer to `d.dst_fn`: the buffer is marked in transit and described in

@@ -87,6 +87,9 @@ pub struct FunctionStats {
     pub id: u16,
     pub name: String,
     pub instances: u16,
+    /// Process ids of the registered instances (as they reported them).
+    #[serde(default)]
+    pub pids: Vec<u32>,
     /// Descriptors this function sent that were delivered.
     pub sent: u64,
     /// Bytes of those descriptors.
@@ -95,4 +98,24 @@ pub struct FunctionStats {
     pub received: u64,
     /// Descriptors this function sent that the router refused.
     pub refused: u64,
+}
+
+/// Asks a pool-manager's control socket for its router stats (blocking, with a deadline).
+pub fn query_stats(
+    control_socket: &std::path::Path,
+    timeout: std::time::Duration,
+) -> std::io::Result<RouterStats> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = std::os::unix::net::UnixStream::connect(control_socket)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_vec(&ControlRequest::Stats)?;
+    line.push(b'\n');
+    conn.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(conn).read_line(&mut answer)?;
+    match serde_json::from_str(&answer)? {
+        ControlResponse::Stats(s) => Ok(s),
+        ControlResponse::Error { error } => Err(std::io::Error::other(error)),
+    }
 }

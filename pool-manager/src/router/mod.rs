@@ -100,12 +100,13 @@ impl Router {
         }
     }
 
-    pub fn function_stats(&self, function: FnId, name: &str, instances: u16) -> FunctionStats {
+    pub fn function_stats(&self, function: FnId, name: &str, pids: Vec<u32>) -> FunctionStats {
         let c = self.counters(function);
         FunctionStats {
             id: function.0,
             name: name.to_owned(),
-            instances,
+            instances: pids.len() as u16,
+            pids,
             sent: c.sent,
             sent_bytes: c.sent_bytes,
             received: c.received,

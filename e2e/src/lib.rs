@@ -1,0 +1,204 @@
+//! Harness for spright's end-to-end tests: runs a chain with the real `spright up` (real
+//! pool-manager, SPROXY in the kernel or the relay, gateway, function processes) in a private
+//! runtime directory, and talks real HTTP to it.
+
+pub mod http;
+pub mod load;
+
+use spright_core::manifest::Manifest;
+use spright_core::pool::{Pool, PoolStats};
+use spright_core::protocol::RouterStats;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub use spright_test_support::{have_root, wait_for};
+
+/// The directory holding the workspace's built binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_owned();
+    for b in ["spright", "spright-pool-manager", "spright-gateway", "spright-testfn"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: build the workspace first (cargo build --workspace --bins)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// A unique, valid chain name for this test process.
+pub fn unique_chain_name(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        tag
+    )
+}
+
+/// A running chain.
+pub struct ChainUnderTest {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub runtime_root: PathBuf,
+    pub chain_file: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+/// What to start.
+pub struct ChainSpec<'a> {
+    /// The chain file, with `{name}` where the chain's name goes; `listen` is supplied.
+    pub yaml: &'a str,
+    pub routing: &'a str,
+    /// Extra arguments for `spright up`.
+    pub args: &'a [&'a str],
+}
+
+impl ChainUnderTest {
+    /// Starts `spright up` and waits for its ready banner.
+    pub fn start(spec: ChainSpec<'_>) -> ChainUnderTest {
+        let bins = bin_dir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let name = unique_chain_name(spec.routing);
+        let chain_file = dir.path().join("chain.yaml");
+        std::fs::write(&chain_file, spec.yaml.replace("{name}", &name)).unwrap();
+        let runtime_root = dir.path().join("run");
+        let mut cmd = Command::new(bins.join("spright"));
+        cmd.arg("up")
+            .arg(&chain_file)
+            .args(["--routing", spec.routing, "--listen", "127.0.0.1:0"])
+            .arg("--runtime-root")
+            .arg(&runtime_root)
+            .args(spec.args)
+            // Function commands are found beside `spright`.
+            .env("PATH", format!("{}:{}", bins.display(), std::env::var("PATH").unwrap_or_default()))
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("SPRIGHT_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().expect("start spright up");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.trim().strip_prefix("gateway  http://") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("gateway address"),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("spright up did not come up within 30 s ({status:?}); run with SPRIGHT_TEST_LOGS=1 to see why");
+            }
+        };
+        ChainUnderTest {
+            name,
+            addr,
+            runtime_root,
+            chain_file,
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+
+    pub fn manifest(&self) -> Manifest {
+        Manifest::load(&self.runtime_root, &self.name).expect("manifest")
+    }
+
+    pub fn stats(&self) -> RouterStats {
+        spright_core::protocol::query_stats(&self.manifest().control_socket, Duration::from_secs(2))
+            .expect("router stats")
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        Pool::open(&self.manifest().pool.path).expect("pool").stats()
+    }
+
+    /// Pids of `function`'s registered instances.
+    pub fn pids(&self, function: &str) -> Vec<u32> {
+        self.stats()
+            .functions
+            .into_iter()
+            .find(|f| f.name == function)
+            .map(|f| f.pids)
+            .unwrap_or_default()
+    }
+
+    /// Waits until every buffer of the pool is free again.
+    pub fn wait_pool_idle(&self) -> PoolStats {
+        let pool = Pool::open(&self.manifest().pool.path).expect("pool");
+        wait_for("every pool buffer to be free", Duration::from_secs(10), || {
+            let s = pool.stats();
+            (s.free == s.total).then_some(s)
+        })
+    }
+
+    /// Waits until `function` has `n` registered instances; returns their pids.
+    pub fn wait_instances(&self, function: &str, n: usize) -> Vec<u32> {
+        wait_for(
+            &format!("{n} instance(s) of {function}"),
+            Duration::from_secs(10),
+            || {
+                let pids = self.pids(function);
+                (pids.len() == n).then_some(pids)
+            },
+        )
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the chain with SIGINT, as Ctrl-C would, and checks it removed its pool, pins and
+    /// runtime directory.
+    pub fn stop(mut self) {
+        let manifest = self.manifest();
+        self.interrupt();
+        assert!(!manifest.pool.path.exists(), "pool file left behind");
+        assert!(!manifest.runtime_dir.exists(), "runtime directory left behind");
+        let pins = Path::new("/sys/fs/bpf/spright").join(&self.name);
+        assert!(!pins.exists(), "map pins left behind at {}", pins.display());
+    }
+
+    fn interrupt(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let status = wait_for("spright up to stop", Duration::from_secs(20), || {
+            child.try_wait().ok().flatten()
+        });
+        assert!(status.success(), "spright up exited with {status}");
+    }
+}
+
+impl Drop for ChainUnderTest {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            for _ in 0..400 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Concurrent load over keep-alive connections, recording every request's outcome and times.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// One request's outcome.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub started: Instant,
+    pub finished: Instant,
+    /// The status, or 0 if the connection failed.
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// What to send.
+#[derive(Clone)]
+pub struct Load {
+    pub addr: SocketAddr,
+    pub method: &'static str,
+    pub path: String,
+    /// The body of request `i`.
+    pub body: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>,
+    pub connections: usize,
+    /// Total requests; with `until` set, a cap.
+    pub requests: usize,
+    /// Stop early when this turns true.
+    pub until: Option<Arc<AtomicBool>>,
+    /// Counts finished requests (to watch progress).
+    pub completed: Arc<AtomicUsize>,
+}
+
+impl Load {
+    pub fn new(addr: SocketAddr, method: &'static str, path: &str, body: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static) -> Load {
+        Load {
+            addr,
+            method,
+            path: path.to_owned(),
+            body: Arc::new(body),
+            connections: 1,
+            requests: 1,
+            until: None,
+            completed: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// Runs the load and returns every outcome, with the index of the request it was.
+pub fn run(load: Load) -> Vec<(usize, Outcome)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..load.connections {
+            let load = load.clone();
+            let next = next.clone();
+            tasks.push(tokio::spawn(async move { connection(load, next).await }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort_by_key(|(i, _)| *i);
+        all
+    })
+}
+
+async fn connect(addr: SocketAddr) -> Option<http1::SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    stream.set_nodelay(true).ok()?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+async fn connection(load: Load, next: Arc<AtomicUsize>) -> Vec<(usize, Outcome)> {
+    let mut out = Vec::new();
+    let mut sender = None;
+    loop {
+        if load.until.as_ref().is_some_and(|u| u.load(Ordering::Relaxed)) {
+            break;
+        }
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= load.requests {
+            break;
+        }
+        if sender.is_none() {
+            sender = connect(load.addr).await;
+        }
+        let started = Instant::now();
+        let (status, body) = match sender.as_mut() {
+            None => (0, Bytes::new()),
+            Some(s) => {
+                let req = hyper::Request::builder()
+                    .method(load.method)
+                    .uri(&load.path)
+                    .header("host", "test")
+                    .body(Full::new(Bytes::from((load.body)(i))))
+                    .unwrap();
+                match s.send_request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        match resp.into_body().collect().await {
+                            Ok(b) => (status, b.to_bytes()),
+                            Err(_) => (0, Bytes::new()),
+                        }
+                    }
+                    Err(_) => (0, Bytes::new()),
+                }
+            }
+        };
+        if status == 0 {
+            sender = None; // reconnect
+        }
+        load.completed.fetch_add(1, Ordering::Relaxed);
+        out.push((
+            i,
+            Outcome {
+                started,
+                finished: Instant::now(),
+                status,
+                body,
+            },
+        ));
+    }
+    out
+}

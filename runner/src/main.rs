@@ -1,0 +1,158 @@
+//! `spright`: run and inspect chains.
+//!
+//! - `spright up <chain file>`: run a chain locally until Ctrl-C;
+//! - `spright check <chain file>`: validate a chain file;
+//! - `spright status <chain>`: instances and router counters of a running chain.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use spright_core::chain::{Chain, RoutingMode};
+use spright_core::logging::{self, LogFormat};
+use spright_core::manifest::Manifest;
+use spright_runner::{up, UpOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "spright: serverless function chains over shared memory and eBPF")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a chain locally: pool-manager, gateway and functions, until Ctrl-C.
+    Up {
+        /// The chain file (YAML).
+        chain: PathBuf,
+        /// Routing mode, overriding the chain file: sockmap (kernel) or user.
+        #[arg(long)]
+        routing: Option<RoutingMode>,
+        /// Gateway listen address, overriding the chain file.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Parent of the per-chain runtime directory.
+        #[arg(long, default_value = spright_core::manifest::DEFAULT_RUNTIME_ROOT)]
+        runtime_root: PathBuf,
+        /// Directory for the pool file.
+        #[arg(long, default_value = "/dev/shm")]
+        pool_dir: PathBuf,
+        /// Do not restart functions that exit.
+        #[arg(long)]
+        no_restart: bool,
+        /// Seconds the parts have to come up.
+        #[arg(long, default_value_t = 20)]
+        ready_timeout: u64,
+        /// Log as text or json.
+        #[arg(long, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Validate a chain file and print what it defines.
+    Check {
+        chain: PathBuf,
+    },
+    /// Show a running chain's instances and router counters.
+    Status {
+        chain: String,
+        #[arg(long, default_value = spright_core::manifest::DEFAULT_RUNTIME_ROOT)]
+        runtime_root: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Cmd::Up {
+            chain,
+            routing,
+            listen,
+            runtime_root,
+            pool_dir,
+            no_restart,
+            ready_timeout,
+            log_format,
+        } => {
+            let log = logging::logger("spright", log_format);
+            let mut opts = UpOptions::new(chain);
+            opts.routing = routing;
+            opts.listen = listen;
+            opts.runtime_root = runtime_root;
+            opts.pool_dir = pool_dir;
+            opts.restart = !no_restart;
+            opts.log_format = log_format;
+            opts.ready_timeout = Duration::from_secs(ready_timeout);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let result = runtime.block_on(up(opts, log.clone(), shutdown_signal()));
+            drop(log);
+            result
+        }
+        Cmd::Check { chain } => {
+            let c = Chain::load(&chain)?;
+            println!(
+                "{}: chain {} is valid: {} functions, {} routes, {} x {} byte buffers, routing {}",
+                chain.display(),
+                c.name,
+                c.functions.len(),
+                c.routes.len(),
+                c.pool.buffers,
+                c.pool.buffer_size,
+                c.routing
+            );
+            Ok(())
+        }
+        Cmd::Status {
+            chain,
+            runtime_root,
+        } => status(&runtime_root, &chain),
+    }
+}
+
+fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
+    let manifest = Manifest::load(runtime_root, chain)?;
+    let stats = spright_core::protocol::query_stats(&manifest.control_socket, Duration::from_secs(2))
+        .with_context(|| format!("asking the pool-manager (pid {})", manifest.pid))?;
+    println!(
+        "chain {} (routing {}, pool-manager pid {})",
+        manifest.chain, manifest.routing, manifest.pid
+    );
+    if let Ok(pool) = spright_core::Pool::open(&manifest.pool.path) {
+        let s = pool.stats();
+        println!(
+            "pool {}: {} buffers, {} free, {} in transit, {} held",
+            manifest.pool.path.display(),
+            s.total,
+            s.free,
+            s.in_transit,
+            s.held
+        );
+    }
+    println!(
+        "{:<16} {:>4} {:>10} {:>10} {:>8}  pids",
+        "function", "inst", "sent", "received", "refused"
+    );
+    for f in &stats.functions {
+        let pids: Vec<String> = f.pids.iter().map(u32::to_string).collect();
+        println!(
+            "{:<16} {:>4} {:>10} {:>10} {:>8}  {}",
+            f.name,
+            f.instances,
+            f.sent,
+            f.received,
+            f.refused,
+            pids.join(",")
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

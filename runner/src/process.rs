@@ -1,0 +1,45 @@
+//! Child processes: started in their own process group (so a terminal's Ctrl-C reaches only the
+//! runner, which then stops them in order) and told to die with the runner.
+
+use std::process::ExitStatus;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// Prepares `cmd` to run as a supervised child.
+pub fn supervised(cmd: &mut Command) {
+    cmd.process_group(0).kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Asks a child to stop (SIGTERM), then kills it after `grace`.
+pub async fn stop(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Some(pid) = child.id() {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            let _ = child.kill().await;
+            child.wait().await.ok()
+        }
+    }
+}
+
+/// "exit status 1", "killed by signal 9".
+pub fn describe(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended".into(),
+    }
+}
