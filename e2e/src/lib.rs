@@ -21,8 +21,17 @@ pub use spright_test_support::{have_root, wait_for};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_owned();
-    for b in ["spright", "spright-pool-manager", "spright-gateway", "spright-testfn"] {
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned();
+    for b in [
+        "spright",
+        "spright-pool-manager",
+        "spright-gateway",
+        "spright-testfn",
+    ] {
         assert!(
             dir.join(b).is_file(),
             "{} is missing: build the workspace first (cargo build --workspace --bins)",
@@ -79,7 +88,14 @@ impl ChainUnderTest {
             .arg(&runtime_root)
             .args(spec.args)
             // Function commands are found beside `spright`.
-            .env("PATH", format!("{}:{}", bins.display(), std::env::var("PATH").unwrap_or_default()))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bins.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("SPRIGHT_TEST_LOGS").is_some() {
                 Stdio::inherit()
@@ -124,7 +140,9 @@ impl ChainUnderTest {
     }
 
     pub fn pool_stats(&self) -> PoolStats {
-        Pool::open(&self.manifest().pool.path).expect("pool").stats()
+        Pool::open(&self.manifest().pool.path)
+            .expect("pool")
+            .stats()
     }
 
     /// Pids of `function`'s registered instances.
@@ -140,10 +158,14 @@ impl ChainUnderTest {
     /// Waits until every buffer of the pool is free again.
     pub fn wait_pool_idle(&self) -> PoolStats {
         let pool = Pool::open(&self.manifest().pool.path).expect("pool");
-        wait_for("every pool buffer to be free", Duration::from_secs(10), || {
-            let s = pool.stats();
-            (s.free == s.total).then_some(s)
-        })
+        wait_for(
+            "every pool buffer to be free",
+            Duration::from_secs(10),
+            || {
+                let s = pool.stats();
+                (s.free == s.total).then_some(s)
+            },
+        )
     }
 
     /// Waits until `function` has `n` registered instances; returns their pids.
@@ -168,7 +190,10 @@ impl ChainUnderTest {
         let manifest = self.manifest();
         self.interrupt();
         assert!(!manifest.pool.path.exists(), "pool file left behind");
-        assert!(!manifest.runtime_dir.exists(), "runtime directory left behind");
+        assert!(
+            !manifest.runtime_dir.exists(),
+            "runtime directory left behind"
+        );
         let pins = Path::new("/sys/fs/bpf/spright").join(&self.name);
         assert!(!pins.exists(), "map pins left behind at {}", pins.display());
     }

@@ -38,7 +38,12 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn new(addr: SocketAddr, method: &'static str, path: &str, body: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static) -> Load {
+    pub fn new(
+        addr: SocketAddr,
+        method: &'static str,
+        path: &str,
+        body: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Load {
         Load {
             addr,
             method,
@@ -88,7 +93,11 @@ async fn connection(load: Load, next: Arc<AtomicUsize>) -> Vec<(usize, Outcome)>
     let mut out = Vec::new();
     let mut sender = None;
     loop {
-        if load.until.as_ref().is_some_and(|u| u.load(Ordering::Relaxed)) {
+        if load
+            .until
+            .as_ref()
+            .is_some_and(|u| u.load(Ordering::Relaxed))
+        {
             break;
         }
         let i = next.fetch_add(1, Ordering::Relaxed);

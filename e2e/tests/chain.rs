@@ -6,7 +6,8 @@ use spright_e2e::load::{self, Load};
 
 fn text_for(i: usize) -> Vec<u8> {
     // Different texts so a mixed-up reply cannot pass: request i mentions its own number.
-    format!("request {i} counts words: spright moves descriptors, and spright moves request {i}").into_bytes()
+    format!("request {i} counts words: spright moves descriptors, and spright moves request {i}")
+        .into_bytes()
 }
 
 fn load_test(routing: &'static str) {
@@ -16,9 +17,18 @@ fn load_test(routing: &'static str) {
         l.connections = 64;
         l.requests = requests;
         let outcomes = load::run(l);
-        assert_eq!(outcomes.len(), requests, "{routing} {path}: every request answered");
+        assert_eq!(
+            outcomes.len(),
+            requests,
+            "{routing} {path}: every request answered"
+        );
         for (i, o) in &outcomes {
-            assert_eq!(o.status, 200, "{routing} {path}: request {i}: {}", String::from_utf8_lossy(&o.body));
+            assert_eq!(
+                o.status,
+                200,
+                "{routing} {path}: request {i}: {}",
+                String::from_utf8_lossy(&o.body)
+            );
             let expected = spright_demo_chain::expected_page(&text_for(*i));
             assert_eq!(
                 o.body.as_ref(),
@@ -28,11 +38,33 @@ fn load_test(routing: &'static str) {
         }
     }
     let stats = chain.stats();
-    let sent = |name: &str| stats.functions.iter().find(|f| f.name == name).unwrap().sent;
-    assert_eq!(sent("gateway"), 12_000, "the gateway sent one descriptor per request");
-    assert_eq!(sent("parse"), 12_000, "parse answered each /render and each call from /count");
-    assert_eq!(sent("render"), 12_000 + 2 * 2_000, "render's replies plus its two calls per /count");
-    assert!(stats.functions.iter().all(|f| f.refused == 0), "nothing refused: {stats:?}");
+    let sent = |name: &str| {
+        stats
+            .functions
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap()
+            .sent
+    };
+    assert_eq!(
+        sent("gateway"),
+        12_000,
+        "the gateway sent one descriptor per request"
+    );
+    assert_eq!(
+        sent("parse"),
+        12_000,
+        "parse answered each /render and each call from /count"
+    );
+    assert_eq!(
+        sent("render"),
+        12_000 + 2 * 2_000,
+        "render's replies plus its two calls per /count"
+    );
+    assert!(
+        stats.functions.iter().all(|f| f.refused == 0),
+        "nothing refused: {stats:?}"
+    );
     let pool = chain.wait_pool_idle();
     assert_eq!(pool.free, pool.total);
     chain.stop();

@@ -4,7 +4,10 @@ use spright_e2e::bin_dir;
 use std::process::Command;
 
 fn spright(args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin_dir().join("spright")).args(args).output().unwrap();
+    let out = Command::new(bin_dir().join("spright"))
+        .args(args)
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -18,7 +21,10 @@ fn check_accepts_the_shipped_chain() {
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo-chain.yaml");
     let (ok, text) = spright(&["check", demo]);
     assert!(ok, "{text}");
-    assert!(text.contains("chain demo is valid: 3 functions, 2 routes"), "{text}");
+    assert!(
+        text.contains("chain demo is valid: 3 functions, 2 routes"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -37,13 +43,22 @@ fn malformed_chain_files_are_refused_with_the_field_and_the_problem() {
         let file = file.to_str().unwrap();
         let (ok, out) = spright(&["check", file]);
         assert!(!ok, "check accepted {text:?}");
-        assert!(out.contains(needle), "check on {text:?} said {out:?}, not {needle:?}");
+        assert!(
+            out.contains(needle),
+            "check on {text:?} said {out:?}, not {needle:?}"
+        );
         // `up` refuses it the same way, before creating anything.
         let run = dir.path().join("run");
         let (ok, out) = spright(&["up", file, "--runtime-root", run.to_str().unwrap()]);
         assert!(!ok && out.contains(needle), "up on {text:?} said {out:?}");
-        assert!(!run.exists(), "up created a runtime directory for a bad chain");
+        assert!(
+            !run.exists(),
+            "up created a runtime directory for a bad chain"
+        );
     }
     let (ok, out) = spright(&["check", "/nonexistent/chain.yaml"]);
-    assert!(!ok && out.contains("cannot read chain file /nonexistent/chain.yaml"), "{out}");
+    assert!(
+        !ok && out.contains("cannot read chain file /nonexistent/chain.yaml"),
+        "{out}"
+    );
 }

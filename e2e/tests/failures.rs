@@ -12,14 +12,20 @@ use std::time::{Duration, Instant};
 
 fn kill(pid: u32) {
     // SAFETY: SIGKILL to a test's own function process.
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0, "kill {pid}");
+    assert_eq!(
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) },
+        0,
+        "kill {pid}"
+    );
 }
 
 fn kill_mid_load(routing: &'static str) {
     let chain = common::start(&common::demo_yaml(), routing, &[]);
     let old = chain.wait_instances("transform", 1)[0];
     let stop = Arc::new(AtomicBool::new(false));
-    let mut l = Load::new(chain.addr, "POST", "/render", |i| format!("word {i} word").into_bytes());
+    let mut l = Load::new(chain.addr, "POST", "/render", |i| {
+        format!("word {i} word").into_bytes()
+    });
     l.connections = 32;
     l.requests = usize::MAX;
     l.until = Some(stop.clone());
@@ -36,9 +42,11 @@ fn kill_mid_load(routing: &'static str) {
     });
     let restarted_at = Instant::now();
     let before = completed.load(Ordering::Relaxed);
-    wait_for("load to go on after the restart", Duration::from_secs(20), || {
-        (completed.load(Ordering::Relaxed) > before + 2_000).then_some(())
-    });
+    wait_for(
+        "load to go on after the restart",
+        Duration::from_secs(20),
+        || (completed.load(Ordering::Relaxed) > before + 2_000).then_some(()),
+    );
     stop.store(true, Ordering::Relaxed);
     let outcomes = runner.join().unwrap();
 
@@ -50,7 +58,10 @@ fn kill_mid_load(routing: &'static str) {
                 spright_demo_chain::expected_page(format!("word {i} word").as_bytes()).as_slice()
             ),
             502 => failed += 1,
-            other => panic!("{routing}: request {i} got {other}: {}", String::from_utf8_lossy(&o.body)),
+            other => panic!(
+                "{routing}: request {i} got {other}: {}",
+                String::from_utf8_lossy(&o.body)
+            ),
         }
         if o.started < killed_at {
             assert!(
@@ -60,19 +71,26 @@ fn kill_mid_load(routing: &'static str) {
             );
         }
     }
-    assert!(failed > 0, "{routing}: killing transform mid-load produced no 502");
+    assert!(
+        failed > 0,
+        "{routing}: killing transform mid-load produced no 502"
+    );
     let served_after = outcomes
         .iter()
         .filter(|(_, o)| o.started > restarted_at && o.status == 200)
         .count();
-    assert!(served_after > 0, "{routing}: nothing served after transform {new} came back");
+    assert!(
+        served_after > 0,
+        "{routing}: nothing served after transform {new} came back"
+    );
     chain.wait_pool_idle();
     chain.stop();
 }
 
 #[test]
 fn killing_a_function_mid_load_gives_502s_at_once_and_leaks_nothing() {
-    for routing in common::modes("killing_a_function_mid_load_gives_502s_at_once_and_leaks_nothing") {
+    for routing in common::modes("killing_a_function_mid_load_gives_502s_at_once_and_leaks_nothing")
+    {
         kill_mid_load(routing);
     }
 }
@@ -86,7 +104,11 @@ fn an_unregistered_function_gives_502_at_once() {
         chain.wait_instances("back", 0);
         let r = http::post(chain.addr, "/back/echo", b"x");
         assert_eq!(r.status, 502, "{routing}: {}", r.text());
-        assert!(r.text().contains("back is not registered"), "{routing}: {}", r.text());
+        assert!(
+            r.text().contains("back is not registered"),
+            "{routing}: {}",
+            r.text()
+        );
         // Through a sequence: front answers, then back is missing.
         let r = http::post(chain.addr, "/pipe/echo", b"x");
         assert_eq!(r.status, 502, "{routing}: {}", r.text());
@@ -94,7 +116,10 @@ fn an_unregistered_function_gives_502_at_once() {
         let r = http::post(chain.addr, "/front/call?to=back", b"x");
         assert_eq!(r.status, 500, "{routing}: {}", r.text());
         assert!(r.text().contains("back"), "{routing}: {}", r.text());
-        assert_eq!(http::post(chain.addr, "/front/echo", b"still here").text(), "still here");
+        assert_eq!(
+            http::post(chain.addr, "/front/echo", b"still here").text(),
+            "still here"
+        );
         chain.wait_pool_idle();
         chain.stop();
     }
@@ -111,7 +136,10 @@ fn a_function_crashing_mid_request_gives_502() {
         wait_for("back to be restarted", Duration::from_secs(20), || {
             chain.pids("back").into_iter().find(|&p| p != old)
         });
-        assert_eq!(http::post(chain.addr, "/back/echo", b"again").text(), "again");
+        assert_eq!(
+            http::post(chain.addr, "/back/echo", b"again").text(),
+            "again"
+        );
         chain.wait_pool_idle();
         chain.stop();
     }
@@ -127,7 +155,10 @@ fn a_slow_chain_times_out_with_504_and_its_buffers_come_back() {
         assert!(r.text().contains("300 ms"), "{routing}: {}", r.text());
         // The late answer reaches the gateway after the timeout and is freed there.
         chain.wait_pool_idle();
-        assert_eq!(http::post(chain.addr, "/back/echo", b"on time").text(), "on time");
+        assert_eq!(
+            http::post(chain.addr, "/back/echo", b"on time").text(),
+            "on time"
+        );
         chain.stop();
     }
 }
@@ -168,7 +199,10 @@ fn an_exhausted_pool_gives_503_with_retry_after() {
             .map(|t| t.join().unwrap())
             .collect();
         let busy: Vec<_> = results.iter().filter(|r| r.status == 503).collect();
-        assert!(!busy.is_empty(), "{routing}: 12 requests on 4 buffers, no 503: {results:?}");
+        assert!(
+            !busy.is_empty(),
+            "{routing}: 12 requests on 4 buffers, no 503: {results:?}"
+        );
         for r in &busy {
             assert_eq!(r.header("retry-after"), Some("1"), "{routing}: {r:?}");
             assert!(r.text().contains("exhausted"), "{routing}: {}", r.text());
@@ -178,7 +212,10 @@ fn an_exhausted_pool_gives_503_with_retry_after() {
             "{routing}: {results:?}"
         );
         chain.wait_pool_idle();
-        assert_eq!(http::post(chain.addr, "/back/echo", b"room again").text(), "room again");
+        assert_eq!(
+            http::post(chain.addr, "/back/echo", b"room again").text(),
+            "room again"
+        );
         chain.stop();
     }
 }

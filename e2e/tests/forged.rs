@@ -22,7 +22,10 @@ fn forged_descriptors(routing: &'static str) {
     let back_pid = chain.wait_instances("back", 1)[0];
     let manifest = chain.manifest();
     let rogue_socket = manifest.function("rogue").unwrap().socket.clone();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let refusals = rt.block_on(async {
         let member = Member::register(&rogue_socket, Some(&manifest.pool.path))
             .await
@@ -52,12 +55,22 @@ fn forged_descriptors(routing: &'static str) {
         let buf = lease.buffer();
         for dst in [GATEWAY, FnId(2)] {
             assert!(pool.send(buf, me, dst));
-            let mut d = base(dst.0, if dst == GATEWAY { Kind::Reply } else { Kind::Request });
+            let mut d = base(
+                dst.0,
+                if dst == GATEWAY {
+                    Kind::Reply
+                } else {
+                    Kind::Request
+                },
+            );
             pool.describe(buf, &mut d);
             d.generation = d.generation.wrapping_sub(1);
             sender.send_raw(&d).await.unwrap();
             // Nobody could claim it; take it back for the next round.
-            assert!(pool.take_back(buf, dst, me), "a stale descriptor claimed the buffer");
+            assert!(
+                pool.take_back(buf, dst, me),
+                "a stale descriptor claimed the buffer"
+            );
         }
         drop(lease);
         // 3. Another chain's pool.
@@ -73,29 +86,52 @@ fn forged_descriptors(routing: &'static str) {
 
         let mut refusals = Vec::new();
         while refusals.len() < 2 {
-            let got = tokio::time::timeout(Duration::from_secs(5), receiver.next_batch(|d| refusals.push(d)))
-                .await
-                .expect("the refusals come back");
+            let got = tokio::time::timeout(
+                Duration::from_secs(5),
+                receiver.next_batch(|d| refusals.push(d)),
+            )
+            .await
+            .expect("the refusals come back");
             assert!(got.unwrap(), "data socket closed");
         }
         refusals
     });
     for r in &refusals {
         assert_eq!(r.kind(), Some(Kind::Refused), "{routing}: {r:?}");
-        assert_eq!(r.refusal().unwrap().0, Some(RefuseReason::Forbidden), "{routing}: {r:?}");
-        assert_eq!((r.src_fn, r.dst_fn), (9, 1), "{routing}: the sender is who its socket says");
+        assert_eq!(
+            r.refusal().unwrap().0,
+            Some(RefuseReason::Forbidden),
+            "{routing}: {r:?}"
+        );
+        assert_eq!(
+            (r.src_fn, r.dst_fn),
+            (9, 1),
+            "{routing}: the sender is who its socket says"
+        );
     }
 
     // The gateway rejected its three forgeries (bounds, stale, wrong pool) and kept serving.
-    spright_e2e::wait_for("the gateway to count three rejections", Duration::from_secs(5), || {
-        (metric(chain.addr, "spright_gateway_rejected_descriptors_total") == 3).then_some(())
-    });
+    spright_e2e::wait_for(
+        "the gateway to count three rejections",
+        Duration::from_secs(5),
+        || (metric(chain.addr, "spright_gateway_rejected_descriptors_total") == 3).then_some(()),
+    );
     let stats = chain.stats();
     let rogue = stats.functions.iter().find(|f| f.name == "rogue").unwrap();
     assert_eq!(rogue.refused, 2, "{routing}: {stats:?}");
-    assert_eq!(chain.pids("back"), vec![back_pid], "{routing}: back survived its forgeries");
-    assert_eq!(http::post(chain.addr, "/back/echo", b"intact").text(), "intact");
-    assert_eq!(http::post(chain.addr, "/front/call?to=back", b"x").text(), "200 via front: x");
+    assert_eq!(
+        chain.pids("back"),
+        vec![back_pid],
+        "{routing}: back survived its forgeries"
+    );
+    assert_eq!(
+        http::post(chain.addr, "/back/echo", b"intact").text(),
+        "intact"
+    );
+    assert_eq!(
+        http::post(chain.addr, "/front/call?to=back", b"x").text(),
+        "200 via front: x"
+    );
     chain.wait_pool_idle();
     chain.stop();
 }

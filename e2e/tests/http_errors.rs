@@ -16,7 +16,10 @@ fn bad_http_gets_named_errors_and_the_gateway_keeps_serving() {
     let addr = chain.addr;
 
     let r = http::get(addr, "/nowhere");
-    assert_eq!((r.status, r.text().trim()), (404, "no route for GET /nowhere"));
+    assert_eq!(
+        (r.status, r.text().trim()),
+        (404, "no route for GET /nowhere")
+    );
 
     // 16 KiB buffers: the body room is a little less.
     let big = vec![b'x'; 17 * 1024];
@@ -71,14 +74,22 @@ fn bad_http_gets_named_errors_and_the_gateway_keeps_serving() {
 
     // A client that sends half a request and stalls does not hold anything: others are served.
     let mut stalled = TcpStream::connect(addr).unwrap();
-    stalled.write_all(b"POST /back/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc").unwrap();
+    stalled
+        .write_all(b"POST /back/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
 
     // Keep-alive: several requests on one connection.
     let mut conn = TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     for i in 0..3 {
         let body = format!("ping {i}");
-        write!(conn, "POST /back/echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        write!(
+            conn,
+            "POST /back/echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
         let mut buf = vec![0u8; 4096];
         let n = conn.read(&mut buf).unwrap();
         let text = String::from_utf8_lossy(&buf[..n]);
@@ -104,7 +115,10 @@ fn h2c_requests_are_served() {
     let routing = common::modes("h2c_requests_are_served")[0];
     let chain = common::start(common::TESTFN_YAML, routing, &[]);
     let addr = chain.addr;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let body = rt.block_on(async move {
         use http_body_util::{BodyExt, Full};
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -12,7 +12,8 @@ use spright_core::ids::{Endpoint, FnId, InstanceId, MAX_FUNCTIONS, MAX_INSTANCES
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-static SPROXY_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sproxy.bpf.o"));
+static SPROXY_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sproxy.bpf.o"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum SproxyError {
@@ -99,7 +100,14 @@ pub struct Sproxy {
     _ebpf: Ebpf,
 }
 
-const MAPS: [&str; 6] = ["socks", "identities", "allow", "instances", "stats", "totals"];
+const MAPS: [&str; 6] = [
+    "socks",
+    "identities",
+    "allow",
+    "instances",
+    "stats",
+    "totals",
+];
 
 impl Sproxy {
     /// Loads SPROXY and attaches it to a fresh sockhash. With `pin_dir`, the maps are also
@@ -257,21 +265,25 @@ impl Sproxy {
             .stats
             .get(&(function.0 as u32), 0)
             .map_err(map_err("stats"))?;
-        Ok(per_cpu.iter().fold(FnCounters::default(), |a, c| FnCounters {
-            sent: a.sent + c.sent,
-            sent_bytes: a.sent_bytes + c.sent_bytes,
-            received: a.received + c.received,
-            refused: a.refused + c.refused,
-        }))
+        Ok(per_cpu
+            .iter()
+            .fold(FnCounters::default(), |a, c| FnCounters {
+                sent: a.sent + c.sent,
+                sent_bytes: a.sent_bytes + c.sent_bytes,
+                received: a.received + c.received,
+                refused: a.refused + c.refused,
+            }))
     }
 
     /// Chain-wide audit counters, summed over CPUs.
     pub fn chain_counters(&self) -> Result<ChainCounters, SproxyError> {
         let per_cpu = self.totals.get(&0, 0).map_err(map_err("totals"))?;
-        Ok(per_cpu.iter().fold(ChainCounters::default(), |a, c| ChainCounters {
-            malformed: a.malformed + c.malformed,
-            unknown_sender: a.unknown_sender + c.unknown_sender,
-        }))
+        Ok(per_cpu
+            .iter()
+            .fold(ChainCounters::default(), |a, c| ChainCounters {
+                malformed: a.malformed + c.malformed,
+                unknown_sender: a.unknown_sender + c.unknown_sender,
+            }))
     }
 }
 

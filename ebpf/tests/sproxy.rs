@@ -39,7 +39,10 @@ fn join(sproxy: &mut Sproxy, listener: &TcpListener, function: u16, instance: u1
 }
 
 fn send(from: &mut Member, d: &Descriptor) {
-    let n = from.socket.write(d.as_bytes()).expect("send on a function socket");
+    let n = from
+        .socket
+        .write(d.as_bytes())
+        .expect("send on a function socket");
     assert_eq!(n, DESCRIPTOR_SIZE);
 }
 
@@ -128,9 +131,17 @@ fn descriptors_reach_exactly_their_destination() {
     let got = recv(&mut f1);
     assert_eq!(got.request_id, 42);
     assert_eq!(got.kind(), Some(Kind::Request));
-    assert_eq!((got.src_fn, got.src_instance), (0, 0), "sender identity from the socket");
+    assert_eq!(
+        (got.src_fn, got.src_instance),
+        (0, 0),
+        "sender identity from the socket"
+    );
     assert_eq!(got.dst_instance, 0, "SPROXY names the instance it chose");
-    assert_eq!((got.offset, got.len), (d.offset, d.len), "payload fields untouched");
+    assert_eq!(
+        (got.offset, got.len),
+        (d.offset, d.len),
+        "payload fields untouched"
+    );
     assert_nothing_for(&f2);
     assert_nothing_for(&gateway);
 
@@ -164,8 +175,15 @@ fn a_forbidden_destination_is_refused_counted_and_the_sender_keeps_working() {
     send(&mut f1, &descriptor(0, 7));
     let refused = recv(&mut f1);
     assert_eq!(refused.kind(), Some(Kind::Refused));
-    assert_eq!(refused.refusal(), Some((Some(RefuseReason::Forbidden), Some(Kind::Request))));
-    assert_eq!((refused.request_id, refused.dst_fn), (7, 0), "the sender learns what it sent");
+    assert_eq!(
+        refused.refusal(),
+        Some((Some(RefuseReason::Forbidden), Some(Kind::Request)))
+    );
+    assert_eq!(
+        (refused.request_id, refused.dst_fn),
+        (7, 0),
+        "the sender learns what it sent"
+    );
     assert_nothing_for(&gateway);
     assert_nothing_for(&f2);
 
@@ -176,7 +194,10 @@ fn a_forbidden_destination_is_refused_counted_and_the_sender_keeps_working() {
     // A destination with no instance is refused the same way.
     send(&mut gateway, &descriptor(5, 9));
     let refused = recv(&mut gateway);
-    assert_eq!(refused.refusal().unwrap().0, Some(RefuseReason::NoDestination));
+    assert_eq!(
+        refused.refusal().unwrap().0,
+        Some(RefuseReason::NoDestination)
+    );
     send(&mut gateway, &descriptor(1, 10));
     assert_eq!(recv(&mut f1).request_id, 10);
 
@@ -211,7 +232,10 @@ fn malformed_sends_go_to_the_audit_peer_and_do_not_poison() {
     bad.version = 99;
     send(&mut f1, &bad);
     let refused = recv(&mut f1);
-    assert_eq!(refused.refusal().unwrap().0, Some(RefuseReason::BadDescriptor));
+    assert_eq!(
+        refused.refusal().unwrap().0,
+        Some(RefuseReason::BadDescriptor)
+    );
 
     send(&mut f1, &descriptor(2, 12));
     assert_eq!(recv(&mut f2).request_id, 12);
@@ -233,7 +257,6 @@ fn instances_share_the_load_and_replies_reach_the_named_instance() {
     sproxy
         .set_instances(FnId(2), &[InstanceId(0), InstanceId(1)])
         .unwrap();
-    let mut f2 = f2;
     f2.socket.set_nonblocking(true).unwrap();
     f2b.socket.set_nonblocking(true).unwrap();
     let total = 400;
@@ -265,11 +288,12 @@ fn instances_share_the_load_and_replies_reach_the_named_instance() {
     assert_nothing_for(&f2);
 
     // Once instance 1 leaves, naming it is refused rather than lost.
-    sproxy
-        .set_instances(FnId(2), &[InstanceId(0)])
-        .unwrap();
+    sproxy.set_instances(FnId(2), &[InstanceId(0)]).unwrap();
     sproxy.remove_socket(f2b.endpoint, f2b.socket.local_addr().unwrap().port());
     send(&mut f1, &d);
     let refused = recv(&mut f1);
-    assert_eq!(refused.refusal().unwrap().0, Some(RefuseReason::NoDestination));
+    assert_eq!(
+        refused.refusal().unwrap().0,
+        Some(RefuseReason::NoDestination)
+    );
 }

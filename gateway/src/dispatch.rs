@@ -127,7 +127,9 @@ impl Dispatcher {
                         }
                     }
                 }
-                Ok(None) => self.complete(d.request_id, Outcome::Failed(ReplyError::from_u8(d.status))),
+                Ok(None) => {
+                    self.complete(d.request_id, Outcome::Failed(ReplyError::from_u8(d.status)))
+                }
                 Err(e) => self.reject(&d, &e.to_string()),
             },
             Some(Kind::Refused) => {

@@ -39,23 +39,24 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     text.push('\n');
     let mut r = Response::new(Full::new(Bytes::from(text)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     if req.uri().path() == "/metrics" && req.method() == Method::GET {
         return Ok(gw.metrics_response().await);
     }
     let (label, response) = match gw.routes.find(req.method().as_str(), req.uri().path()) {
         Some((index, route)) => {
-            let label = format!(
-                "{} {}",
-                route.method.as_deref().unwrap_or("*"),
-                route.path
-            );
+            let label = format!("{} {}", route.method.as_deref().unwrap_or("*"), route.path);
             let entry = FnId(route.sequence[0]);
             (label, through_chain(&gw, req, index, entry).await)
         }
@@ -151,7 +152,8 @@ async fn through_chain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the chain's buffer pool is exhausted; retry shortly",
             );
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         }
     };
@@ -169,7 +171,10 @@ async fn through_chain(
             Ok(f) => f,
             Err(e) => {
                 gw.dispatcher.close(request_id);
-                return error(StatusCode::BAD_REQUEST, format!("reading the request body: {e}"));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body: {e}"),
+                );
             }
         };
         if let Ok(data) = frame.into_data() {
@@ -197,7 +202,10 @@ async fn through_chain(
     };
     if let Err(e) = gw.sender.send_lease(lease, d).await {
         gw.dispatcher.close(request_id);
-        return error(StatusCode::BAD_GATEWAY, format!("sending into the chain: {e}"));
+        return error(
+            StatusCode::BAD_GATEWAY,
+            format!("sending into the chain: {e}"),
+        );
     }
 
     let mut outcome = outcome;
@@ -211,7 +219,10 @@ async fn through_chain(
                 debug!(gw.log, "request timed out"; "request" => request_id, "reclaimed" => reclaimed);
                 return error(
                     StatusCode::GATEWAY_TIMEOUT,
-                    format!("the chain did not answer within {} ms", gw.timeout.as_millis()),
+                    format!(
+                        "the chain did not answer within {} ms",
+                        gw.timeout.as_millis()
+                    ),
                 );
             }
             Ok(Err(_)) => {
@@ -255,7 +266,11 @@ async fn through_chain(
                     ),
                     Some(r) => error(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("the router refused the request for {}: {}", gw.name_of(function), r.as_str()),
+                        format!(
+                            "the router refused the request for {}: {}",
+                            gw.name_of(function),
+                            r.as_str()
+                        ),
                     ),
                 };
             }
@@ -285,11 +300,15 @@ fn failed(code: Option<ReplyError>) -> Response<Body> {
             StatusCode::GATEWAY_TIMEOUT,
             "a function downstream did not answer in time",
         ),
-        None => (StatusCode::BAD_GATEWAY, "the chain answered with a malformed message"),
+        None => (
+            StatusCode::BAD_GATEWAY,
+            "the chain answered with a malformed message",
+        ),
     };
     let mut r = error(status, text);
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
 }
@@ -307,7 +326,10 @@ fn to_http(message: Message) -> Response<Body> {
     let Ok(status) = StatusCode::from_u16(message.status()) else {
         return error(
             StatusCode::BAD_GATEWAY,
-            format!("the chain answered with invalid status {}", message.status()),
+            format!(
+                "the chain answered with invalid status {}",
+                message.status()
+            ),
         );
     };
     let headers = reply_headers(&message);
@@ -325,7 +347,10 @@ fn reply_headers(message: &Message) -> Vec<(HeaderName, HeaderValue)> {
         if HOP_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(k)) {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             out.push((name, value));
         }
     }

@@ -162,8 +162,13 @@ pub async fn bind(config: Config, log: Logger) -> anyhow::Result<Bound> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let (info, sender, receiver, events) = member.into_parts();
-    let log = log.new(slog::o!("chain" => manifest.chain.clone(), "instance" => info.endpoint.instance.0));
-    let dispatcher = Arc::new(Dispatcher::new(info.pool.clone(), info.endpoint, log.clone()));
+    let log = log
+        .new(slog::o!("chain" => manifest.chain.clone(), "instance" => info.endpoint.instance.0));
+    let dispatcher = Arc::new(Dispatcher::new(
+        info.pool.clone(),
+        info.endpoint,
+        log.clone(),
+    ));
     let metrics = Metrics::new(info.pool.clone(), dispatcher.rejected.clone());
     info!(log, "gateway listening"; "address" => %listener.local_addr()?, "routing" => %manifest.routing);
     let gateway = Arc::new(Gateway {

@@ -66,22 +66,40 @@ impl Collector for ChainCollector {
             None,
             MetricType::Gauge,
         )?)?;
-        ConstCounter::new(self.rejected.load(Ordering::Relaxed)).encode(encoder.encode_descriptor(
-            "spright_gateway_rejected_descriptors",
-            "Descriptors the gateway rejected (forged, stale or from another pool)",
-            None,
-            MetricType::Counter,
-        )?)?;
+        ConstCounter::new(self.rejected.load(Ordering::Relaxed)).encode(
+            encoder.encode_descriptor(
+                "spright_gateway_rejected_descriptors",
+                "Descriptors the gateway rejected (forged, stale or from another pool)",
+                None,
+                MetricType::Counter,
+            )?,
+        )?;
         let router = self.router.lock().unwrap();
         let Some(router) = router.as_ref() else {
             return Ok(());
         };
         type Pick = fn(&spright_core::protocol::FunctionStats) -> u64;
         let families: [(&str, &str, Pick); 4] = [
-            ("spright_function_sent_descriptors", "Descriptors a function sent that the router delivered", |f| f.sent),
-            ("spright_function_sent_bytes", "Bytes of descriptors a function sent that the router delivered", |f| f.sent_bytes),
-            ("spright_function_received_descriptors", "Descriptors the router delivered to a function", |f| f.received),
-            ("spright_function_refused_descriptors", "Descriptors a function sent that the router refused", |f| f.refused),
+            (
+                "spright_function_sent_descriptors",
+                "Descriptors a function sent that the router delivered",
+                |f| f.sent,
+            ),
+            (
+                "spright_function_sent_bytes",
+                "Bytes of descriptors a function sent that the router delivered",
+                |f| f.sent_bytes,
+            ),
+            (
+                "spright_function_received_descriptors",
+                "Descriptors the router delivered to a function",
+                |f| f.received,
+            ),
+            (
+                "spright_function_refused_descriptors",
+                "Descriptors a function sent that the router refused",
+                |f| f.refused,
+            ),
         ];
         for (name, help, pick) in families {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;

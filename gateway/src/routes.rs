@@ -37,7 +37,9 @@ impl RouteTable {
 
     /// Whether any route serves `path` with some other method (for 405 rather than 404).
     pub fn path_known(&self, path: &str) -> bool {
-        self.routes.iter().any(|(_, r)| prefix_matches(&r.path, path))
+        self.routes
+            .iter()
+            .any(|(_, r)| prefix_matches(&r.path, path))
     }
 }
 
@@ -47,7 +49,10 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
         return true;
     }
     let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
-    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 #[cfg(test)]

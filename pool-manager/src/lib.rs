@@ -68,7 +68,11 @@ pub(crate) struct Shared {
 
 /// Runs the pool-manager for one chain until `shutdown` resolves, then removes everything it
 /// created (manifest, sockets, pool file, map pins).
-pub async fn run(opts: Options, log: Logger, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    opts: Options,
+    log: Logger,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let routing = opts.routing();
     let paths = ChainPaths::new(&opts.locations, &opts.chain.name);
     let log = log.new(o!("chain" => opts.chain.name.clone()));
@@ -92,10 +96,11 @@ async fn serve(
     let pool = Pool::create(&paths.pool, chain.pool.spec(), &chain.name, opts.file_mode)
         .context("creating the chain's pool")?;
     let router = match routing {
-        RoutingMode::Sockmap => Router::Kernel(
-            KernelRouter::load(&chain, paths.pins.as_deref())
-                .context("setting up kernel routing (use --routing user where BPF is unavailable)")?,
-        ),
+        RoutingMode::Sockmap => Router::Kernel(Box::new(
+            KernelRouter::load(&chain, paths.pins.as_deref()).context(
+                "setting up kernel routing (use --routing user where BPF is unavailable)",
+            )?,
+        )),
         RoutingMode::User => Router::User(Arc::new(Relay::new(chain.allow_list()))),
     };
     let listeners = runtime_dir::bind_sockets(&paths, &chain, opts.file_mode)?;

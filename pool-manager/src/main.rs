@@ -8,7 +8,10 @@ use spright_pool_manager::{run, Locations, Options};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(version, about = "Per-chain pool-manager: pool, SPROXY and function registration")]
+#[command(
+    version,
+    about = "Per-chain pool-manager: pool, SPROXY and function registration"
+)]
 struct Args {
     /// The chain file (YAML).
     chain: PathBuf,

@@ -203,7 +203,12 @@ async fn send_welcome(conn: &UnixStream, welcome: Welcome, socket: &TcpStream) -
     Ok(())
 }
 
-async fn register(shared: Arc<Shared>, data: Arc<DataListener>, function: FnId, mut conn: UnixStream) {
+async fn register(
+    shared: Arc<Shared>,
+    data: Arc<DataListener>,
+    function: FnId,
+    mut conn: UnixStream,
+) {
     let name = shared.chain.name_of(function).to_owned();
     let hello = match read_hello(&mut conn).await {
         Ok(h) => h,
@@ -217,7 +222,11 @@ async fn register(shared: Arc<Shared>, data: Arc<DataListener>, function: FnId, 
         Ok(p) => p,
         Err(e) => {
             warn!(shared.log, "cannot make a data socket"; "function" => &name, "error" => %e);
-            refuse(&mut conn, format!("pool-manager could not make a data socket: {e}")).await;
+            refuse(
+                &mut conn,
+                format!("pool-manager could not make a data socket: {e}"),
+            )
+            .await;
             return;
         }
     };
@@ -235,7 +244,18 @@ async fn register(shared: Arc<Shared>, data: Arc<DataListener>, function: FnId, 
     let joined = {
         let mut members = shared.members.lock().unwrap();
         let mut router = shared.router.lock().unwrap();
-        join(&shared, &mut members, &mut router, function, hello.pid, port, &client, peer_write, events_tx, stop.clone())
+        join(
+            &shared,
+            &mut members,
+            &mut router,
+            function,
+            hello.pid,
+            port,
+            &client,
+            peer_write,
+            events_tx,
+            stop.clone(),
+        )
     };
     let (endpoint, kept_writer) = match joined {
         Ok(j) => j,
@@ -313,13 +333,20 @@ fn join(
     let kept = router
         .register(endpoint, client, port, peer_write)
         .map_err(|e| format!("router refused the socket: {e}"))?;
-    members
-        .by_function
-        .entry(function.0)
-        .or_default()
-        .insert(instance.0, Member { pid, port, events, stop });
+    members.by_function.entry(function.0).or_default().insert(
+        instance.0,
+        Member {
+            pid,
+            port,
+            events,
+            stop,
+        },
+    );
     if let Err(e) = router.set_instances(function, &members.instances(function)) {
-        members.by_function.get_mut(&function.0).map(|m| m.remove(&instance.0));
+        members
+            .by_function
+            .get_mut(&function.0)
+            .map(|m| m.remove(&instance.0));
         router.unregister(endpoint, port);
         return Err(format!("router refused the instance: {e}"));
     }

@@ -68,6 +68,10 @@ mod tests {
         assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![10]);
         let r = sweep(&pool, f1, true);
         assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![11]);
-        assert_eq!(pool.stats().in_use(), 2, "f2's and the gateway's buffers stay");
+        assert_eq!(
+            pool.stats().in_use(),
+            2,
+            "f2's and the gateway's buffers stay"
+        );
     }
 }

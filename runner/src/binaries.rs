@@ -55,5 +55,8 @@ fn on_path(name: &str) -> bool {
 /// The directory a chain file's relative paths are relative to.
 pub fn chain_dir(chain_file: &Path) -> anyhow::Result<PathBuf> {
     let abs = std::path::absolute(chain_file).context("resolving the chain file's path")?;
-    Ok(abs.parent().map(Path::to_owned).unwrap_or_else(|| PathBuf::from("/")))
+    Ok(abs
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("/")))
 }

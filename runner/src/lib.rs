@@ -57,7 +57,11 @@ impl UpOptions {
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the chain until `shutdown` resolves or its pool-manager or gateway fails.
-pub async fn up(opts: UpOptions, log: Logger, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn up(
+    opts: UpOptions,
+    log: Logger,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let chain = Chain::load(&opts.chain_file)?;
     let routing = opts.routing.unwrap_or(chain.routing);
     let bins = Binaries::locate();
@@ -81,7 +85,19 @@ pub async fn up(opts: UpOptions, log: Logger, shutdown: impl Future<Output = ()>
         }
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let result = run_chain(&opts, &chain, &manifest, &bins, &programs, &mut pool_manager, stop_tx, stop_rx, &log, shutdown).await;
+    let result = run_chain(
+        &opts,
+        &chain,
+        &manifest,
+        &bins,
+        &programs,
+        &mut pool_manager,
+        stop_tx,
+        stop_rx,
+        &log,
+        shutdown,
+    )
+    .await;
 
     info!(log, "stopping the pool-manager");
     process::stop(&mut pool_manager, STOP_GRACE).await;
@@ -118,7 +134,14 @@ async fn run_chain(
                 .envs(&f.env)
                 .env("SPRIGHT_CHAIN", &chain.name)
                 .env("SPRIGHT_FUNCTION", &f.name)
-                .env("SPRIGHT_SOCKET", manifest.function(&f.name).expect("in manifest").socket.clone())
+                .env(
+                    "SPRIGHT_SOCKET",
+                    manifest
+                        .function(&f.name)
+                        .expect("in manifest")
+                        .socket
+                        .clone(),
+                )
                 .env("SPRIGHT_POOL", &manifest.pool.path)
                 .env("SPRIGHT_LOG_FORMAT", log_format_name(opts.log_format))
                 .stdin(Stdio::null());
@@ -134,7 +157,14 @@ async fn run_chain(
         }
     }
 
-    let ready = wait_registered(manifest, chain, opts.ready_timeout, pool_manager, &mut gateway).await;
+    let ready = wait_registered(
+        manifest,
+        chain,
+        opts.ready_timeout,
+        pool_manager,
+        &mut gateway,
+    )
+    .await;
     if let Err(e) = ready {
         let _ = stop_tx.send(true);
         while functions.join_next().await.is_some() {}
@@ -169,7 +199,11 @@ fn log_format_name(f: LogFormat) -> &'static str {
     }
 }
 
-fn start_pool_manager(opts: &UpOptions, bins: &Binaries, routing: RoutingMode) -> anyhow::Result<Child> {
+fn start_pool_manager(
+    opts: &UpOptions,
+    bins: &Binaries,
+    routing: RoutingMode,
+) -> anyhow::Result<Child> {
     let program = bins.find("spright-pool-manager");
     let mut cmd = Command::new(&program);
     cmd.arg(&opts.chain_file)
@@ -191,11 +225,18 @@ fn start_pool_manager(opts: &UpOptions, bins: &Binaries, routing: RoutingMode) -
         .with_context(|| format!("starting {}", program.display()))
 }
 
-async fn wait_manifest(opts: &UpOptions, chain: &Chain, pool_manager: &mut Child) -> anyhow::Result<Manifest> {
+async fn wait_manifest(
+    opts: &UpOptions,
+    chain: &Chain,
+    pool_manager: &mut Child,
+) -> anyhow::Result<Manifest> {
     let deadline = Instant::now() + opts.ready_timeout;
     loop {
         if let Some(status) = pool_manager.try_wait()? {
-            bail!("the pool-manager exited during setup ({})", process::describe(&status));
+            bail!(
+                "the pool-manager exited during setup ({})",
+                process::describe(&status)
+            );
         }
         match Manifest::load(&opts.runtime_root, &chain.name) {
             // The manifest of a dead predecessor may linger until ours replaces it.
@@ -204,7 +245,10 @@ async fn wait_manifest(opts: &UpOptions, chain: &Chain, pool_manager: &mut Child
             Err(e) => return Err(e.into()),
         }
         if Instant::now() > deadline {
-            bail!("the pool-manager did not publish the chain within {:?}", opts.ready_timeout);
+            bail!(
+                "the pool-manager did not publish the chain within {:?}",
+                opts.ready_timeout
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -237,16 +281,14 @@ async fn start_gateway(
     let mut lines = BufReader::new(stdout).lines();
     let first = tokio::time::timeout(timeout, lines.next_line()).await;
     let address = match first {
-        Ok(Ok(Some(line))) => line
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
+        Ok(Ok(Some(line))) => line.rsplit(' ').next().unwrap_or_default().to_owned(),
         _ => {
             let status = process::stop(&mut child, STOP_GRACE).await;
             bail!(
                 "the gateway did not start ({})",
-                status.map(|s| process::describe(&s)).unwrap_or_else(|| "no answer".into())
+                status
+                    .map(|s| process::describe(&s))
+                    .unwrap_or_else(|| "no answer".into())
             );
         }
     };
@@ -388,11 +430,15 @@ fn check_cleanup(opts: &UpOptions, chain: &Chain, log: &Logger) {
     let runtime_dir = spright_core::manifest::runtime_dir(&opts.runtime_root, &chain.name);
     let pool = opts.pool_dir.join(format!("spright-{}.pool", chain.name));
     let pins = opts.pin_root.as_ref().map(|p| p.join(&chain.name));
-    let left: Vec<&Path> = [Some(runtime_dir.as_path()), Some(pool.as_path()), pins.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter(|p| p.exists())
-        .collect();
+    let left: Vec<&Path> = [
+        Some(runtime_dir.as_path()),
+        Some(pool.as_path()),
+        pins.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| p.exists())
+    .collect();
     if left.is_empty() {
         info!(log, "chain stopped; pool, pins and sockets removed"; "chain" => &chain.name);
         return;

@@ -15,7 +15,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(version, about = "spright: serverless function chains over shared memory and eBPF")]
+#[command(
+    version,
+    about = "spright: serverless function chains over shared memory and eBPF"
+)]
 struct Args {
     #[command(subcommand)]
     command: Cmd,
@@ -50,9 +53,7 @@ enum Cmd {
         log_format: LogFormat,
     },
     /// Validate a chain file and print what it defines.
-    Check {
-        chain: PathBuf,
-    },
+    Check { chain: PathBuf },
     /// Show a running chain's instances and router counters.
     Status {
         chain: String,
@@ -112,8 +113,9 @@ fn main() -> anyhow::Result<()> {
 
 fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
     let manifest = Manifest::load(runtime_root, chain)?;
-    let stats = spright_core::protocol::query_stats(&manifest.control_socket, Duration::from_secs(2))
-        .with_context(|| format!("asking the pool-manager (pid {})", manifest.pid))?;
+    let stats =
+        spright_core::protocol::query_stats(&manifest.control_socket, Duration::from_secs(2))
+            .with_context(|| format!("asking the pool-manager (pid {})", manifest.pid))?;
     println!(
         "chain {} (routing {}, pool-manager pid {})",
         manifest.chain, manifest.routing, manifest.pid

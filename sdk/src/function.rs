@@ -110,7 +110,11 @@ impl Context {
     }
 
     fn lease(&self) -> Result<Lease, SdkError> {
-        Lease::alloc(&self.instance.info.pool, self.instance.me(), self.request_id)
+        Lease::alloc(
+            &self.instance.info.pool,
+            self.instance.me(),
+            self.request_id,
+        )
     }
 
     fn meta(&self, content_type: &str) -> Vec<u8> {
@@ -270,7 +274,10 @@ impl std::io::Write for BodyWriter<'_> {
         if data.len() > free {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
-                format!("response body larger than the {} bytes a buffer holds", self.room.len()),
+                format!(
+                    "response body larger than the {} bytes a buffer holds",
+                    self.room.len()
+                ),
             ));
         }
         self.room[self.len..self.len + data.len()].copy_from_slice(data);
@@ -356,7 +363,11 @@ pub async fn serve<H: Handler>(handler: H) -> Result<(), SdkError> {
 }
 
 /// Serves `handler` as an already registered member.
-pub async fn serve_member<H: Handler>(member: Member, handler: H, log: Logger) -> Result<(), SdkError> {
+pub async fn serve_member<H: Handler>(
+    member: Member,
+    handler: H,
+    log: Logger,
+) -> Result<(), SdkError> {
     let (info, sender, mut receiver, mut events) = member.into_parts();
     let log = log.new(slog::o!(
         "function" => info.welcome.function.clone(),
@@ -615,7 +626,7 @@ fn refused(instance: &Arc<Instance>, d: Descriptor) {
     let refused = instance.refused.fetch_add(1, Ordering::Relaxed) + 1;
     // While a function is down every send to it is refused: log the first, then a count now
     // and then, not one line per request.
-    if refused == 1 || refused % 1000 == 0 {
+    if refused == 1 || refused.is_multiple_of(1000) {
         warn!(instance.log, "a send was refused";
             "to" => &function, "reason" => reason.map(RefuseReason::as_str).unwrap_or("?"),
             "request" => d.request_id, "refused_so_far" => refused);

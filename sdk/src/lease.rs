@@ -74,7 +74,12 @@ impl Lease {
     }
 
     /// Writes an envelope into the buffer.
-    pub fn write_envelope(&mut self, status: u16, meta: &[u8], body: &[u8]) -> Result<(), EnvelopeError> {
+    pub fn write_envelope(
+        &mut self,
+        status: u16,
+        meta: &[u8],
+        body: &[u8],
+    ) -> Result<(), EnvelopeError> {
         let n = envelope::write(self.space(), status, meta, body)?;
         self.set_len(n);
         Ok(())

@@ -48,12 +48,13 @@ impl Member {
             path: socket.to_owned(),
             reason,
         };
-        let registration = UnixStream::connect(socket)
-            .await
-            .map_err(|source| SdkError::Connect {
-                path: socket.to_owned(),
-                source,
-            })?;
+        let registration =
+            UnixStream::connect(socket)
+                .await
+                .map_err(|source| SdkError::Connect {
+                    path: socket.to_owned(),
+                    source,
+                })?;
         let mut hello = serde_json::to_vec(&Hello {
             abi_version: spright_core::descriptor::ABI_VERSION,
             pid: std::process::id(),

@@ -72,12 +72,10 @@ impl Message {
 
     /// The value of query parameter `name` (not percent-decoded).
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query()?
-            .split('&')
-            .find_map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k == name).then_some(v)
-            })
+        self.query()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then_some(v)
+        })
     }
 
     /// A header value (case-insensitive name).

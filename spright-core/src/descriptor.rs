@@ -265,7 +265,9 @@ impl DescriptorFramer {
         }
         let mut chunks = bytes.chunks_exact(DESCRIPTOR_SIZE);
         for chunk in &mut chunks {
-            each(Descriptor::from_bytes(chunk.try_into().expect("exact chunk")));
+            each(Descriptor::from_bytes(
+                chunk.try_into().expect("exact chunk"),
+            ));
         }
         let rest = chunks.remainder();
         self.partial[..rest.len()].copy_from_slice(rest);

@@ -86,7 +86,8 @@ impl<'a> Envelope<'a> {
 
     /// The value of header `name` (case-insensitive) in the meta.
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers().find_map(|(k, v)| k.eq_ignore_ascii_case(name).then_some(v))
+        self.headers()
+            .find_map(|(k, v)| k.eq_ignore_ascii_case(name).then_some(v))
     }
 
     /// The headers: every meta line after the request line, as (name, value).
@@ -99,8 +100,15 @@ impl<'a> Envelope<'a> {
 }
 
 /// Writes an envelope into `buf`; returns the message length.
-pub fn write(buf: &mut [u8], status: u16, meta: &[u8], body: &[u8]) -> Result<usize, EnvelopeError> {
-    write_with(buf, status, meta, body.len(), |dst| dst.copy_from_slice(body))
+pub fn write(
+    buf: &mut [u8],
+    status: u16,
+    meta: &[u8],
+    body: &[u8],
+) -> Result<usize, EnvelopeError> {
+    write_with(buf, status, meta, body.len(), |dst| {
+        dst.copy_from_slice(body)
+    })
 }
 
 /// Writes an envelope whose body (`body_len` bytes) is filled in place by `fill`.
@@ -146,7 +154,13 @@ mod tests {
     #[test]
     fn write_then_parse() {
         let mut buf = [0u8; 128];
-        let n = write(&mut buf, 201, b"POST /a?t=1:2\ncontent-type: text/plain\n", b"hello").unwrap();
+        let n = write(
+            &mut buf,
+            201,
+            b"POST /a?t=1:2\ncontent-type: text/plain\n",
+            b"hello",
+        )
+        .unwrap();
         let e = Envelope::parse(&buf[..n]).unwrap();
         assert_eq!(e.status, 201);
         assert_eq!(e.body, b"hello");
@@ -165,9 +179,18 @@ mod tests {
             Err(EnvelopeError::Truncated { .. })
         ));
         buf[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(Envelope::parse(&buf[..n]), Err(EnvelopeError::Truncated { .. })));
-        assert!(matches!(Envelope::parse(&buf[..3]), Err(EnvelopeError::Short(3))));
-        assert!(matches!(Envelope::parse(&[0u8; 16]), Err(EnvelopeError::BadMagic(0))));
+        assert!(matches!(
+            Envelope::parse(&buf[..n]),
+            Err(EnvelopeError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Envelope::parse(&buf[..3]),
+            Err(EnvelopeError::Short(3))
+        ));
+        assert!(matches!(
+            Envelope::parse(&[0u8; 16]),
+            Err(EnvelopeError::BadMagic(0))
+        ));
     }
 
     #[test]

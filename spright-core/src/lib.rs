@@ -13,7 +13,9 @@ pub mod pool;
 pub mod protocol;
 
 pub use chain::{Chain, ChainError, RoutingMode};
-pub use descriptor::{Descriptor, DescriptorFramer, Kind, RefuseReason, ReplyError, DESCRIPTOR_SIZE};
+pub use descriptor::{
+    Descriptor, DescriptorFramer, Kind, RefuseReason, ReplyError, DESCRIPTOR_SIZE,
+};
 pub use ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, GATEWAY};
 pub use manifest::Manifest;
 pub use pool::{BufferRef, DescriptorError, Pool, PoolError, PoolSpec};

@@ -18,7 +18,9 @@ impl FromStr for LogFormat {
         match s {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("unknown log format {other:?} (expected text or json)")),
+            other => Err(format!(
+                "unknown log format {other:?} (expected text or json)"
+            )),
         }
     }
 }
@@ -41,7 +43,10 @@ pub fn logger(component: &'static str, format: LogFormat) -> Logger {
             slog_async::Async::new(d).chan_size(4096).build().fuse()
         }
     };
-    Logger::root(drain.filter_level(level).fuse(), o!("component" => component))
+    Logger::root(
+        drain.filter_level(level).fuse(),
+        o!("component" => component),
+    )
 }
 
 /// A logger that discards everything (for tests and libraries used without one).

@@ -10,7 +10,10 @@ async fn handle(req: Request, ctx: Context) -> Result<Response, Error> {
     let op = req.path().rsplit('/').next().unwrap_or("echo").to_owned();
     match op.as_str() {
         "sleep" => {
-            let ms: u64 = req.query_param("ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+            let ms: u64 = req
+                .query_param("ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             echo(&req, &ctx)
         }
@@ -24,7 +27,10 @@ async fn handle(req: Request, ctx: Context) -> Result<Response, Error> {
             ctx.respond(200, "text/plain", &body)
         }
         "big" => {
-            let n: usize = req.query_param("bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let n: usize = req
+                .query_param("bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             ctx.respond_with(200, "application/octet-stream", |room| {
                 if n > room.len() {
                     return n; // does not fit: the SDK turns this into an error
@@ -36,14 +42,23 @@ async fn handle(req: Request, ctx: Context) -> Result<Response, Error> {
         "whoami" => ctx.respond(
             200,
             "text/plain",
-            format!("{} {} {}", ctx.function(), ctx.instance(), std::process::id()).as_bytes(),
+            format!(
+                "{} {} {}",
+                ctx.function(),
+                ctx.instance(),
+                std::process::id()
+            )
+            .as_bytes(),
         ),
         _ => echo(&req, &ctx),
     }
 }
 
 fn echo(req: &Request, ctx: &Context) -> Result<Response, Error> {
-    let ct = req.header("content-type").unwrap_or("application/octet-stream").to_owned();
+    let ct = req
+        .header("content-type")
+        .unwrap_or("application/octet-stream")
+        .to_owned();
     ctx.respond(200, &ct, req.body())
 }
 

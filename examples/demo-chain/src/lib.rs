@@ -57,7 +57,9 @@ pub fn render(counts: &[u8], out: &mut impl Write) -> io::Result<()> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The whole pipeline in one process: what the chain must answer for `text`.

@@ -20,7 +20,7 @@ pub enum RouterError {
 }
 
 pub enum Router {
-    Kernel(KernelRouter),
+    Kernel(Box<KernelRouter>),
     User(Arc<Relay>),
 }
 
@@ -62,7 +62,11 @@ impl Router {
         }
     }
 
-    pub fn set_instances(&mut self, function: FnId, instances: &[InstanceId]) -> Result<(), RouterError> {
+    pub fn set_instances(
+        &mut self,
+        function: FnId,
+        instances: &[InstanceId],
+    ) -> Result<(), RouterError> {
         match self {
             Router::Kernel(k) => Ok(k.sproxy.set_instances(function, instances)?),
             Router::User(r) => {

@@ -47,7 +47,9 @@ impl Relay {
         };
         Relay {
             table: RwLock::new(table),
-            counters: (0..MAX_FUNCTIONS).map(|_| AtomicCounters::default()).collect(),
+            counters: (0..MAX_FUNCTIONS)
+                .map(|_| AtomicCounters::default())
+                .collect(),
             malformed: AtomicU64::new(0),
         }
     }
@@ -94,7 +96,11 @@ impl Relay {
     }
 
     /// Reads what `from` sends until its socket closes, routing each descriptor.
-    pub async fn read_loop(&self, from: Endpoint, mut reader: OwnedReadHalf) -> std::io::Result<()> {
+    pub async fn read_loop(
+        &self,
+        from: Endpoint,
+        mut reader: OwnedReadHalf,
+    ) -> std::io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut framer = DescriptorFramer::default();
         loop {

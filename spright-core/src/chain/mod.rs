@@ -3,7 +3,9 @@
 mod file;
 mod units;
 
-pub use file::{ChainFile, FunctionSection, GatewaySection, PoolSection, RouteSection, RoutingMode};
+pub use file::{
+    ChainFile, FunctionSection, GatewaySection, PoolSection, RouteSection, RoutingMode,
+};
 pub use units::{parse_bytes, parse_millis, ByteSize, Millis};
 
 use crate::ids::{FnId, GATEWAY, MAX_FUNCTIONS, MAX_INSTANCES};
@@ -135,11 +137,17 @@ impl Chain {
             ));
         }
         if file.gateway.timeout.0 == 0 {
-            return Err(invalid("gateway.timeout".into(), "must be above zero".into()));
+            return Err(invalid(
+                "gateway.timeout".into(),
+                "must be above zero".into(),
+            ));
         }
 
         if file.functions.is_empty() {
-            return Err(invalid("functions".into(), "a chain needs at least one function".into()));
+            return Err(invalid(
+                "functions".into(),
+                "a chain needs at least one function".into(),
+            ));
         }
         let mut ids: BTreeMap<String, u16> = BTreeMap::new();
         let mut seen_ids: BTreeMap<u16, String> = BTreeMap::new();
@@ -155,11 +163,18 @@ impl Chain {
             if f.id >= MAX_FUNCTIONS {
                 return Err(invalid(
                     at("id"),
-                    format!("{} is over the limit (ids are 1..={})", f.id, MAX_FUNCTIONS - 1),
+                    format!(
+                        "{} is over the limit (ids are 1..={})",
+                        f.id,
+                        MAX_FUNCTIONS - 1
+                    ),
                 ));
             }
             if ids.insert(f.name.clone(), f.id).is_some() {
-                return Err(invalid(at("name"), format!("duplicate function name {:?}", f.name)));
+                return Err(invalid(
+                    at("name"),
+                    format!("duplicate function name {:?}", f.name),
+                ));
             }
             if let Some(other) = seen_ids.insert(f.id, f.name.clone()) {
                 return Err(invalid(
@@ -210,24 +225,36 @@ impl Chain {
         }
 
         if file.routes.is_empty() {
-            return Err(invalid("routes".into(), "a chain needs at least one route".into()));
+            return Err(invalid(
+                "routes".into(),
+                "a chain needs at least one route".into(),
+            ));
         }
         let mut routes = Vec::with_capacity(file.routes.len());
         let mut seen_routes = BTreeSet::new();
         for (i, r) in file.routes.iter().enumerate() {
             let at = |k: &str| format!("routes[{i}].{k}");
             if !r.path.starts_with('/') {
-                return Err(invalid(at("path"), format!("{:?} must start with '/'", r.path)));
+                return Err(invalid(
+                    at("path"),
+                    format!("{:?} must start with '/'", r.path),
+                ));
             }
             if r.path.contains(char::is_whitespace) {
-                return Err(invalid(at("path"), format!("{:?} contains whitespace", r.path)));
+                return Err(invalid(
+                    at("path"),
+                    format!("{:?} contains whitespace", r.path),
+                ));
             }
             let method = match &r.method {
                 None => None,
                 Some(m) => {
                     let up = m.to_ascii_uppercase();
                     if up.is_empty() || !up.bytes().all(|b| b.is_ascii_uppercase()) {
-                        return Err(invalid(at("method"), format!("{m:?} is not an HTTP method")));
+                        return Err(invalid(
+                            at("method"),
+                            format!("{m:?} is not an HTTP method"),
+                        ));
                     }
                     Some(up)
                 }
@@ -236,10 +263,16 @@ impl Chain {
                 (Some(f), None) => vec![resolve(f, at("function"))?],
                 (None, Some(seq)) => {
                     if seq.is_empty() {
-                        return Err(invalid(at("sequence"), "must name at least one function".into()));
+                        return Err(invalid(
+                            at("sequence"),
+                            "must name at least one function".into(),
+                        ));
                     }
                     if seq.len() > 32 {
-                        return Err(invalid(at("sequence"), "is longer than 32 functions".into()));
+                        return Err(invalid(
+                            at("sequence"),
+                            "is longer than 32 functions".into(),
+                        ));
                     }
                     seq.iter()
                         .enumerate()
@@ -303,7 +336,9 @@ impl Chain {
         if id == GATEWAY {
             return "gateway";
         }
-        self.function_by_id(id).map(|f| f.name.as_str()).unwrap_or("?")
+        self.function_by_id(id)
+            .map(|f| f.name.as_str())
+            .unwrap_or("?")
     }
 
     /// The (source, destination) pairs the router lets through. Derived, never written by hand:

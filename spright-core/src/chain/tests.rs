@@ -73,43 +73,125 @@ fn error_after(from: &str, to: &str) -> String {
 fn bad_chains_name_the_field_and_the_problem() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("chain: demo", "chain: Demo_1", &["chain", "lowercase"]),
-        ("  buffers: 128", "  buffers: 128\n  colour: blue", &["unknown field `colour`"]),
+        (
+            "  buffers: 128",
+            "  buffers: 128\n  colour: blue",
+            &["unknown field `colour`"],
+        ),
         ("  buffers: 128", "  buffers: 0", &["pool", "at least 1"]),
-        ("buffer_size: 64KiB", "buffer_size: 100", &["pool", "buffer_size 100"]),
-        ("buffer_size: 64KiB", "buffer_size: 64 parsecs", &["unknown size unit"]),
+        (
+            "buffer_size: 64KiB",
+            "buffer_size: 100",
+            &["pool", "buffer_size 100"],
+        ),
+        (
+            "buffer_size: 64KiB",
+            "buffer_size: 64 parsecs",
+            &["unknown size unit"],
+        ),
         ("timeout: 2s", "timeout: 2", &["needs a unit"]),
-        ("listen: 127.0.0.1:9000", "listen: nowhere", &["gateway.listen", "address"]),
-        ("    id: 2", "    id: 1", &["functions[1].id", "already used by function \"parse\""]),
-        ("    id: 2", "    id: 0", &["functions[1].id", "reserved for the gateway"]),
-        ("    id: 2", "    id: 5000", &["functions[1].id", "over the limit"]),
-        ("  - name: transform", "  - name: parse", &["functions[1].name", "duplicate"]),
-        ("calls: [transform]", "calls: [nobody]", &["functions[2].calls[0]", "\"nobody\" is not defined"]),
-        ("calls: [transform]", "calls: [render]", &["cannot call itself"]),
+        (
+            "listen: 127.0.0.1:9000",
+            "listen: nowhere",
+            &["gateway.listen", "address"],
+        ),
+        (
+            "    id: 2",
+            "    id: 1",
+            &["functions[1].id", "already used by function \"parse\""],
+        ),
+        (
+            "    id: 2",
+            "    id: 0",
+            &["functions[1].id", "reserved for the gateway"],
+        ),
+        (
+            "    id: 2",
+            "    id: 5000",
+            &["functions[1].id", "over the limit"],
+        ),
+        (
+            "  - name: transform",
+            "  - name: parse",
+            &["functions[1].name", "duplicate"],
+        ),
+        (
+            "calls: [transform]",
+            "calls: [nobody]",
+            &["functions[2].calls[0]", "\"nobody\" is not defined"],
+        ),
+        (
+            "calls: [transform]",
+            "calls: [render]",
+            &["cannot call itself"],
+        ),
         ("instances: 2", "instances: 0", &["functions[1].instances"]),
-        ("sequence: [parse, transform, render]", "sequence: [parse, ghost]", &["routes[0].sequence[1]", "\"ghost\" is not defined"]),
-        ("sequence: [parse, transform, render]", "sequence: []", &["routes[0].sequence", "at least one"]),
-        ("    path: /render", "    path: render", &["routes[0].path", "start with '/'"]),
-        ("  - method: post", "  - method: \"p o s t\"", &["routes[0].method"]),
-        ("    function: render", "    function: render\n    sequence: [parse]", &["routes[1]", "not both"]),
-        ("    function: render", "", &["routes[1]", "needs a function or a sequence"]),
-        ("  - path: /\n", "  - method: POST\n    path: /render\n", &["duplicate route POST /render"]),
+        (
+            "sequence: [parse, transform, render]",
+            "sequence: [parse, ghost]",
+            &["routes[0].sequence[1]", "\"ghost\" is not defined"],
+        ),
+        (
+            "sequence: [parse, transform, render]",
+            "sequence: []",
+            &["routes[0].sequence", "at least one"],
+        ),
+        (
+            "    path: /render",
+            "    path: render",
+            &["routes[0].path", "start with '/'"],
+        ),
+        (
+            "  - method: post",
+            "  - method: \"p o s t\"",
+            &["routes[0].method"],
+        ),
+        (
+            "    function: render",
+            "    function: render\n    sequence: [parse]",
+            &["routes[1]", "not both"],
+        ),
+        (
+            "    function: render",
+            "",
+            &["routes[1]", "needs a function or a sequence"],
+        ),
+        (
+            "  - path: /\n",
+            "  - method: POST\n    path: /render\n",
+            &["duplicate route POST /render"],
+        ),
         ("pool:", "pool: [", &["bad.yaml"]),
     ];
     for (from, to, needles) in cases {
         let msg = error_after(from, to);
         for n in *needles {
-            assert!(msg.contains(n), "editing {from:?} -> {to:?}: {msg:?} lacks {n:?}");
+            assert!(
+                msg.contains(n),
+                "editing {from:?} -> {to:?}: {msg:?} lacks {n:?}"
+            );
         }
-        assert!(msg.starts_with("bad.yaml"), "{msg:?} does not name the file");
+        assert!(
+            msg.starts_with("bad.yaml"),
+            "{msg:?} does not name the file"
+        );
     }
 }
 
 #[test]
 fn missing_sections_are_reported() {
-    let msg = Chain::parse("chain: x\n", "f.yaml").unwrap_err().to_string();
-    assert!(msg.contains("missing field `pool`"), "{msg}");
-    let msg = Chain::parse("chain: x\npool: {buffers: 4, buffer_size: 4096}\nfunctions: []\nroutes: []\n", "f.yaml")
+    let msg = Chain::parse("chain: x\n", "f.yaml")
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("functions") && msg.contains("at least one function"), "{msg}");
+    assert!(msg.contains("missing field `pool`"), "{msg}");
+    let msg = Chain::parse(
+        "chain: x\npool: {buffers: 4, buffer_size: 4096}\nfunctions: []\nroutes: []\n",
+        "f.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("functions") && msg.contains("at least one function"),
+        "{msg}"
+    );
 }

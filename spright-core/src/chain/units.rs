@@ -29,7 +29,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "KiB" | "K" | "k" | "KB" => 1 << 10,
         "MiB" | "M" | "MB" => 1 << 20,
         "GiB" | "G" | "GB" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} in {s:?} (use KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use KiB, MiB or GiB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
@@ -47,7 +51,11 @@ pub fn parse_millis(s: &str) -> Result<u64, String> {
         "s" => 1000,
         "m" => 60_000,
         "" => return Err(format!("duration {s:?} needs a unit (ms, s or m)")),
-        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s or m)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use ms, s or m)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("duration {s:?} is too large"))
@@ -57,7 +65,9 @@ impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumberOrText::deserialize(d)? {
             NumberOrText::Number(n) => Ok(ByteSize(n)),
-            NumberOrText::Text(s) => parse_bytes(&s).map(ByteSize).map_err(serde::de::Error::custom),
+            NumberOrText::Text(s) => parse_bytes(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -68,7 +78,9 @@ impl<'de> Deserialize<'de> for Millis {
             NumberOrText::Number(_) => Err(serde::de::Error::custom(
                 "a duration needs a unit (for example 500ms or 5s)",
             )),
-            NumberOrText::Text(s) => parse_millis(&s).map(Millis).map_err(serde::de::Error::custom),
+            NumberOrText::Text(s) => parse_millis(&s)
+                .map(Millis)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -90,7 +102,9 @@ mod tests {
         assert_eq!(parse_bytes("2MiB").unwrap(), 2 << 20);
         assert!(parse_bytes("12 parsecs").unwrap_err().contains("unit"));
         assert!(parse_bytes("KiB").is_err());
-        assert!(parse_bytes("99999999999999GiB").unwrap_err().contains("too large"));
+        assert!(parse_bytes("99999999999999GiB")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl PoolLayout {
     /// The buffer index an offset names, if it names the start of one.
     pub fn index_of(&self, offset: u64) -> Option<u32> {
         let rel = offset.checked_sub(self.data_start)?;
-        if rel % self.buffer_size as u64 != 0 {
+        if !rel.is_multiple_of(self.buffer_size as u64) {
             return None;
         }
         let index = rel / self.buffer_size as u64;

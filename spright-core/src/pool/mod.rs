@@ -59,7 +59,9 @@ pub enum DescriptorError {
     OutOfBounds(u64),
     #[error("length {len} exceeds the buffer size {capacity}")]
     TooLong { len: u32, capacity: u32 },
-    #[error("stale descriptor: buffer {index} is at generation {current}, descriptor says {found}")]
+    #[error(
+        "stale descriptor: buffer {index} is at generation {current}, descriptor says {found}"
+    )]
     Stale {
         index: u32,
         found: u32,
@@ -133,7 +135,10 @@ impl PoolSpec {
             return Err("buffers must be at least 1".into());
         }
         if self.buffer_count >= 1 << 24 {
-            return Err(format!("buffers {} is over the limit of 16777215", self.buffer_count));
+            return Err(format!(
+                "buffers {} is over the limit of 16777215",
+                self.buffer_count
+            ));
         }
         if self.buffer_size < MIN_BUFFER_SIZE || self.buffer_size > MAX_BUFFER_SIZE {
             return Err(format!(
@@ -141,8 +146,11 @@ impl PoolSpec {
                 self.buffer_size, MIN_BUFFER_SIZE, MAX_BUFFER_SIZE
             ));
         }
-        if self.buffer_size % 64 != 0 {
-            return Err(format!("buffer_size {} is not a multiple of 64", self.buffer_size));
+        if !self.buffer_size.is_multiple_of(64) {
+            return Err(format!(
+                "buffer_size {} is not a multiple of 64",
+                self.buffer_size
+            ));
         }
         let bytes = self.buffer_count as u64 * self.buffer_size as u64;
         if bytes > MAX_POOL_BYTES {
@@ -324,9 +332,11 @@ impl Pool {
         assert!(index < self.layout.buffer_count);
         // SAFETY: index is in bounds; the header table lies within the map.
         unsafe {
-            &*(self.map.as_ptr().add(
-                (self.layout.headers_start + index as u64 * BUFFER_HEADER_SIZE) as usize,
-            ) as *const BufferHeader)
+            &*(self
+                .map
+                .as_ptr()
+                .add((self.layout.headers_start + index as u64 * BUFFER_HEADER_SIZE) as usize)
+                as *const BufferHeader)
         }
     }
 
@@ -401,7 +411,9 @@ impl Pool {
     pub fn take_back(&self, buf: BufferRef, sent_to: FnId, me: Endpoint) -> bool {
         self.transition(
             buf,
-            Holder::InTransit { function: sent_to.0 },
+            Holder::InTransit {
+                function: sent_to.0,
+            },
             buf.generation,
             Holder::Held {
                 function: me.function.0,
@@ -493,7 +505,11 @@ impl Pool {
 
     /// Validates a received descriptor and claims its buffer for `me`. Nothing in the buffer's
     /// data is touched before this succeeds.
-    pub fn claim(&self, d: &Descriptor, me: Endpoint) -> Result<Option<BufferRef>, DescriptorError> {
+    pub fn claim(
+        &self,
+        d: &Descriptor,
+        me: Endpoint,
+    ) -> Result<Option<BufferRef>, DescriptorError> {
         let Some(buf) = self.check(d)? else {
             return Ok(None);
         };
@@ -555,10 +571,7 @@ impl Pool {
     /// must not create overlapping mutable access.
     pub unsafe fn data(&self, buf: BufferRef) -> &[u8] {
         let off = self.layout.offset_of(buf.index) as usize;
-        std::slice::from_raw_parts(
-            self.map.as_ptr().add(off),
-            self.layout.buffer_size as usize,
-        )
+        std::slice::from_raw_parts(self.map.as_ptr().add(off), self.layout.buffer_size as usize)
     }
 
     /// Mutable data of a buffer this process holds.

@@ -111,42 +111,76 @@ fn forged_descriptors_are_rejected_without_touching_state() {
 
     let mut d = good;
     d.offset = pool.layout().total_size + 4096;
-    assert!(matches!(pool.claim(&d, F1), Err(DescriptorError::OutOfBounds(_))));
+    assert!(matches!(
+        pool.claim(&d, F1),
+        Err(DescriptorError::OutOfBounds(_))
+    ));
 
     let mut d = good;
     d.offset += 1;
-    assert!(matches!(pool.claim(&d, F1), Err(DescriptorError::OutOfBounds(_))));
+    assert!(matches!(
+        pool.claim(&d, F1),
+        Err(DescriptorError::OutOfBounds(_))
+    ));
 
     let mut d = good;
     d.offset = 64; // inside the pool header
-    assert!(matches!(pool.claim(&d, F1), Err(DescriptorError::OutOfBounds(_))));
+    assert!(matches!(
+        pool.claim(&d, F1),
+        Err(DescriptorError::OutOfBounds(_))
+    ));
 
     let mut d = good;
     d.generation = d.generation.wrapping_sub(1);
-    assert!(matches!(pool.claim(&d, F1), Err(DescriptorError::Stale { .. })));
+    assert!(matches!(
+        pool.claim(&d, F1),
+        Err(DescriptorError::Stale { .. })
+    ));
 
     let mut d = good;
     d.pool_tag ^= 1;
-    assert!(matches!(pool.claim(&d, F1), Err(DescriptorError::WrongPool { .. })));
+    assert!(matches!(
+        pool.claim(&d, F1),
+        Err(DescriptorError::WrongPool { .. })
+    ));
 
     let mut d = good;
     d.len = pool.buffer_size() + 1;
-    assert!(matches!(pool.claim(&d, F1), Err(DescriptorError::TooLong { .. })));
+    assert!(matches!(
+        pool.claim(&d, F1),
+        Err(DescriptorError::TooLong { .. })
+    ));
 
     let mut d = good;
     d.version = 9;
-    assert!(matches!(pool.claim(&d, F1), Err(DescriptorError::BadVersion(9))));
+    assert!(matches!(
+        pool.claim(&d, F1),
+        Err(DescriptorError::BadVersion(9))
+    ));
 
     let mut d = good;
     d.request_id = 43;
-    assert!(matches!(pool.claim(&d, F1), Err(DescriptorError::WrongRequest { .. })));
+    assert!(matches!(
+        pool.claim(&d, F1),
+        Err(DescriptorError::WrongRequest { .. })
+    ));
 
     // Sent to function 1: function 2 cannot take it.
     let other = Endpoint::new(FnId(2), InstanceId(0));
-    assert!(matches!(pool.claim(&good, other), Err(DescriptorError::NotForUs { .. })));
+    assert!(matches!(
+        pool.claim(&good, other),
+        Err(DescriptorError::NotForUs { .. })
+    ));
 
-    assert_eq!(pool.stats(), before, "a rejected descriptor changed the pool");
-    assert!(pool.claim(&good, F1).unwrap().is_some(), "the real one still works");
+    assert_eq!(
+        pool.stats(),
+        before,
+        "a rejected descriptor changed the pool"
+    );
+    assert!(
+        pool.claim(&good, F1).unwrap().is_some(),
+        "the real one still works"
+    );
 }
 
 #[test]
@@ -157,7 +191,10 @@ fn a_freed_buffer_cannot_be_claimed_by_its_old_descriptor() {
     assert!(pool.free(buf, F1));
     // Reallocated for another request and sent to F1 again.
     let d2 = sent_descriptor(&pool, 2, F1.function);
-    assert!(matches!(pool.claim(&d, F1), Err(DescriptorError::Stale { .. })));
+    assert!(matches!(
+        pool.claim(&d, F1),
+        Err(DescriptorError::Stale { .. })
+    ));
     assert!(pool.claim(&d2, F1).unwrap().is_some());
 }
 
@@ -168,7 +205,10 @@ fn reclaim_only_matches_the_exact_state() {
     let index = pool.layout().index_of(d.offset).unwrap();
     let state = pool.state(index);
     let buf = pool.claim(&d, F1).unwrap().unwrap();
-    assert!(!pool.reclaim(index, state), "reclaimed a buffer that moved on");
+    assert!(
+        !pool.reclaim(index, state),
+        "reclaimed a buffer that moved on"
+    );
     assert!(pool.reclaim(index, pool.state(index)));
     assert_eq!(pool.state(index).holder, Holder::Free);
     assert!(!pool.free(buf, F1));
@@ -242,7 +282,10 @@ fn processes_share_the_pool() {
     }
     let mut status = 0;
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed"
+    );
     let mut back = d;
     back.dst_fn = 0;
     let b = pool.claim(&back, GW).unwrap().unwrap();
