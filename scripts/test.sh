@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs everything and runs spright's whole test suite: formatting, lints, unit tests and the
+# end-to-end tests against the real kernel (SPROXY needs root; run this as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "build"
+cargo build --workspace --bins --locked
+step "test"
+# Root-only tests fail instead of skipping when CI=true.
+cargo test --workspace --locked -- --test-threads="${SPRIGHT_TEST_THREADS:-2}"
