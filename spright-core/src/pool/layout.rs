@@ -53,6 +53,20 @@ pub struct BufferHeader {
 }
 
 const _: () = assert!(std::mem::size_of::<BufferHeader>() == BUFFER_HEADER_SIZE as usize);
+// The offsets docs/abi.md promises.
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(PoolHeader, abi_version) == 8);
+    assert!(offset_of!(PoolHeader, pool_id) == 16);
+    assert!(offset_of!(PoolHeader, buffer_count) == 24);
+    assert!(offset_of!(PoolHeader, buffer_size) == 28);
+    assert!(offset_of!(PoolHeader, headers_start) == 40);
+    assert!(offset_of!(PoolHeader, data_start) == 48);
+    assert!(offset_of!(PoolHeader, total_size) == 56);
+    assert!(offset_of!(PoolHeader, chain_name) == 64);
+    assert!(offset_of!(PoolHeader, alloc_cursor) == 128);
+    assert!(offset_of!(BufferHeader, owner_request) == 8);
+};
 const _: () = assert!(std::mem::size_of::<PoolHeader>() <= PAGE as usize);
 
 /// The geometry of a pool, derived from its count and buffer size.

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Data-plane benchmark: the demo chain in kernel mode, the same chain in user-space mode, and a
+bare hyper server answering the same bytes, measured one after another in one run with wrk on
+loopback.
+
+For each system: requests/s, p50/p99 latency, CPU cores used by all of the system's processes
+under load (from /proc), and wrk's own CPU apart. For the chains: CPU used over an idle period.
+Writes docs/bench/dataplane.md.
+
+Usage (as root, from the repository): e2e/bench/dataplane.py [--duration 20] [--idle 30]
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.path.join(ROOT, "target", "release")
+TICK = os.sysconf("SC_CLK_TCK")
+BODY = "the cat saw the dog and the dog saw the cat, then the cat ran off and the dog sat down"
+CONNECTIONS = 64
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / TICK
+
+
+def descendants(root):
+    """root and every process below it."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def wait_http(url, proc, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            req = urllib.request.Request(url, data=b"ready", method="POST")
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {timeout}s")
+
+
+def run_wrk(url, seconds, script):
+    """Runs wrk; returns (stdout, wrk's own CPU seconds)."""
+    proc = subprocess.Popen(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", script, url],
+        stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"wrk failed: {out}")
+    return out, usage.ru_utime + usage.ru_stime
+
+
+def parse_wrk(out):
+    def ms(v, unit):
+        return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p = {}
+    for q in ("50", "99"):
+        m = re.search(rf"\s{q}%\s+([\d.]+)(us|ms|s)", out)
+        p[q] = ms(m.group(1), m.group(2))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return rps, p["50"], p["99"], int(errors.group(1)) if errors else 0, socket_errors.group(1) if socket_errors else ""
+
+
+def measure(name, url, proc, seconds, script, idle_seconds):
+    wait_http(url, proc)
+    run_wrk(url, 3, script)  # warm-up
+    pids = descendants(proc.pid)
+    cpu0, t0 = cpu_seconds(pids), time.time()
+    out, wrk_cpu = run_wrk(url, seconds, script)
+    cpu1, t1 = cpu_seconds(pids), time.time()
+    rps, p50, p99, non2xx, sockerr = parse_wrk(out)
+    if non2xx or sockerr:
+        raise SystemExit(f"{name}: errors under load: {non2xx} non-2xx, socket errors {sockerr}\n{out}")
+    row = {
+        "name": name, "rps": rps, "p50": p50, "p99": p99,
+        "cores": (cpu1 - cpu0) / (t1 - t0), "wrk_cores": wrk_cpu / (t1 - t0),
+        "processes": len(pids), "idle": None,
+    }
+    if idle_seconds:
+        time.sleep(2)  # let the last responses drain
+        pids = descendants(proc.pid)
+        i0, s0 = cpu_seconds(pids), time.time()
+        time.sleep(idle_seconds)
+        i1, s1 = cpu_seconds(pids), time.time()
+        row["idle"] = (i1 - i0) / (s1 - s0)
+    print(f"{name}: {rps:.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+          f"{row['cores']:.2f} cores (wrk {row['wrk_cores']:.2f})"
+          + (f", idle {row['idle'] * 100:.3f}% of a core" if row["idle"] is not None else ""),
+          flush=True)
+    return row
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=int, default=20, help="seconds of load per system")
+    ap.add_argument("--idle", type=int, default=30, help="seconds of idle measurement per chain")
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "bench", "dataplane.md"))
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the kernel-mode chain loads eBPF")
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--workspace", "--bins", "--locked"],
+                       cwd=ROOT, check=True)
+
+    tmp = tempfile.mkdtemp(prefix="spright-bench-")
+    script = os.path.join(tmp, "post.lua")
+    with open(script, "w") as f:
+        f.write(f'wrk.method = "POST"\nwrk.body = "{BODY}"\n')
+    chain_file = os.path.join(ROOT, "configs", "demo-chain.yaml")
+    rows = []
+    for name, routing, port in (("chain, kernel (sockmap)", "sockmap", 8181),
+                                ("chain, user-space relay", "user", 8182)):
+        proc = subprocess.Popen(
+            [os.path.join(BIN, "spright"), "up", chain_file, "--routing", routing,
+             "--listen", f"127.0.0.1:{port}", "--runtime-root", os.path.join(tmp, routing)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            rows.append(measure(name, f"http://127.0.0.1:{port}/render", proc,
+                                args.duration, script, args.idle))
+        finally:
+            stop(proc)
+    proc = subprocess.Popen([os.path.join(BIN, "spright-bare-server"), "127.0.0.1:8183"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        rows.append(measure("bare hyper server (baseline)", "http://127.0.0.1:8183/render", proc,
+                            args.duration, script, 0))
+    finally:
+        stop(proc)
+
+    bare = rows[-1]
+    lines = [
+        "# Data-plane benchmark",
+        "",
+        f"Written by `e2e/bench/dataplane.py` on {datetime.date.today()}: {platform.node()}, "
+        f"kernel {platform.release()}, {os.cpu_count()} CPUs. All three systems measured one "
+        f"after another in one run, wrk on loopback (`wrk -t1 -c{CONNECTIONS} -d{args.duration}s`, "
+        f"POST of a {len(BODY)}-byte text to `/render`; the answer is the word-count page, "
+        f"checked for errors). CPU is utime+stime of every process of the system under test from "
+        f"/proc, divided by wall time; wrk's own CPU is apart. Idle CPU: the chain's processes "
+        f"over {args.idle} s with no traffic.",
+        "",
+        "The chain is `configs/demo-chain.yaml`: gateway -> parse -> transform -> render -> "
+        "gateway, four descriptor hops per request. The baseline is `spright-bare-server`: the same "
+        "hyper settings and threads as the gateway, computing the same page in-process.",
+        "",
+        "| system | requests/s | vs bare | p50 ms | p99 ms | cores used | wrk cores | idle, % of a core |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        idle = "" if r["idle"] is None else f"{r['idle'] * 100:.3f}"
+        lines.append(
+            f"| {r['name']} | {r['rps']:.0f} | {r['rps'] / bare['rps'] * 100:.0f}% | {r['p50']:.2f} | "
+            f"{r['p99']:.2f} | {r['cores']:.2f} | {r['wrk_cores']:.2f} | {idle} |")
+    lines.append("")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
