@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         )
         .await?;
         println!("spright gateway listening on http://{}", bound.local_addr());
-        bound.serve(shutdown_signal()).await
+        bound.serve(spright_core::signals::shutdown()).await
     });
     if let Err(e) = &result {
         slog::error!(log, "gateway failed"; "error" => format!("{e:#}"));
@@ -67,13 +67,4 @@ fn main() -> anyhow::Result<()> {
     drop(log);
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -59,19 +59,10 @@ fn main() -> anyhow::Result<()> {
     .enable_all()
     .build()
     .context("starting the async runtime")?;
-    let result = runtime.block_on(run(opts, log.clone(), shutdown_signal()));
+    let result = runtime.block_on(run(opts, log.clone(), spright_core::signals::shutdown()));
     if let Err(e) = &result {
         slog::error!(log, "pool-manager failed"; "error" => format!("{e:#}"));
     }
     drop(log);
     result
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -178,7 +178,11 @@ async fn refuse(conn: &mut UnixStream, error: String) {
 }
 
 /// Sends the welcome line with the data socket attached.
-async fn send_welcome(conn: &UnixStream, welcome: Welcome, socket: &TcpStream) -> io::Result<()> {
+async fn send_welcome(
+    conn: &mut UnixStream,
+    welcome: Welcome,
+    socket: &TcpStream,
+) -> io::Result<()> {
     let mut line = serde_json::to_vec(&Registration::Welcome(welcome))?;
     line.push(b'\n');
     let sent = loop {
@@ -191,16 +195,7 @@ async fn send_welcome(conn: &UnixStream, welcome: Welcome, socket: &TcpStream) -
             Err(e) => return Err(e),
         }
     };
-    let mut rest = &line[sent..];
-    while !rest.is_empty() {
-        conn.writable().await?;
-        match conn.try_write(rest) {
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    conn.write_all(&line[sent..]).await
 }
 
 async fn register(
@@ -284,7 +279,7 @@ async fn register(
             .map(|f| (f.name.clone(), f.id))
             .collect(),
     };
-    if let Err(e) = send_welcome(&conn, welcome, &client).await {
+    if let Err(e) = send_welcome(&mut conn, welcome, &client).await {
         warn!(shared.log, "could not hand over the data socket"; "function" => &name, "error" => %e);
         drop(client);
         leave(&shared, endpoint, "handover failed");

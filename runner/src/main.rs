@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let result = runtime.block_on(up(opts, log.clone(), shutdown_signal()));
+            let result = runtime.block_on(up(opts, log.clone(), spright_core::signals::shutdown()));
             drop(log);
             result
         }
@@ -148,13 +148,4 @@ fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

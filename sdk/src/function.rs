@@ -340,13 +340,9 @@ pub fn run<H: Handler>(handler: H) -> Result<(), SdkError> {
             .build()?
     };
     runtime.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {
             r = serve(handler) => r,
-            _ = term.recv() => Ok(()),
-            _ = int.recv() => Ok(()),
+            _ = spright_core::signals::shutdown() => Ok(()),
         }
     })
 }

@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, BufReader, Interest};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::OwnedReadHalf as UnixReadHalf;
 use tokio::net::{TcpStream, UnixStream};
 
@@ -48,7 +48,7 @@ impl Member {
             path: socket.to_owned(),
             reason,
         };
-        let registration =
+        let mut registration =
             UnixStream::connect(socket)
                 .await
                 .map_err(|source| SdkError::Connect {
@@ -61,7 +61,7 @@ impl Member {
         })
         .map_err(|e| failed(e.to_string()))?;
         hello.push(b'\n');
-        write_all(&registration, &hello).await?;
+        registration.write_all(&hello).await?;
 
         // The answer is one line; the data socket rides on its first bytes.
         let mut line = Vec::new();
@@ -160,18 +160,6 @@ pub struct MemberInfo {
     pub welcome: Welcome,
     pub endpoint: Endpoint,
     pub pool: Arc<Pool>,
-}
-
-async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Sends descriptors on the data socket, one per send (the router redirects a whole send to

@@ -11,15 +11,8 @@ pub fn send_with_fd(socket: RawFd, data: &[u8], fd: &impl AsRawFd) -> io::Result
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space as _;
+    let mut control = control_buffer(1);
+    let msg = message(&mut iov, &mut control);
     // SAFETY: the control buffer is CMSG_SPACE(sizeof fd) bytes, enough for one header.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
@@ -36,6 +29,24 @@ pub fn send_with_fd(socket: RawFd, data: &[u8], fd: &impl AsRawFd) -> io::Result
     Ok(n as usize)
 }
 
+/// A zeroed control-message buffer with room for `fds` descriptors.
+fn control_buffer(fds: usize) -> Vec<u8> {
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE((fds * std::mem::size_of::<RawFd>()) as u32) };
+    vec![0u8; space as usize]
+}
+
+/// A msghdr over one iovec and a control buffer; both must outlive its use.
+fn message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; zero is a valid value for every field.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = control.len() as _;
+    msg
+}
+
 /// Receives into `buf`, returning the bytes read and a descriptor if one was attached (the
 /// first one; any extra is closed). Descriptors arrive close-on-exec.
 pub fn recv_with_fd(socket: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
@@ -44,15 +55,8 @@ pub fn recv_with_fd(socket: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<
         iov_len: buf.len(),
     };
     // Room for a few descriptors so a misbehaving peer cannot make us lose the ones it sends.
-    // SAFETY: pure computation.
-    let space = unsafe { libc::CMSG_SPACE(4 * std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: as in send_with_fd.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space as _;
+    let mut control = control_buffer(4);
+    let mut msg = message(&mut iov, &mut control);
     // SAFETY: msg points at live buffers.
     let n = unsafe { libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {

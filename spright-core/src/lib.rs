@@ -11,6 +11,8 @@ pub mod logging;
 pub mod manifest;
 pub mod pool;
 pub mod protocol;
+#[cfg(feature = "signals")]
+pub mod signals;
 
 pub use chain::{Chain, ChainError, RoutingMode};
 pub use descriptor::{
