@@ -180,6 +180,14 @@ impl ChainUnderTest {
         )
     }
 
+    /// The value of an unlabelled metric from the gateway's `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = http::get(self.addr, "/metrics").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -10,13 +10,6 @@ use spright_sdk::member::Member;
 use spright_sdk::Lease;
 use std::time::Duration;
 
-fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let text = http::get(addr, "/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
 fn forged_descriptors(routing: &'static str) {
     let chain = common::start(common::TESTFN_YAML, routing, &[]);
     let back_pid = chain.wait_instances("back", 1)[0];
@@ -48,7 +41,7 @@ fn forged_descriptors(routing: &'static str) {
         for dst in [GATEWAY.0, 2] {
             let mut d = base(dst, if dst == 0 { Kind::Reply } else { Kind::Request });
             d.offset = pool.layout().total_size + 4096;
-            sender.send_raw(&d).await.unwrap();
+            sender.send_raw(&d).unwrap();
         }
         // 2. Stale: a real buffer, sent with the generation before its current one.
         let lease = Lease::alloc(&pool, me, 77).unwrap();
@@ -65,7 +58,7 @@ fn forged_descriptors(routing: &'static str) {
             );
             pool.describe(buf, &mut d);
             d.generation = d.generation.wrapping_sub(1);
-            sender.send_raw(&d).await.unwrap();
+            sender.send_raw(&d).unwrap();
             // Nobody could claim it; take it back for the next round.
             assert!(
                 pool.take_back(buf, dst, me),
@@ -77,12 +70,12 @@ fn forged_descriptors(routing: &'static str) {
         let mut d = base(GATEWAY.0, Kind::Reply);
         d.pool_tag ^= 0x5A5A;
         d.offset = pool.layout().offset_of(0);
-        sender.send_raw(&d).await.unwrap();
+        sender.send_raw(&d).unwrap();
         // 4. A destination the allow list forbids, and the same while claiming to be the gateway.
-        sender.send_raw(&base(1, Kind::Request)).await.unwrap();
+        sender.send_raw(&base(1, Kind::Request)).unwrap();
         let mut lie = base(1, Kind::Request);
         lie.src_fn = GATEWAY.0;
-        sender.send_raw(&lie).await.unwrap();
+        sender.send_raw(&lie).unwrap();
 
         let mut refusals = Vec::new();
         while refusals.len() < 2 {
@@ -114,7 +107,7 @@ fn forged_descriptors(routing: &'static str) {
     spright_e2e::wait_for(
         "the gateway to count three rejections",
         Duration::from_secs(5),
-        || (metric(chain.addr, "spright_gateway_rejected_descriptors_total") == 3).then_some(()),
+        || (chain.metric("spright_gateway_rejected_descriptors_total") == 3).then_some(()),
     );
     let stats = chain.stats();
     let rogue = stats.functions.iter().find(|f| f.name == "rogue").unwrap();

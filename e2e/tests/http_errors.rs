@@ -139,3 +139,31 @@ fn h2c_requests_are_served() {
     assert_eq!(body.as_ref(), b"over h2c");
     chain.stop();
 }
+
+#[test]
+fn clients_that_hang_up_leave_nothing_behind() {
+    let routing = common::modes("clients_that_hang_up_leave_nothing_behind")[0];
+    let chain = common::start(common::TESTFN_YAML, routing, &[]);
+    for i in 0..20 {
+        let mut c = TcpStream::connect(chain.addr).unwrap();
+        if i % 2 == 0 {
+            // Whole request, then gone while the chain works on it.
+            c.write_all(
+                b"POST /back/sleep?ms=300 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi",
+            )
+            .unwrap();
+        } else {
+            // Gone halfway through the body.
+            c.write_all(b"POST /back/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nhalf")
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        drop(c);
+    }
+    spright_e2e::wait_for("no request left in flight", Duration::from_secs(10), || {
+        (chain.metric("spright_gateway_in_flight_requests") == 0).then_some(())
+    });
+    chain.wait_pool_idle();
+    assert_eq!(http::post(chain.addr, "/back/echo", b"fine").text(), "fine");
+    chain.stop();
+}

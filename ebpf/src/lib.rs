@@ -223,9 +223,14 @@ impl Sproxy {
         self.identities
             .insert(local_port as u32, value, 0)
             .map_err(map_err("identities"))?;
-        self.socks
+        let inserted = self
+            .socks
             .insert(endpoint.router_key(), socket.as_raw_fd(), 0)
-            .map_err(map_err("socks"))
+            .map_err(map_err("socks"));
+        if inserted.is_err() {
+            let _ = self.identities.remove(&(local_port as u32));
+        }
+        inserted
     }
 
     /// Forgets a socket (the kernel drops closed sockets from the sockhash by itself; this

@@ -218,15 +218,27 @@ fn malformed_sends_go_to_the_audit_peer_and_do_not_poison() {
         mut f2,
         ..
     } = setup();
-    f1.socket.write_all(b"not a descriptor").unwrap();
-    let mut audit = [0u8; 16];
+    // Two descriptors in one send: not routable, passed to the pool-manager's peer end.
+    let two: Vec<u8> = [descriptor(2, 1), descriptor(2, 2)]
+        .iter()
+        .flat_map(|d| d.as_bytes().to_vec())
+        .collect();
+    f1.socket.write_all(&two).unwrap();
+    let mut audit = vec![0u8; two.len()];
     f1.peer
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     f1.peer.read_exact(&mut audit).unwrap();
-    assert_eq!(&audit, b"not a descriptor");
+    assert_eq!(audit, two);
     assert_nothing_for(&f2);
     assert_eq!(sproxy.chain_counters().unwrap().malformed, 1);
+
+    // A descriptor written in two pieces is held until whole, then routed.
+    let d = descriptor(2, 3);
+    f1.socket.write_all(&d.as_bytes()[..20]).unwrap();
+    assert_nothing_for(&f2);
+    f1.socket.write_all(&d.as_bytes()[20..]).unwrap();
+    assert_eq!(recv(&mut f2).request_id, 3);
 
     let mut bad = descriptor(2, 11);
     bad.version = 99;

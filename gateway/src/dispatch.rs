@@ -32,6 +32,24 @@ pub enum Outcome {
 
 const SHARDS: usize = 16;
 
+/// Closes a request's slot when dropped.
+pub struct Slot {
+    dispatcher: Arc<Dispatcher>,
+    id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.dispatcher.close(self.id);
+    }
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").field("me", &self.me).finish()
+    }
+}
+
 pub struct Dispatcher {
     shards: Vec<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>,
     next_id: AtomicU64,
@@ -47,7 +65,9 @@ impl Dispatcher {
     pub fn new(pool: Arc<Pool>, me: Endpoint, log: Logger) -> Dispatcher {
         Dispatcher {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            next_id: AtomicU64::new(1),
+            // Random start: a restarted gateway instance must not reuse ids whose replies may
+            // still be on their way.
+            next_id: AtomicU64::new(fastrand::u64(1..1 << 47)),
             // Request ids are unique across gateway instances of the chain.
             id_base: (me.instance.0 as u64) << 48,
             pool,
@@ -76,6 +96,15 @@ impl Dispatcher {
         rx
     }
 
+    /// A guard that forgets request `id` when dropped: hyper drops a request's future when its
+    /// client goes away, and the slot must not outlive it.
+    pub fn slot(self: &Arc<Self>, id: u64) -> Slot {
+        Slot {
+            dispatcher: self.clone(),
+            id,
+        }
+    }
+
     /// Forgets a request (answered, timed out or abandoned).
     pub fn close(&self, id: u64) {
         self.shard(id).lock().unwrap().remove(&id);
@@ -87,6 +116,11 @@ impl Dispatcher {
             // If the waiter is gone, the outcome (and any buffer in it) is dropped and freed.
             let _ = tx.send(outcome);
         }
+    }
+
+    /// Requests waiting for the chain.
+    pub fn in_flight(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
     }
 
     /// Frees the buffers of an abandoned request that are in transit (they may sit in the
@@ -149,7 +183,13 @@ impl Dispatcher {
                     },
                 );
             }
-            _ => self.reject(&d, "not a reply or refusal"),
+            _ => {
+                self.reject(&d, "not a reply or refusal");
+                // A valid buffer sent to us anyway is taken and freed, not left in transit.
+                if let Ok(Some(buf)) = self.pool.claim(&d, self.me) {
+                    self.pool.free(buf, self.me);
+                }
+            }
         }
     }
 

@@ -56,7 +56,7 @@ pub async fn handle(
     }
     let (label, response) = match gw.routes.find(req.method().as_str(), req.uri().path()) {
         Some((index, route)) => {
-            let label = format!("{} {}", route.method.as_deref().unwrap_or("*"), route.path);
+            let label = gw.routes.label(index);
             let entry = FnId(route.sequence[0]);
             (label, through_chain(&gw, req, index, entry).await)
         }
@@ -72,19 +72,21 @@ pub async fn handle(
                     format!("no route for {} {}", req.method(), req.uri().path()),
                 )
             };
-            ("unrouted".to_owned(), response)
+            ("unrouted", response)
         }
     };
     gw.metrics
         .requests
         .get_or_create(&RequestLabels {
-            route: label.clone(),
+            route: label.to_owned(),
             code: response.status().as_u16(),
         })
         .inc();
     gw.metrics
         .latency
-        .get_or_create(&RouteLabel { route: label })
+        .get_or_create(&RouteLabel {
+            route: label.to_owned(),
+        })
         .observe(start.elapsed().as_secs_f64());
     Ok(response)
 }
@@ -105,10 +107,10 @@ fn request_meta(req: &Request<Incoming>) -> Vec<u8> {
         if HOP_HEADERS.contains(&name.as_str()) {
             continue;
         }
-        // Newlines would break the meta's line structure; hyper already refuses them in
-        // header values, this keeps it so.
+        // Functions read meta as UTF-8 lines: values that are not UTF-8 (legal in HTTP as
+        // obs-text) are not forwarded, and hyper already refuses newlines in them.
         let v = value.as_bytes();
-        if v.contains(&b'\n') || v.contains(&b'\r') {
+        if std::str::from_utf8(v).is_err() || v.contains(&b'\n') || v.contains(&b'\r') {
             continue;
         }
         meta.extend_from_slice(name.as_str().as_bytes());
@@ -144,10 +146,11 @@ async fn through_chain(
     }
 
     let (request_id, outcome) = gw.dispatcher.open();
+    // However this future ends, even dropped by hyper when the client goes away, the slot goes.
+    let _slot = gw.dispatcher.slot(request_id);
     let mut lease = match Lease::alloc(&gw.pool, gw.me, request_id) {
         Ok(l) => l,
         Err(_) => {
-            gw.dispatcher.close(request_id);
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the chain's buffer pool is exhausted; retry shortly",
@@ -165,26 +168,38 @@ async fn through_chain(
         let space = lease.space();
         space[ENVELOPE_HEADER_SIZE..body_at].copy_from_slice(&meta);
     }
+    // A slow upload holds a pool buffer: it gets the chain's deadline, no more.
     let mut body = req.into_body();
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                gw.dispatcher.close(request_id);
-                return error(
+    let read_body = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                error(
                     StatusCode::BAD_REQUEST,
                     format!("reading the request body: {e}"),
-                );
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if body_len + data.len() > room {
+                    return Err(too_large(room));
+                }
+                lease.space()[body_at + body_len..body_at + body_len + data.len()]
+                    .copy_from_slice(&data);
+                body_len += data.len();
             }
-        };
-        if let Ok(data) = frame.into_data() {
-            if body_len + data.len() > room {
-                gw.dispatcher.close(request_id);
-                return too_large(room);
-            }
-            lease.space()[body_at + body_len..body_at + body_len + data.len()]
-                .copy_from_slice(&data);
-            body_len += data.len();
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(gw.timeout, read_body).await {
+        Ok(Ok(())) => {}
+        Ok(Err(response)) => return response,
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    gw.timeout.as_millis()
+                ),
+            )
         }
     }
     envelope::write_header(lease.space(), 0, meta.len(), body_len);
@@ -200,8 +215,7 @@ async fn through_chain(
         request_id,
         ..Descriptor::default()
     };
-    if let Err(e) = gw.sender.send_lease(lease, d).await {
-        gw.dispatcher.close(request_id);
+    if let Err(e) = gw.sender.send_lease(lease, d) {
         return error(
             StatusCode::BAD_GATEWAY,
             format!("sending into the chain: {e}"),
@@ -254,10 +268,9 @@ async fn through_chain(
                 {
                     retried = true;
                     outcome = gw.dispatcher.reopen(request_id);
-                    if gw.sender.send_lease(lease, d).await.is_ok() {
+                    if gw.sender.send_lease(lease, d).is_ok() {
                         continue;
                     }
-                    gw.dispatcher.close(request_id);
                 }
                 return match reason {
                     Some(RefuseReason::NoDestination) | None => error(

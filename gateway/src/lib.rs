@@ -104,7 +104,7 @@ impl Bound {
             listener,
             member_parts: (receiver, events),
         } = self;
-        let receive = tokio::spawn(gateway.dispatcher.clone().receive(receiver));
+        let mut receive = tokio::spawn(gateway.dispatcher.clone().receive(receiver));
         let mut events = tokio::spawn(gateway.dispatcher.clone().events(events));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -119,6 +119,7 @@ impl Bound {
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
                 _ = &mut events => break Err(anyhow::anyhow!("the pool-manager went away")),
+                _ = &mut receive => break Err(anyhow::anyhow!("the gateway's data socket closed")),
                 accepted = listener.accept() => {
                     let (stream, _) = match accepted {
                         Ok(a) => a,
@@ -169,7 +170,7 @@ pub async fn bind(config: Config, log: Logger) -> anyhow::Result<Bound> {
         info.endpoint,
         log.clone(),
     ));
-    let metrics = Metrics::new(info.pool.clone(), dispatcher.rejected.clone());
+    let metrics = Metrics::new(info.pool.clone(), dispatcher.clone());
     info!(log, "gateway listening"; "address" => %listener.local_addr()?, "routing" => %manifest.routing);
     let gateway = Arc::new(Gateway {
         routes: RouteTable::new(&manifest.spec.routes),

@@ -2,6 +2,7 @@
 //! histograms, pool occupancy read from the pool's headers, and the router's per-function
 //! counters (SPROXY's per-CPU map, through the pool-manager's control socket).
 
+use crate::dispatch::Dispatcher;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -12,7 +13,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use spright_core::pool::Pool;
 use spright_core::protocol::RouterStats;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,7 +39,7 @@ pub struct Metrics {
 struct ChainCollector {
     pool: Arc<Pool>,
     router: Arc<Mutex<Option<RouterStats>>>,
-    rejected: Arc<AtomicU64>,
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl Collector for ChainCollector {
@@ -66,7 +67,13 @@ impl Collector for ChainCollector {
             None,
             MetricType::Gauge,
         )?)?;
-        ConstCounter::new(self.rejected.load(Ordering::Relaxed)).encode(
+        ConstGauge::new(self.dispatcher.in_flight() as i64).encode(encoder.encode_descriptor(
+            "spright_gateway_in_flight_requests",
+            "Requests sent into the chain and not answered yet",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(self.dispatcher.rejected.load(Ordering::Relaxed)).encode(
             encoder.encode_descriptor(
                 "spright_gateway_rejected_descriptors",
                 "Descriptors the gateway rejected (forged, stale or from another pool)",
@@ -131,7 +138,7 @@ impl Collector for ChainCollector {
 }
 
 impl Metrics {
-    pub fn new(pool: Arc<Pool>, rejected: Arc<AtomicU64>) -> Metrics {
+    pub fn new(pool: Arc<Pool>, dispatcher: Arc<Dispatcher>) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -152,7 +159,7 @@ impl Metrics {
         registry.register_collector(Box::new(ChainCollector {
             pool,
             router: router.clone(),
-            rejected,
+            dispatcher,
         }));
         Metrics {
             registry,

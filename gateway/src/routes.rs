@@ -5,10 +5,16 @@ use spright_core::chain::Route;
 pub struct RouteTable {
     /// (route index, route), longest path first so the first match is the longest prefix.
     routes: Vec<(u16, Route)>,
+    /// "METHOD /path" per route index, for metrics.
+    labels: Vec<String>,
 }
 
 impl RouteTable {
     pub fn new(routes: &[Route]) -> RouteTable {
+        let labels = routes
+            .iter()
+            .map(|r| format!("{} {}", r.method.as_deref().unwrap_or("*"), r.path))
+            .collect();
         let mut routes: Vec<(u16, Route)> = routes
             .iter()
             .cloned()
@@ -22,7 +28,12 @@ impl RouteTable {
                 .cmp(&a.path.len())
                 .then(b.method.is_some().cmp(&a.method.is_some()))
         });
-        RouteTable { routes }
+        RouteTable { routes, labels }
+    }
+
+    /// The metrics label of route `index`.
+    pub fn label(&self, index: u16) -> &str {
+        &self.labels[index as usize]
     }
 
     /// The route for `method` and `path`, as (index, route).

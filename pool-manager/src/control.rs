@@ -11,6 +11,8 @@ use tokio::net::{UnixListener, UnixStream};
 pub async fn serve(shared: Arc<Shared>, listener: UnixListener) {
     loop {
         let Ok((conn, _)) = listener.accept().await else {
+            // Out of descriptors or similar: do not spin.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let shared = shared.clone();

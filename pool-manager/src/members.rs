@@ -403,15 +403,16 @@ async fn audit_loop(shared: Arc<Shared>, endpoint: Endpoint, mut peer: OwnedRead
 }
 
 /// Withdraws an instance: out of the router first, then its buffers are swept, then everyone
-/// hears which requests were affected.
+/// hears which requests were affected. All under the members lock, so the instance number is
+/// not given to a newcomer (who could claim buffers under the same identity) before the sweep.
 fn leave(shared: &Shared, endpoint: Endpoint, reason: &str) {
-    let (remaining, member) = {
-        let mut members = shared.members.lock().unwrap();
-        let member = members
-            .by_function
-            .get_mut(&endpoint.function.0)
-            .and_then(|m| m.remove(&endpoint.instance.0));
-        let instances = members.instances(endpoint.function);
+    let mut members = shared.members.lock().unwrap();
+    let member = members
+        .by_function
+        .get_mut(&endpoint.function.0)
+        .and_then(|m| m.remove(&endpoint.instance.0));
+    let instances = members.instances(endpoint.function);
+    {
         let mut router = shared.router.lock().unwrap();
         if let Err(e) = router.set_instances(endpoint.function, &instances) {
             warn!(shared.log, "could not update the instance table"; "error" => %e);
@@ -419,20 +420,19 @@ fn leave(shared: &Shared, endpoint: Endpoint, reason: &str) {
         if let Some(m) = &member {
             router.unregister(endpoint, m.port);
         }
-        (instances.len() as u16, member)
-    };
-    let requests = sweep(&shared.pool, endpoint, remaining == 0);
+    }
+    let requests = sweep(&shared.pool, endpoint, instances.is_empty());
     info!(shared.log, "instance left";
         "function" => shared.chain.name_of(endpoint.function),
         "instance" => endpoint.instance.0,
         "pid" => member.as_ref().map(|m| m.pid).unwrap_or(0),
         "reason" => reason,
-        "remaining" => remaining,
+        "remaining" => instances.len(),
         "requests_affected" => requests.len());
-    shared.members.lock().unwrap().broadcast(&Event::Gone {
+    members.broadcast(&Event::Gone {
         function: endpoint.function.0,
         instance: endpoint.instance.0,
-        remaining,
+        remaining: instances.len() as u16,
         requests: requests.into_iter().collect(),
     });
 }

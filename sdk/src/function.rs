@@ -242,7 +242,7 @@ impl Context {
             call_id,
             ..Descriptor::default()
         };
-        if let Err(e) = inst.sender.send_lease(lease, d).await {
+        if let Err(e) = inst.sender.send_lease(lease, d) {
             inst.pending.lock().unwrap().remove(&call_id);
             return Err(failed(e.to_string()));
         }
@@ -375,7 +375,9 @@ pub async fn serve_member<H: Handler>(
         info,
         sender,
         pending: Mutex::new(HashMap::new()),
-        next_call: AtomicU32::new(1),
+        // Random, so a restarted instance does not take its predecessor's late replies for
+        // answers to its own calls.
+        next_call: AtomicU32::new(fastrand::u32(1..)),
         log: log.clone(),
         rejected: AtomicU64::new(0),
         refused: AtomicU64::new(0),
@@ -457,6 +459,11 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, d: Descripto
             let Some(lease) = claim(&d) else { return };
             let Some(lease) = lease else {
                 warn!(instance.log, "request without a buffer"; "from" => d.src_fn);
+                let instance = instance.clone();
+                tokio::spawn(async move {
+                    let ctx = context(&instance, &d, Arc::from(&b""[..]));
+                    deliver(&instance, &ctx, Err(ReplyError::HandlerFailed), &d).await;
+                });
                 return;
             };
             let message = match Message::parse(lease) {
@@ -496,7 +503,18 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, d: Descripto
             });
         }
         Some(Kind::Reply) if d.call_id != 0 => {
-            let pending = instance.pending.lock().unwrap().remove(&d.call_id);
+            // Only the reply from the function called, for the request it was called for.
+            let pending = {
+                let mut pending = instance.pending.lock().unwrap();
+                let ours = pending
+                    .get(&d.call_id)
+                    .is_some_and(|p| p.callee == d.src_fn && p.request_id == d.request_id);
+                if ours {
+                    pending.remove(&d.call_id)
+                } else {
+                    None
+                }
+            };
             let Some(lease) = claim(&d) else {
                 if let Some(p) = pending {
                     let _ = p.reply.send(Err(CallError::Failed {
@@ -526,6 +544,11 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, d: Descripto
         _ => {
             instance.rejected.fetch_add(1, Ordering::Relaxed);
             warn!(instance.log, "unexpected descriptor"; "kind" => d.kind, "from" => d.src_fn);
+            // If it validly hands us a buffer, take it and free it so that it does not stay in
+            // transit.
+            if let Ok(Some(buf)) = pool.claim(&d, me) {
+                pool.free(buf, me);
+            }
         }
     }
 }
@@ -596,10 +619,10 @@ async fn deliver(
         }
     }
     let sent = match result {
-        Ok(response) => instance.sender.send_lease(response.lease, d).await,
+        Ok(response) => instance.sender.send_lease(response.lease, d),
         Err(code) => {
             d.status = code as u8;
-            instance.sender.send(&d).await.map_err(SdkError::Send)
+            instance.sender.send(&d).map_err(SdkError::Send)
         }
     };
     if let Err(e) = sent {
@@ -656,7 +679,7 @@ fn refused(instance: &Arc<Instance>, d: Descriptor) {
                     request_id: d.request_id,
                     ..Descriptor::default()
                 };
-                let _ = instance.sender.send(&reply).await;
+                let _ = instance.sender.send(&reply);
             });
         }
         _ => {} // a reply nobody waits for any more; its buffer is back in the pool

@@ -27,6 +27,7 @@ mod function;
 mod lease;
 pub mod member;
 mod message;
+mod sender;
 
 pub use error::{CallError, SdkError};
 pub use function::{run, serve, serve_member, BodyWriter, Context, Error, Handler};

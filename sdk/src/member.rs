@@ -2,8 +2,8 @@
 //! descriptors. The function runtime and the gateway both stand on this.
 
 use crate::error::SdkError;
-use crate::lease::Lease;
-use spright_core::descriptor::{Descriptor, DescriptorFramer, DESCRIPTOR_SIZE};
+pub use crate::sender::Sender;
+use spright_core::descriptor::{Descriptor, DescriptorFramer};
 use spright_core::fdpass::recv_with_fd;
 use spright_core::ids::{Endpoint, FnId, InstanceId};
 use spright_core::pool::Pool;
@@ -115,12 +115,7 @@ impl Member {
             )));
         }
         let endpoint = Endpoint::new(FnId(welcome.function_id), InstanceId(welcome.instance));
-        let sender = Sender {
-            data: data.clone(),
-            pool: pool.clone(),
-            me: endpoint,
-            lock: Arc::new(tokio::sync::Mutex::new(())),
-        };
+        let sender = Sender::new(data.clone(), pool.clone(), endpoint);
         Ok(Member {
             welcome,
             endpoint,
@@ -160,81 +155,6 @@ pub struct MemberInfo {
     pub welcome: Welcome,
     pub endpoint: Endpoint,
     pub pool: Arc<Pool>,
-}
-
-/// Sends descriptors on the data socket, one per send (the router redirects a whole send to
-/// the destination of its first descriptor). Cheap to clone.
-#[derive(Clone)]
-pub struct Sender {
-    data: Arc<TcpStream>,
-    pool: Arc<Pool>,
-    me: Endpoint,
-    // Held across a send so that a send completed after a short write cannot interleave
-    // with another (only possible under backpressure in user-space routing).
-    lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl Sender {
-    /// Sends a bare descriptor (no buffer, or a buffer already marked in transit), stamped
-    /// with this pool's tag.
-    pub async fn send(&self, d: &Descriptor) -> io::Result<()> {
-        let mut d = *d;
-        d.pool_tag = self.pool.tag();
-        self.write_descriptor(&d).await
-    }
-
-    async fn write_descriptor(&self, d: &Descriptor) -> io::Result<()> {
-        let bytes = d.as_bytes();
-        let _one = self.lock.lock().await;
-        let mut done = 0;
-        while done < DESCRIPTOR_SIZE {
-            match self.data.try_write(&bytes[done..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.data.writable().await?,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends exactly `d`, unmodified (no pool tag stamped): for tools and tests that need to
-    /// put arbitrary descriptors on the wire.
-    pub async fn send_raw(&self, d: &Descriptor) -> io::Result<()> {
-        self.write_descriptor(d).await
-    }
-
-    /// Sends `lease`'s buffer to `d.dst_fn`: the buffer is marked in transit and described in
-    /// `d`. If the send fails, the buffer comes back and is freed.
-    pub async fn send_lease(&self, lease: Lease, mut d: Descriptor) -> Result<(), SdkError> {
-        let (buf, len) = (lease.buffer(), lease.len());
-        self.pool.describe(buf, &mut d);
-        d.len = len;
-        let to = FnId(d.dst_fn);
-        if !self.pool.send(buf, self.me, to) {
-            // Only possible if the pool was tampered with; the lease no longer owns the buffer.
-            std::mem::forget(lease);
-            return Err(SdkError::Send(io::Error::other(
-                "buffer was not held by this instance",
-            )));
-        }
-        std::mem::forget(lease);
-        if let Err(e) = self.send(&d).await {
-            if self.pool.take_back(buf, to, self.me) {
-                self.pool.free(buf, self.me);
-            }
-            return Err(SdkError::Send(e));
-        }
-        Ok(())
-    }
-
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
-
-    pub fn me(&self) -> Endpoint {
-        self.me
-    }
 }
 
 /// The receiving side of the data socket.

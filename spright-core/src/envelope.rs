@@ -76,12 +76,15 @@ impl<'a> Envelope<'a> {
         Some((method, target))
     }
 
-    /// The meta as lines (invalid UTF-8 yields nothing).
+    /// The meta as lines; a line that is not UTF-8 reads as empty (and a header line that is
+    /// not UTF-8 is skipped), so one bad header cannot hide the request line.
     pub fn meta_lines(&self) -> impl Iterator<Item = &'a str> {
-        std::str::from_utf8(self.meta)
-            .unwrap_or("")
-            .split('\n')
-            .filter(|l| !l.is_empty())
+        let mut lines = self.meta.split(|&b| b == b'\n');
+        if self.meta.last() == Some(&b'\n') {
+            // A trailing newline ends the last line; it does not start another.
+            let _ = lines.next_back();
+        }
+        lines.map(|l| std::str::from_utf8(l).unwrap_or(""))
     }
 
     /// The value of header `name` (case-insensitive) in the meta.
@@ -92,10 +95,13 @@ impl<'a> Envelope<'a> {
 
     /// The headers: every meta line after the request line, as (name, value).
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
-        self.meta_lines().skip(1).filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim(), v.trim()))
-        })
+        self.meta_lines()
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim(), v.trim()))
+            })
     }
 }
 
@@ -168,6 +174,16 @@ mod tests {
         assert_eq!(e.headers().count(), 1, "the request line is not a header");
         assert_eq!(e.header("Content-Type"), Some("text/plain"));
         assert_eq!(e.header("missing"), None);
+    }
+
+    #[test]
+    fn a_header_that_is_not_utf8_hides_nothing_else() {
+        let mut buf = [0u8; 128];
+        let n = write(&mut buf, 0, b"GET /x\nx-bad: \xff\xfe\naccept: */*\n", b"").unwrap();
+        let e = Envelope::parse(&buf[..n]).unwrap();
+        assert_eq!(e.request_line(), Some(("GET", "/x")));
+        assert_eq!(e.header("accept"), Some("*/*"));
+        assert_eq!(e.header("x-bad"), None);
     }
 
     #[test]

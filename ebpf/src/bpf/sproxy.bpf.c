@@ -12,7 +12,8 @@
 // A descriptor it will not deliver is marked REFUSED with a reason and redirected back into the
 // sender's own receive queue. It never returns SK_DROP: a dropped send leaves the socket's
 // verdict cached and every later send on it fails with EACCES. What cannot even be parsed is
-// passed to the socket's TCP peer, which the pool-manager holds and audits.
+// passed to the socket's TCP peer, which the pool-manager holds and audits; a short write is
+// held back (corked) until the rest of its descriptor arrives.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -140,6 +141,11 @@ static __always_inline int audit(int malformed)
 SEC("sk_msg")
 int sproxy(struct sk_msg_md *msg)
 {
+	if (msg->size < sizeof(struct descriptor)) {
+		// A short write: hold the bytes until the whole descriptor is there, then run again.
+		bpf_msg_cork_bytes(msg, sizeof(struct descriptor));
+		return SK_PASS;
+	}
 	if (msg->size != sizeof(struct descriptor))
 		return audit(1);
 
@@ -157,12 +163,14 @@ int sproxy(struct sk_msg_md *msg)
 	struct descriptor *d = data;
 
 	__u32 port = msg->local_port;
-	struct endpoint *self = bpf_map_lookup_elem(&identities, &port);
-	if (!self)
+	struct endpoint *found = bpf_map_lookup_elem(&identities, &port);
+	if (!found)
 		return audit(0);
-	d->src_fn = self->fn;
-	d->src_instance = self->instance;
-	struct fn_stats *src_stats = fn_stats(self->fn);
+	// Copied at once: the map element may be reused if the entry is replaced meanwhile.
+	struct endpoint self = *found;
+	d->src_fn = self.fn;
+	d->src_instance = self.instance;
+	struct fn_stats *src_stats = fn_stats(self.fn);
 
 	__u8 reason;
 	if (d->version != ABI_VERSION || d->kind == KIND_REFUSED) {
@@ -170,7 +178,7 @@ int sproxy(struct sk_msg_md *msg)
 		goto refuse;
 	}
 
-	__u32 pair = ((__u32)self->fn << 16) | d->dst_fn;
+	__u32 pair = ((__u32)self.fn << 16) | d->dst_fn;
 	if (!bpf_map_lookup_elem(&allow, &pair)) {
 		reason = REFUSE_FORBIDDEN;
 		goto refuse;
@@ -209,7 +217,7 @@ refuse:
 	d->kind = KIND_REFUSED;
 	if (src_stats)
 		src_stats->refused++;
-	__u32 back = ((__u32)self->fn << 16) | self->instance;
+	__u32 back = ((__u32)self.fn << 16) | self.instance;
 	if (bpf_msg_redirect_hash(msg, &socks, &back, BPF_F_INGRESS) != SK_PASS)
 		return audit(0);
 	return SK_PASS;

@@ -521,6 +521,16 @@ impl Pool {
                 current: current.generation,
             });
         }
+        // The owner is fixed while the generation is: checked before claiming, so a descriptor
+        // with the wrong request never takes the buffer, even for a moment.
+        let owner = self.owner_request(buf.index);
+        if owner != d.request_id {
+            return Err(DescriptorError::WrongRequest {
+                index: buf.index,
+                owner,
+                found: d.request_id,
+            });
+        }
         let mine = Holder::Held {
             function: me.function.0,
             instance: me.instance.0,
@@ -542,16 +552,6 @@ impl Pool {
                     to: me.function.0,
                     state: now,
                 }
-            });
-        }
-        let owner = self.owner_request(buf.index);
-        if owner != d.request_id {
-            // Not ours after all: put it back as it was and refuse.
-            self.transition(buf, mine, buf.generation, to_me);
-            return Err(DescriptorError::WrongRequest {
-                index: buf.index,
-                owner,
-                found: d.request_id,
             });
         }
         Ok(Some(buf))

@@ -1,0 +1,191 @@
+//! Sending descriptors on the data socket.
+//!
+//! Every send is exactly one descriptor (the router redirects a whole send to the destination of
+//! its first descriptor). Sending is synchronous and cannot be cancelled halfway: the common
+//! case is one `write` straight from the caller; when the socket is full (or a write was short)
+//! the rest waits in a backlog that one writer task drains in order. So no caller that gives up
+//! (a dropped HTTP request, a handler's timeout) can leave half a descriptor on the stream or a
+//! buffer marked in transit that was never sent.
+
+use crate::error::SdkError;
+use crate::lease::Lease;
+use spright_core::descriptor::{Descriptor, DESCRIPTOR_SIZE};
+use spright_core::ids::{Endpoint, FnId};
+use spright_core::pool::Pool;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// Sends descriptors for one instance. Cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data: Arc<TcpStream>,
+    pool: Arc<Pool>,
+    me: Endpoint,
+    backlog: Mutex<Backlog>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Backlog {
+    queue: VecDeque<Descriptor>,
+    /// Bytes of the front descriptor already written.
+    written: usize,
+    /// Set once a write failed: the socket is gone and so is this instance's registration.
+    broken: Option<io::ErrorKind>,
+}
+
+impl Sender {
+    /// A sender on `data`; spawns its writer task on the current tokio runtime.
+    pub fn new(data: Arc<TcpStream>, pool: Arc<Pool>, me: Endpoint) -> Sender {
+        let inner = Arc::new(Inner {
+            data,
+            pool,
+            me,
+            backlog: Mutex::new(Backlog::default()),
+            wake: Notify::new(),
+        });
+        tokio::spawn(drain(inner.clone()));
+        Sender { inner }
+    }
+
+    /// Sends a descriptor stamped with this pool's tag.
+    pub fn send(&self, d: &Descriptor) -> io::Result<()> {
+        let mut d = *d;
+        d.pool_tag = self.inner.pool.tag();
+        self.enqueue(d)
+    }
+
+    /// Sends exactly `d`, unmodified (no pool tag stamped): for tools and tests that need to
+    /// put arbitrary descriptors on the wire.
+    pub fn send_raw(&self, d: &Descriptor) -> io::Result<()> {
+        self.enqueue(*d)
+    }
+
+    /// Sends `lease`'s buffer to `d.dst_fn`: the buffer is marked in transit and described in
+    /// `d`. If it cannot be sent, the buffer comes back and is freed.
+    pub fn send_lease(&self, lease: Lease, mut d: Descriptor) -> Result<(), SdkError> {
+        let pool = &self.inner.pool;
+        let (buf, len) = (lease.buffer(), lease.len());
+        pool.describe(buf, &mut d);
+        d.len = len;
+        let to = FnId(d.dst_fn);
+        // The lease's buffer is now the descriptor's: it must not be freed on drop.
+        std::mem::forget(lease);
+        if !pool.send(buf, self.inner.me, to) {
+            // Only possible if the pool was tampered with: the buffer is not ours any more.
+            return Err(SdkError::Send(io::Error::other(
+                "buffer was not held by this instance",
+            )));
+        }
+        if let Err(e) = self.enqueue(d) {
+            if pool.take_back(buf, to, self.inner.me) {
+                pool.free(buf, self.inner.me);
+            }
+            return Err(SdkError::Send(e));
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.inner.pool
+    }
+
+    pub fn me(&self) -> Endpoint {
+        self.inner.me
+    }
+
+    fn enqueue(&self, d: Descriptor) -> io::Result<()> {
+        let mut backlog = self.inner.backlog.lock().unwrap();
+        if let Some(kind) = backlog.broken {
+            return Err(kind.into());
+        }
+        if !backlog.queue.is_empty() {
+            backlog.queue.push_back(d);
+            return Ok(());
+        }
+        match self.inner.data.try_write(d.as_bytes()) {
+            Ok(DESCRIPTOR_SIZE) => return Ok(()),
+            Ok(n) => backlog.written = n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => backlog.written = 0,
+            Err(e) => return Err(e),
+        }
+        backlog.queue.push_back(d);
+        drop(backlog);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// Writes the backlog in order, one descriptor per write, waiting for room when needed.
+async fn drain(inner: Arc<Inner>) {
+    enum Next {
+        Idle,
+        Wait,
+        Fail(io::ErrorKind),
+    }
+    loop {
+        inner.wake.notified().await;
+        loop {
+            let next = {
+                let mut backlog = inner.backlog.lock().unwrap();
+                write_front(&inner.data, &mut backlog)
+                    .map(|more| if more { None } else { Some(Next::Idle) })
+                    .unwrap_or_else(|e| {
+                        Some(if e.kind() == io::ErrorKind::WouldBlock {
+                            Next::Wait
+                        } else {
+                            Next::Fail(e.kind())
+                        })
+                    })
+            };
+            match next {
+                None => {}
+                Some(Next::Idle) => break,
+                Some(Next::Wait) => {
+                    if let Err(e) = inner.data.writable().await {
+                        fail(&inner, e.kind());
+                        return;
+                    }
+                }
+                Some(Next::Fail(kind)) => {
+                    fail(&inner, kind);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes (what is left of) the front descriptor; `Ok(false)` when the backlog is empty.
+fn write_front(data: &TcpStream, backlog: &mut Backlog) -> io::Result<bool> {
+    let Some(front) = backlog.queue.front().copied() else {
+        return Ok(false);
+    };
+    let n = data.try_write(&front.as_bytes()[backlog.written..])?;
+    backlog.written += n;
+    if backlog.written == DESCRIPTOR_SIZE {
+        backlog.queue.pop_front();
+        backlog.written = 0;
+    }
+    Ok(true)
+}
+
+/// The socket broke: refuse further sends and give back the buffers that will never leave.
+fn fail(inner: &Inner, kind: io::ErrorKind) {
+    let mut backlog = inner.backlog.lock().unwrap();
+    backlog.broken = Some(kind);
+    for d in backlog.queue.drain(..) {
+        if let Ok(Some(buf)) = inner.pool.check(&d) {
+            if inner.pool.take_back(buf, FnId(d.dst_fn), inner.me) {
+                inner.pool.free(buf, inner.me);
+            }
+        }
+    }
+}
