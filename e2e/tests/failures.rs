@@ -19,6 +19,7 @@ fn kill(pid: u32) {
     );
 }
 
+/// Kills transform while 32 connections keep the chain busy.
 fn kill_mid_load(routing: &'static str) {
     let chain = common::start(&common::demo_yaml(), routing, &[]);
     let old = chain.wait_instances("transform", 1)[0];
@@ -92,6 +93,57 @@ fn killing_a_function_mid_load_gives_502s_at_once_and_leaks_nothing() {
     for routing in common::modes("killing_a_function_mid_load_gives_502s_at_once_and_leaks_nothing")
     {
         kill_mid_load(routing);
+    }
+}
+
+/// With a second instance alive, the requests queued at the killed one (sent to it but not yet
+/// read) must still fail at once: the pool-manager knows which buffers the router sent where.
+/// `block` stalls an instance's only thread, so requests queue up in its socket.
+#[test]
+fn killing_one_of_two_instances_fails_its_queued_requests_at_once() {
+    let yaml = common::TESTFN_YAML.replace(
+        "  - name: back\n    id: 2\n    command: [spright-testfn]",
+        "  - name: back\n    id: 2\n    command: [spright-testfn]\n    instances: 2",
+    );
+    assert!(yaml.contains("instances: 2"));
+    for routing in common::modes("killing_one_of_two_instances_fails_its_queued_requests_at_once") {
+        let chain = common::start(&yaml, routing, &[]);
+        let pids = chain.wait_instances("back", 2);
+        let requests: Vec<_> = (0..12)
+            .map(|_| {
+                let addr = chain.addr;
+                std::thread::spawn(move || {
+                    let r = http::post(addr, "/back/block?ms=300", b"queued");
+                    (r, Instant::now())
+                })
+            })
+            .collect();
+        wait_for(
+            "all 12 requests in the chain",
+            Duration::from_secs(10),
+            || (chain.metric("spright_gateway_in_flight_requests") == 12).then_some(()),
+        );
+        let killed_at = Instant::now();
+        kill(pids[0]);
+        let results: Vec<_> = requests.into_iter().map(|t| t.join().unwrap()).collect();
+        let failed: Vec<_> = results.iter().filter(|(r, _)| r.status == 502).collect();
+        assert!(
+            !failed.is_empty(),
+            "{routing}: none of 12 requests was at the killed instance"
+        );
+        for (r, at) in &failed {
+            assert!(r.text().contains("back exited"), "{routing}: {}", r.text());
+            assert!(
+                *at < killed_at + Duration::from_secs(1),
+                "{routing}: a request queued at the killed instance took {:?} to fail",
+                *at - killed_at
+            );
+        }
+        for (r, _) in results.iter().filter(|(r, _)| r.status != 502) {
+            assert_eq!((r.status, r.text().as_str()), (200, "queued"), "{routing}");
+        }
+        chain.wait_pool_idle();
+        chain.stop();
     }
 }
 

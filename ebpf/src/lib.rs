@@ -95,26 +95,43 @@ pub struct Sproxy {
     instances: Array<MapData, InstanceTable>,
     stats: PerCpuArray<MapData, FnCounters>,
     totals: PerCpuArray<MapData, ChainCounters>,
+    transit: Array<MapData, u64>,
     pinned: Option<PathBuf>,
     // Keeps the program (and its attachment to `socks`) alive; dropped last.
     _ebpf: Ebpf,
 }
 
-const MAPS: [&str; 6] = [
+const MAPS: [&str; 7] = [
     "socks",
     "identities",
     "allow",
     "instances",
     "stats",
     "totals",
+    "transit",
 ];
+
+/// Where the pool's buffers are, so SPROXY can record which socket each buffer was routed to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolGeometry {
+    pub data_start: u64,
+    pub buffer_size: u32,
+    pub buffer_count: u32,
+}
 
 impl Sproxy {
     /// Loads SPROXY and attaches it to a fresh sockhash. With `pin_dir`, the maps are also
     /// pinned there (in bpffs) so `bpftool map dump pinned <dir>/<map>` shows them; the pins
     /// are removed on drop.
-    pub fn load(pin_dir: Option<&Path>) -> Result<Sproxy, SproxyError> {
-        let mut ebpf = EbpfLoader::new().load(SPROXY_OBJECT)?;
+    pub fn load(pin_dir: Option<&Path>, pool: Option<PoolGeometry>) -> Result<Sproxy, SproxyError> {
+        let mut loader = EbpfLoader::new();
+        let pool = pool.unwrap_or_default();
+        loader
+            .override_global("pool_data_start", &pool.data_start, true)
+            .override_global("pool_buffer_size", &pool.buffer_size, true)
+            .override_global("pool_buffer_count", &pool.buffer_count, true)
+            .map_max_entries("transit", pool.buffer_count.max(1));
+        let mut ebpf = loader.load(SPROXY_OBJECT)?;
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir).map_err(|source| SproxyError::Pin {
                 path: dir.to_owned(),
@@ -139,10 +156,12 @@ impl Sproxy {
                 Array::try_from(take("instances")?).map_err(map_err("instances"))?,
                 PerCpuArray::try_from(take("stats")?).map_err(map_err("stats"))?,
                 PerCpuArray::try_from(take("totals")?).map_err(map_err("totals"))?,
+                Array::try_from(take("transit")?).map_err(map_err("transit"))?,
             ))
         })();
-        let (socks, identities, allow, instances, stats, totals): (
+        let (socks, identities, allow, instances, stats, totals, transit): (
             SockHash<MapData, u32>,
+            _,
             _,
             _,
             _,
@@ -164,6 +183,7 @@ impl Sproxy {
             instances,
             stats,
             totals,
+            transit,
             pinned: pin_dir.map(Path::to_owned),
             _ebpf: ebpf,
         };
@@ -278,6 +298,12 @@ impl Sproxy {
                 received: a.received + c.received,
                 refused: a.refused + c.refused,
             }))
+    }
+
+    /// Where buffer `index`'s last descriptor was routed: (generation, endpoint key), if any.
+    pub fn transit(&self, index: u32) -> Option<(u32, u32)> {
+        let v = self.transit.get(&index, 0).ok()?;
+        (v != 0).then_some(((v >> 32) as u32, v as u32))
     }
 
     /// Chain-wide audit counters, summed over CPUs.

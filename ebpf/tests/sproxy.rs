@@ -90,7 +90,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let mut sproxy = Sproxy::load(None).expect("load SPROXY");
+    let mut sproxy = Sproxy::load(None, None).expect("load SPROXY");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let gateway = join(&mut sproxy, &listener, 0, 0);
     let f1 = join(&mut sproxy, &listener, 1, 0);
@@ -308,4 +308,45 @@ fn instances_share_the_load_and_replies_reach_the_named_instance() {
         refused.refusal().unwrap().0,
         Some(RefuseReason::NoDestination)
     );
+}
+
+#[test]
+fn the_socket_each_buffer_was_routed_to_is_recorded() {
+    if !have_root("the_socket_each_buffer_was_routed_to_is_recorded") {
+        return;
+    }
+    let geometry = spright_ebpf::PoolGeometry {
+        data_start: 8192,
+        buffer_size: 4096,
+        buffer_count: 8,
+    };
+    let mut sproxy = Sproxy::load(None, Some(geometry)).expect("load SPROXY");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut gateway = join(&mut sproxy, &listener, 0, 0);
+    let mut f1 = join(&mut sproxy, &listener, 1, 0);
+    sproxy.set_instances(FnId(1), &[InstanceId(0)]).unwrap();
+    sproxy.set_allow_list([(0, 1)]).unwrap();
+
+    let mut d = descriptor(1, 5);
+    d.offset = 8192 + 2 * 4096; // buffer 2
+    d.generation = 7;
+    send(&mut gateway, &d);
+    recv(&mut f1);
+    assert_eq!(sproxy.transit(2), Some((7, f1.endpoint.router_key())));
+    assert_eq!(sproxy.transit(3), None);
+
+    // A refusal records that the buffer went back to its sender.
+    let mut r = descriptor(0, 6);
+    r.offset = 8192 + 5 * 4096;
+    r.generation = 9;
+    send(&mut f1, &r);
+    assert_eq!(recv(&mut f1).kind(), Some(Kind::Refused));
+    assert_eq!(sproxy.transit(5), Some((9, f1.endpoint.router_key())));
+
+    // Offsets outside the pool record nothing.
+    let mut out = descriptor(1, 7);
+    out.offset = 8192 + 8 * 4096;
+    send(&mut gateway, &out);
+    recv(&mut f1);
+    assert!((0..8).filter_map(|i| sproxy.transit(i)).count() == 2);
 }

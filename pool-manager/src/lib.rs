@@ -97,11 +97,11 @@ async fn serve(
         .context("creating the chain's pool")?;
     let router = match routing {
         RoutingMode::Sockmap => Router::Kernel(Box::new(
-            KernelRouter::load(&chain, paths.pins.as_deref()).context(
+            KernelRouter::load(&chain, pool.layout(), paths.pins.as_deref()).context(
                 "setting up kernel routing (use --routing user where BPF is unavailable)",
             )?,
         )),
-        RoutingMode::User => Router::User(Arc::new(Relay::new(chain.allow_list()))),
+        RoutingMode::User => Router::User(Arc::new(Relay::new(chain.allow_list(), *pool.layout()))),
     };
     let listeners = runtime_dir::bind_sockets(&paths, &chain, opts.file_mode)?;
     let data_listener = members::DataListener::bind().await?;

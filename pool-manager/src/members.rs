@@ -412,7 +412,7 @@ fn leave(shared: &Shared, endpoint: Endpoint, reason: &str) {
         .get_mut(&endpoint.function.0)
         .and_then(|m| m.remove(&endpoint.instance.0));
     let instances = members.instances(endpoint.function);
-    {
+    let requests = {
         let mut router = shared.router.lock().unwrap();
         if let Err(e) = router.set_instances(endpoint.function, &instances) {
             warn!(shared.log, "could not update the instance table"; "error" => %e);
@@ -420,8 +420,10 @@ fn leave(shared: &Shared, endpoint: Endpoint, reason: &str) {
         if let Some(m) = &member {
             router.unregister(endpoint, m.port);
         }
-    }
-    let requests = sweep(&shared.pool, endpoint, instances.is_empty());
+        sweep(&shared.pool, endpoint, instances.is_empty(), |i| {
+            router.transit(i)
+        })
+    };
     info!(shared.log, "instance left";
         "function" => shared.chain.name_of(endpoint.function),
         "instance" => endpoint.instance.0,

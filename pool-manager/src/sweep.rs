@@ -4,17 +4,27 @@ use spright_core::ids::Endpoint;
 use spright_core::pool::{Holder, Pool};
 use std::collections::BTreeSet;
 
-/// Frees every buffer `gone` held, and every buffer in transit to its function when
-/// `function_left` (no instance of it remains to receive them). Returns the requests those
-/// buffers belonged to.
-pub fn sweep(pool: &Pool, gone: Endpoint, function_left: bool) -> BTreeSet<u64> {
+/// Frees every buffer `gone` held, and every buffer whose descriptor sat in its queue: the
+/// router recorded `gone` as where the buffer was last routed at its current generation
+/// (`routed_to(index)` gives that record as (generation, endpoint key)), or, failing a record,
+/// the buffer is in transit to `gone`'s function and `function_left` (no instance remains).
+/// Returns the requests those buffers belonged to.
+pub fn sweep(
+    pool: &Pool,
+    gone: Endpoint,
+    function_left: bool,
+    routed_to: impl Fn(u32) -> Option<(u32, u32)>,
+) -> BTreeSet<u64> {
     let mut requests = BTreeSet::new();
     pool.for_each_used(|index, state, owner| {
         let hit = match state.holder {
             Holder::Held { function, instance } => {
                 function == gone.function.0 && instance == gone.instance.0
             }
-            Holder::InTransit { function } => function_left && function == gone.function.0,
+            Holder::InTransit { function } => {
+                routed_to(index) == Some((state.generation, gone.router_key()))
+                    || (function_left && function == gone.function.0)
+            }
             Holder::Free => false,
         };
         // The compare-and-swap fails if the buffer moved on since it was read: then it was not
@@ -63,15 +73,49 @@ mod tests {
         pool.alloc(f2, 12).unwrap();
         pool.alloc(gw, 13).unwrap();
 
-        // While another f1 instance remains, in-transit buffers may still be received.
-        let r = sweep(&pool, f1, false);
+        // While another f1 instance remains and nothing says where request 11's descriptor
+        // went, it may still be received.
+        let nowhere = |_| None;
+        let r = sweep(&pool, f1, false, nowhere);
         assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![10]);
-        let r = sweep(&pool, f1, true);
+        let r = sweep(&pool, f1, true, nowhere);
         assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![11]);
         assert_eq!(
             pool.stats().in_use(),
             2,
             "f2's and the gateway's buffers stay"
         );
+    }
+
+    #[test]
+    fn sweeps_what_was_routed_to_the_dead_instance_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::create(
+            &dir.path().join("p"),
+            PoolSpec {
+                buffer_count: 8,
+                buffer_size: 1024,
+            },
+            "t",
+            0o600,
+        )
+        .unwrap();
+        let gw = Endpoint::new(GATEWAY, InstanceId(0));
+        let dead = Endpoint::new(FnId(1), InstanceId(0));
+        let alive = Endpoint::new(FnId(1), InstanceId(1));
+        let mut routed = std::collections::HashMap::new();
+        for (req, to) in [(20u64, dead), (21, alive)] {
+            let b = pool.alloc(gw, req).unwrap();
+            assert!(pool.send(b, gw, to.function));
+            routed.insert(b.index, (b.generation, to.router_key()));
+        }
+        // A record from an older generation of the buffer does not count.
+        let b = pool.alloc(gw, 22).unwrap();
+        assert!(pool.send(b, gw, dead.function));
+        routed.insert(b.index, (b.generation.wrapping_sub(1), dead.router_key()));
+
+        let r = sweep(&pool, dead, false, |i| routed.get(&i).copied());
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![20]);
+        assert_eq!(pool.stats().in_transit, 2);
     }
 }

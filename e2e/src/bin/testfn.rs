@@ -1,5 +1,6 @@
 //! A function for tests, whose behaviour the request path picks:
-//! `/echo` (default) echoes the body, `/sleep?ms=N` echoes after N ms, `/fail` returns an
+//! `/echo` (default) echoes the body, `/sleep?ms=N` echoes after N ms, `/block?ms=N` stalls the
+//! instance's thread for N ms then echoes, `/fail` returns an
 //! error, `/crash` exits mid-request, `/call?to=F` calls F with the body, `/big?bytes=N`
 //! answers N bytes, `/whoami` names the function, instance and pid.
 
@@ -15,6 +16,15 @@ async fn handle(req: Request, ctx: Context) -> Result<Response, Error> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(100);
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            echo(&req, &ctx)
+        }
+        "block" => {
+            // Stalls the instance's only thread: descriptors queue up unread in its socket.
+            let ms: u64 = req
+                .query_param("ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100);
+            std::thread::sleep(Duration::from_millis(ms));
             echo(&req, &ctx)
         }
         "fail" => Err("deliberate failure".into()),

@@ -112,6 +112,21 @@ struct {
 	__type(value, struct fn_stats);
 } stats SEC(".maps");
 
+// Per pool buffer: the socket its last descriptor was routed to, as
+// (generation << 32 | endpoint key). When an instance dies, the pool-manager reclaims exactly
+// the buffers whose descriptors sat in its queue. Sized to the pool at load time.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} transit SEC(".maps");
+
+// The pool's geometry, set by the loader before the program is verified.
+volatile const __u64 pool_data_start = 0;
+volatile const __u32 pool_buffer_size = 0;
+volatile const __u32 pool_buffer_count = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -123,6 +138,20 @@ static __always_inline struct fn_stats *fn_stats(__u16 fn)
 {
 	__u32 key = fn;
 	return bpf_map_lookup_elem(&stats, &key);
+}
+
+static __always_inline void record_transit(struct descriptor *d, __u32 key)
+{
+	__u64 offset = d->offset;
+	if (offset < pool_data_start || pool_buffer_size == 0)
+		return;
+	__u64 index = (offset - pool_data_start) / pool_buffer_size;
+	if (index >= pool_buffer_count)
+		return;
+	__u32 i = index;
+	__u64 *slot = bpf_map_lookup_elem(&transit, &i);
+	if (slot)
+		*slot = ((__u64)d->generation << 32) | key;
 }
 
 static __always_inline int audit(int malformed)
@@ -202,6 +231,7 @@ int sproxy(struct sk_msg_md *msg)
 		reason = REFUSE_NO_DESTINATION;
 		goto refuse;
 	}
+	record_transit(d, key);
 	if (src_stats) {
 		src_stats->sent++;
 		src_stats->sent_bytes += msg->size;
@@ -220,6 +250,7 @@ refuse:
 	__u32 back = ((__u32)self.fn << 16) | self.instance;
 	if (bpf_msg_redirect_hash(msg, &socks, &back, BPF_F_INGRESS) != SK_PASS)
 		return audit(0);
+	record_transit(d, back);
 	return SK_PASS;
 }
 

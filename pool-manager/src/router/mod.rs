@@ -92,6 +92,14 @@ impl Router {
         }
     }
 
+    /// Where buffer `index`'s last descriptor was routed: (generation, endpoint key).
+    pub fn transit(&self, index: u32) -> Option<(u32, u32)> {
+        match self {
+            Router::Kernel(k) => k.sproxy.transit(index),
+            Router::User(r) => r.transit(index),
+        }
+    }
+
     /// Sends that could not be parsed as one descriptor.
     pub fn malformed(&self) -> u64 {
         match self {

@@ -5,6 +5,7 @@
 use super::Counters;
 use spright_core::descriptor::{Descriptor, DescriptorFramer, Kind, RefuseReason, ABI_VERSION};
 use spright_core::ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, MAX_FUNCTIONS};
+use spright_core::pool::PoolLayout;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -31,13 +32,16 @@ pub struct Relay {
     table: RwLock<Table>,
     counters: Vec<AtomicCounters>,
     malformed: AtomicU64,
+    pool: PoolLayout,
+    /// Per buffer: where its last descriptor was routed, `generation << 32 | endpoint key`.
+    transit: Vec<AtomicU64>,
 }
 
 /// Descriptors written to one socket per write, at most.
 const WRITE_BATCH: usize = 128;
 
 impl Relay {
-    pub fn new(allow: impl IntoIterator<Item = (u16, u16)>) -> Relay {
+    pub fn new(allow: impl IntoIterator<Item = (u16, u16)>, pool: PoolLayout) -> Relay {
         let table = Table {
             allow: allow
                 .into_iter()
@@ -51,6 +55,27 @@ impl Relay {
                 .map(|_| AtomicCounters::default())
                 .collect(),
             malformed: AtomicU64::new(0),
+            transit: (0..pool.buffer_count).map(|_| AtomicU64::new(0)).collect(),
+            pool,
+        }
+    }
+
+    /// Where buffer `index`'s last descriptor was routed: (generation, endpoint key).
+    pub fn transit(&self, index: u32) -> Option<(u32, u32)> {
+        let v = self.transit.get(index as usize)?.load(Ordering::Acquire);
+        (v != 0).then_some(((v >> 32) as u32, v as u32))
+    }
+
+    fn record_transit(&self, d: &Descriptor, key: u32) {
+        if let Some(slot) = self
+            .pool
+            .index_of(d.offset)
+            .and_then(|i| self.transit.get(i as usize))
+        {
+            slot.store(
+                ((d.generation as u64) << 32) | key as u64,
+                Ordering::Release,
+            );
         }
     }
 
@@ -127,6 +152,7 @@ impl Relay {
             c.refused.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(w) = table.writers.get(&from.router_key()) {
+            self.record_transit(&d, from.router_key());
             let _ = w.send(d);
         }
     }
@@ -150,6 +176,7 @@ impl Relay {
         }
         let key = Endpoint::new(FnId(d.dst_fn), InstanceId(d.dst_instance)).router_key();
         let writer = table.writers.get(&key).ok_or(RefuseReason::NoDestination)?;
+        self.record_transit(d, key);
         writer.send(*d).map_err(|_| RefuseReason::NoDestination)?;
         let src = &self.counters[d.src_fn as usize];
         src.sent.fetch_add(1, Ordering::Relaxed);
