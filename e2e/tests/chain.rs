@@ -12,6 +12,7 @@ fn text_for(i: usize) -> Vec<u8> {
 
 fn load_test(routing: &'static str) {
     let chain = common::start(&common::demo_yaml(), routing, &[]);
+    assert_pool_manager_unprivileged(&chain);
     for (path, requests) in [("/render", 10_000), ("/count", 2_000)] {
         let mut l = Load::new(chain.addr, "POST", path, text_for);
         l.connections = 64;
@@ -68,6 +69,24 @@ fn load_test(routing: &'static str) {
     let pool = chain.wait_pool_idle();
     assert_eq!(pool.free, pool.total);
     chain.stop();
+}
+
+/// The pool-manager loaded SPROXY as root, then dropped every capability.
+fn assert_pool_manager_unprivileged(chain: &spright_e2e::ChainUnderTest) {
+    let pid = chain.manifest().pid;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapBnd:"), "0000000000000000", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
 }
 
 #[test]
