@@ -77,9 +77,8 @@ pub async fn run(
     let paths = ChainPaths::new(&opts.locations, &opts.chain.name);
     let log = log.new(o!("chain" => opts.chain.name.clone()));
     runtime_dir::claim(&paths, &log)?;
-    let setup = runtime_dir::Setup::new(paths.clone());
-    let result = serve(opts, routing, paths, log.clone(), shutdown, &setup).await;
-    setup.remove();
+    let result = serve(opts, routing, paths.clone(), log.clone(), shutdown).await;
+    runtime_dir::remove_all(&paths);
     info!(log, "stopped; runtime directory, pool and pins removed");
     result
 }
@@ -90,7 +89,6 @@ async fn serve(
     paths: ChainPaths,
     log: Logger,
     shutdown: impl Future<Output = ()>,
-    setup: &runtime_dir::Setup,
 ) -> anyhow::Result<()> {
     let chain = Arc::new(opts.chain.clone());
     let pool = Pool::create(&paths.pool, chain.pool.spec(), &chain.name, opts.file_mode)
@@ -138,7 +136,6 @@ async fn serve(
     tasks.spawn(control::serve(shared.clone(), listeners.control));
 
     runtime_dir::publish_manifest(&paths, &chain, routing, &shared.pool)?;
-    setup.published();
     info!(log, "ready"; "manifest" => %paths.manifest.display());
 
     shutdown.await;

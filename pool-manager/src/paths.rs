@@ -3,7 +3,7 @@
 use spright_core::manifest::{
     self, CONTROL_SOCKET, FUNCTION_SOCKET_DIR, GATEWAY_SOCKET, MANIFEST_FILE,
 };
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Host locations, with defaults that suit a root pool-manager.
 #[derive(Debug, Clone)]
@@ -54,9 +54,5 @@ impl ChainPaths {
 
     pub fn function_socket(&self, name: &str) -> PathBuf {
         self.function_dir.join(format!("{name}.sock"))
-    }
-
-    pub fn is_inside_runtime_dir(&self, p: &Path) -> bool {
-        p.starts_with(&self.runtime_dir)
     }
 }

@@ -11,7 +11,6 @@ use spright_core::manifest::{Manifest, ManifestFunction, ManifestPool};
 use spright_core::pool::Pool;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::UnixListener;
 
 /// Makes the runtime directory ours: refuses if a live pool-manager owns the chain, clears what a
@@ -55,35 +54,13 @@ fn process_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-fn remove_all(paths: &ChainPaths) {
+/// Removes everything of the chain: manifest, runtime directory, pool file and map pins.
+pub fn remove_all(paths: &ChainPaths) {
     let _ = std::fs::remove_file(&paths.manifest);
     let _ = std::fs::remove_dir_all(&paths.runtime_dir);
     let _ = std::fs::remove_file(&paths.pool);
     if let Some(pins) = &paths.pins {
         spright_ebpf::Sproxy::remove_pins(pins);
-    }
-}
-
-/// Removes everything of the chain when dropped or asked.
-pub struct Setup {
-    paths: ChainPaths,
-    published: AtomicBool,
-}
-
-impl Setup {
-    pub fn new(paths: ChainPaths) -> Setup {
-        Setup {
-            paths,
-            published: AtomicBool::new(false),
-        }
-    }
-
-    pub fn published(&self) {
-        self.published.store(true, Ordering::Relaxed);
-    }
-
-    pub fn remove(&self) {
-        remove_all(&self.paths);
     }
 }
 

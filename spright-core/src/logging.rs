@@ -48,8 +48,3 @@ pub fn logger(component: &'static str, format: LogFormat) -> Logger {
         o!("component" => component),
     )
 }
-
-/// A logger that discards everything (for tests and libraries used without one).
-pub fn discard() -> Logger {
-    Logger::root(slog::Discard, o!())
-}
