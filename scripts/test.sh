@@ -8,6 +8,12 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n== %s\n' "$*"; }
 
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component" || { echo "test: cargo ${component} is missing" >&2; exit 1; }
+  fi
+done
+
 step "format"
 cargo fmt --all -- --check
 step "lint"
