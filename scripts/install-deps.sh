@@ -12,10 +12,12 @@ packages=(
   clang llvm libbpf-dev linux-libc-dev   # SPROXY is C, built with clang -target bpf
   bpftool                                 # inspecting loaded programs and maps
   pkg-config build-essential curl ca-certificates
-  containerd runc                         # the shim's runtime (issue 3) and its e2e tests
+  containerd runc                         # the shim runs containers with runc; e2e tests start containerd
   protobuf-compiler                       # k8s-cri (CRI client for e2e tests) needs protoc
   wrk                                     # load generator for benchmarks
-  iproute2 procps psmisc
+  busybox-static                          # a shell for the test images (ctr exec, plain containers)
+  containernetworking-plugins             # pod networking for the CRI tests
+  iproute2 procps psmisc python3
 )
 
 missing=()

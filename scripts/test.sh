@@ -20,6 +20,9 @@ step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build"
 cargo build --workspace --bins --locked
+step "images"
+# Static binaries in OCI archives for the containerd tests (no registry needed).
+./e2e/images/build.sh
 step "test"
 # Root-only tests fail instead of skipping when CI=true.
 cargo test --workspace --locked -- --test-threads="${SPRIGHT_TEST_THREADS:-2}"

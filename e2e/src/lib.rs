@@ -2,6 +2,7 @@
 //! pool-manager, SPROXY in the kernel or the relay, gateway, function processes) in a private
 //! runtime directory, and talks real HTTP to it.
 
+pub mod containerd;
 pub mod http;
 pub mod load;
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds the container images the containerd tests and the by-hand instructions use, without a
+# registry: static binaries packed into OCI image archives for `ctr images import`.
+#
+#   target/images/functions.tar   spright.local/functions:latest   demo functions, test
+#                                                                   function, busybox
+#   target/images/pause.tar       spright.local/pause:latest       the pod sandbox process
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=target/images
+static=target/static
+triple=x86_64-unknown-linux-gnu
+
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+  --target "$triple" --target-dir "$static" \
+  -p spright-demo-chain -p spright-e2e \
+  --bin spright-demo-parse --bin spright-demo-transform --bin spright-demo-render \
+  --bin spright-testfn --bin spright-pause
+bins="$static/$triple/release"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+
+# functions: the demo chain's functions, the test function, and busybox for exec.
+root="$work/functions"
+mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/run"
+cp "$bins"/spright-demo-{parse,transform,render} "$bins/spright-testfn" "$root/bin/"
+strip "$root"/bin/spright-*
+cp /bin/busybox "$root/bin/busybox"
+for tool in sh echo cat ls env sleep true false id ps; do ln -s busybox "$root/bin/$tool"; done
+printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
+printf 'root:x:0:\nnobody:x:65534:\n' > "$root/etc/group"
+python3 e2e/images/mkimage.py "$root" "$out/functions.tar" spright.local/functions:latest
+
+root="$work/pause"
+mkdir -p "$root/bin"
+cp "$bins/spright-pause" "$root/bin/pause"
+strip "$root/bin/pause"
+python3 e2e/images/mkimage.py "$root" "$out/pause.tar" spright.local/pause:latest --entrypoint /bin/pause
+
+echo "images: $out/functions.tar $out/pause.tar"

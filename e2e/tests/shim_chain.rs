@@ -1,0 +1,297 @@
+//! The demo chain with its functions as containers under the spright runtime, started with
+//! `ctr run --runtime io.containerd.spright.v1`: the shim wires each into the chain.
+
+use spright_e2e::containerd::{text, Containerd};
+use spright_e2e::load::{self, Load};
+use spright_e2e::{have_root, http, wait_for, ChainSpec, ChainUnderTest};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SPRIGHT: &str = "io.containerd.spright.v1";
+const IMAGE: &str = "spright.local/functions:latest";
+
+/// The demo chain with images instead of commands: `spright up` runs only the pool-manager
+/// and the gateway, the functions come as containers.
+fn container_chain() -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/demo-chain.yaml"
+    ))
+    .unwrap();
+    text.replace("chain: demo", "chain: {name}")
+        .replace("timeout: 5s", "timeout: 30s")
+        .replace(
+            "command: [spright-demo-parse]",
+            "image: spright.local/functions:latest",
+        )
+        .replace(
+            "command: [spright-demo-transform]",
+            "image: spright.local/functions:latest",
+        )
+        .replace(
+            "command: [spright-demo-render]",
+            "image: spright.local/functions:latest",
+        )
+}
+
+struct Setup {
+    chain: ChainUnderTest,
+    containerd: Containerd,
+}
+
+fn setup(routing: &'static str) -> Setup {
+    let yaml = container_chain();
+    let chain = ChainUnderTest::start(ChainSpec {
+        yaml: &yaml,
+        routing,
+        args: &[],
+    });
+    let containerd = Containerd::start(&chain.runtime_root);
+    for f in ["parse", "transform", "render"] {
+        run_function(&containerd, &chain, f, f);
+    }
+    for f in ["parse", "transform", "render"] {
+        chain.wait_instances(f, 1);
+    }
+    Setup { chain, containerd }
+}
+
+/// `ctr run -d` of a function container (own network namespace, no privileges).
+fn run_function(c: &Containerd, chain: &ChainUnderTest, function: &str, id: &str) {
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        SPRIGHT,
+        "--annotation",
+        &format!("spright.io/chain={}", chain.name),
+        "--annotation",
+        &format!("spright.io/function={function}"),
+        IMAGE,
+        id,
+        &format!("/bin/spright-demo-{function}"),
+    ]);
+    assert!(
+        out.status.success(),
+        "ctr run {id}: {}\n{}",
+        text(&out),
+        c.log()
+    );
+}
+
+fn text_for(i: usize) -> Vec<u8> {
+    format!("container request {i}: functions in containers count words in containers {i}")
+        .into_bytes()
+}
+
+#[test]
+fn functions_run_as_containers_answer_and_can_be_exec_ed_into() {
+    if !have_root("functions_run_as_containers_answer_and_can_be_exec_ed_into") {
+        return;
+    }
+    let Setup { chain, containerd } = setup("sockmap");
+    let mut l = Load::new(chain.addr, "POST", "/render", text_for);
+    l.connections = 16;
+    l.requests = 1_000;
+    for (i, o) in load::run(l) {
+        assert_eq!(
+            o.status,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&o.body)
+        );
+        assert_eq!(
+            o.body.as_ref(),
+            spright_demo_chain::expected_page(&text_for(i)).as_slice()
+        );
+    }
+    assert_eq!(http::post(chain.addr, "/count", b"a b a").status, 200);
+
+    let out = containerd.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "look",
+        "parse",
+        "/bin/sh",
+        "-c",
+        "echo $SPRIGHT_CHAIN $SPRIGHT_FUNCTION; ls /run/spright; cat /proc/net/dev; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains(&format!("{} parse", chain.name)), "{said}");
+    assert!(
+        said.contains("function.sock") && said.contains("pool"),
+        "{said}"
+    );
+
+    // No host network: the container sees only its own loopback, none of the host's interfaces.
+    let host = std::fs::read_to_string("/proc/net/dev").unwrap();
+    for iface in host
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(i, _)| i.trim())
+    {
+        if iface != "lo" {
+            assert!(
+                !said.contains(&format!("{iface}:")),
+                "host interface {iface} visible: {said}"
+            );
+        }
+    }
+    assert!(said.contains("lo:"), "{said}");
+    chain.wait_pool_idle();
+    drop(containerd);
+    chain.stop();
+}
+
+#[test]
+fn killing_a_function_container_fails_fast_and_it_rejoins_when_restarted() {
+    if !have_root("killing_a_function_container_fails_fast_and_it_rejoins_when_restarted") {
+        return;
+    }
+    let Setup { chain, containerd } = setup("sockmap");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut l = Load::new(chain.addr, "POST", "/render", text_for);
+    l.connections = 16;
+    l.requests = usize::MAX;
+    l.until = Some(stop.clone());
+    let completed = l.completed.clone();
+    let runner = std::thread::spawn(move || load::run(l));
+    wait_for("load to get going", Duration::from_secs(20), || {
+        (completed.load(Ordering::Relaxed) > 500).then_some(())
+    });
+    let killed_at = Instant::now();
+    let out = containerd.ctr(&["tasks", "kill", "--signal", "SIGKILL", "transform"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for(
+        "transform to leave the chain",
+        Duration::from_secs(5),
+        || chain.pids("transform").is_empty().then_some(()),
+    );
+    let out = containerd.ctr(&["tasks", "delete", "transform"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = containerd.ctr(&["tasks", "start", "--detach", "transform"]);
+    assert!(out.status.success(), "{}", text(&out));
+    chain.wait_instances("transform", 1);
+    let restarted_at = Instant::now();
+    let before = completed.load(Ordering::Relaxed);
+    wait_for("load to go on", Duration::from_secs(20), || {
+        (completed.load(Ordering::Relaxed) > before + 500).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = runner.join().unwrap();
+    let mut failed = 0;
+    for (i, o) in &outcomes {
+        match o.status {
+            200 => assert_eq!(
+                o.body.as_ref(),
+                spright_demo_chain::expected_page(&text_for(*i)).as_slice()
+            ),
+            502 => failed += 1,
+            s => panic!("request {i}: {s} {}", String::from_utf8_lossy(&o.body)),
+        }
+        if o.started < killed_at {
+            assert!(
+                o.finished < killed_at + Duration::from_secs(1),
+                "request {i} was in flight at the kill and took {:?} after it",
+                o.finished - killed_at
+            );
+        }
+    }
+    assert!(failed > 0, "no 502 while transform was down");
+    assert!(
+        outcomes
+            .iter()
+            .any(|(_, o)| o.started > restarted_at && o.status == 200),
+        "nothing served after the restart"
+    );
+    chain.wait_pool_idle();
+    drop(containerd);
+    chain.stop();
+}
+
+#[test]
+fn bad_annotations_fail_the_create_and_leave_nothing_behind() {
+    if !have_root("bad_annotations_fail_the_create_and_leave_nothing_behind") {
+        return;
+    }
+    let yaml = container_chain();
+    let chain = ChainUnderTest::start(ChainSpec {
+        yaml: &yaml,
+        routing: "sockmap",
+        args: &[],
+    });
+    let c = Containerd::start(&chain.runtime_root);
+    let chain_annotation = format!("spright.io/chain={}", chain.name);
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec![
+                "spright.io/chain=ghost".into(),
+                "spright.io/function=parse".into(),
+            ],
+            "chain \"ghost\" (annotation spright.io/chain) is not running".into(),
+        ),
+        (
+            vec![
+                chain_annotation.clone(),
+                "spright.io/function=search".into(),
+            ],
+            "function \"search\" (annotation spright.io/function) is not declared".into(),
+        ),
+        (
+            vec![chain_annotation.clone()],
+            "needs spright.io/function".into(),
+        ),
+        (
+            vec![
+                chain_annotation.clone(),
+                "spright.io/function=Parse!".into(),
+            ],
+            "is malformed".into(),
+        ),
+        (
+            vec![chain_annotation, "spright.io/funtcion=parse".into()],
+            "unknown annotation spright.io/funtcion".into(),
+        ),
+    ];
+    for (i, (annotations, needle)) in cases.iter().enumerate() {
+        let id = format!("bad-{i}");
+        let mut args = vec!["run", "--rm", "--runtime", SPRIGHT];
+        for a in annotations {
+            args.extend(["--annotation", a.as_str()]);
+        }
+        args.extend([IMAGE, id.as_str(), "/bin/spright-demo-parse"]);
+        let out = c.ctr(&args);
+        let said = text(&out);
+        assert!(!out.status.success(), "{annotations:?} was accepted");
+        assert!(
+            said.contains(needle),
+            "{annotations:?}: {said:?} lacks {needle:?}"
+        );
+        // Nothing left: no task, no container record, no rootfs mount, no registration.
+        let tasks = text(&c.ctr(&["tasks", "ls", "--quiet"]));
+        assert!(!tasks.contains(&id), "task {id} left behind: {tasks}");
+        let containers = text(&c.ctr(&["containers", "ls", "--quiet"]));
+        assert!(
+            !containers.contains(&id),
+            "container {id} left behind: {containers}"
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(&format!("/{id}/rootfs")),
+            "rootfs of {id} still mounted"
+        );
+    }
+    let stats = chain.stats();
+    assert!(
+        stats
+            .functions
+            .iter()
+            .all(|f| f.instances == 0 || f.name == "gateway"),
+        "{stats:?}"
+    );
+    drop(c);
+    chain.stop();
+}

@@ -1,0 +1,313 @@
+//! A process's standard streams: the fifos containerd hands the shim on one side, pipes or a
+//! pseudo-terminal to the process on the other, and a thread copying each way.
+
+use crate::runc::ChildIo;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// The fifo paths containerd gave for a process ("" for a stream it does not want).
+#[derive(Debug, Clone, Default)]
+pub struct Fifos {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// Counts output copiers still running, so an exit can be reported after its output.
+#[derive(Default)]
+struct Pending {
+    count: Mutex<usize>,
+    done: Condvar,
+}
+
+impl Pending {
+    fn start(self: &Arc<Self>) -> PendingGuard {
+        *self.count.lock().unwrap() += 1;
+        PendingGuard(self.clone())
+    }
+}
+
+struct PendingGuard(Arc<Pending>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut n = self.0.count.lock().unwrap();
+        *n -= 1;
+        if *n == 0 {
+            self.0.done.notify_all();
+        }
+    }
+}
+
+/// The shim's side of a process's streams.
+pub struct ProcessIo {
+    /// Where the stdin copier writes; taken (closed) by `close_stdin`.
+    stdin: Arc<Mutex<Option<File>>>,
+    /// The pseudo-terminal's master, for resizing.
+    console: Option<File>,
+    output: Arc<Pending>,
+}
+
+impl ProcessIo {
+    fn new() -> ProcessIo {
+        ProcessIo {
+            stdin: Arc::new(Mutex::new(None)),
+            console: None,
+            output: Arc::new(Pending::default()),
+        }
+    }
+
+    /// Closes the process's stdin (CloseIO): it reads end-of-file.
+    pub fn close_stdin(&self) {
+        self.stdin.lock().unwrap().take();
+    }
+
+    /// Sets the terminal size (ResizePty).
+    pub fn resize(&self, width: u32, height: u32) -> io::Result<()> {
+        let Some(console) = &self.console else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the process has no terminal",
+            ));
+        };
+        let size = libc::winsize {
+            ws_row: height as u16,
+            ws_col: width as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+        if unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Something to wait on until all of the process's output has been copied out.
+    pub fn output_waiter(&self) -> OutputWaiter {
+        OutputWaiter(self.output.clone())
+    }
+}
+
+/// Waits for a process's output copiers to finish.
+pub struct OutputWaiter(Arc<Pending>);
+
+impl OutputWaiter {
+    /// Blocks until the output is out, or `limit` passed.
+    pub fn wait(&self, limit: Duration) {
+        let n = self.0.count.lock().unwrap();
+        let _ = self.0.done.wait_timeout_while(n, limit, |n| *n > 0);
+    }
+}
+
+fn open_fifo(path: &str, write: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    if write {
+        o.write(true);
+    } else {
+        o.read(true);
+    }
+    o.custom_flags(libc::O_CLOEXEC).open(path)
+}
+
+/// Copies `from` into the fifo at `path` (opened once there is a reader) until end of input.
+fn copy_out(mut from: File, path: String, guard: PendingGuard) {
+    std::thread::spawn(move || {
+        let _guard = guard;
+        let Ok(mut to) = open_fifo(&path, true) else {
+            return;
+        };
+        let mut buf = [0u8; 32 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                // EIO is how a pseudo-terminal reports that its last writer is gone.
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Copies the stdin fifo into the process until the client closes it or CloseIO.
+fn copy_in(path: String, to: Arc<Mutex<Option<File>>>, close_at_end: bool) {
+    std::thread::spawn(move || {
+        let Ok(mut from) = open_fifo(&path, false) else {
+            return;
+        };
+        let mut buf = [0u8; 32 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut target = to.lock().unwrap();
+            let Some(t) = target.as_mut() else { return };
+            if t.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+        if close_at_end {
+            to.lock().unwrap().take();
+        }
+    });
+}
+
+fn pipe() -> io::Result<(File, File)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    Ok((File::from(r), File::from(w)))
+}
+
+/// Pipes between the process and the fifos: what runc passes on, and the shim's side.
+pub fn pipes(fifos: &Fifos) -> io::Result<(ChildIo, ProcessIo)> {
+    let io = ProcessIo::new();
+    let mut child = ChildIo::default();
+    if !fifos.stdin.is_empty() {
+        let (r, w) = pipe()?;
+        child.stdin = Some(OwnedFd::from(r));
+        *io.stdin.lock().unwrap() = Some(w);
+        copy_in(fifos.stdin.clone(), io.stdin.clone(), true);
+    }
+    for (path, slot) in [
+        (&fifos.stdout, &mut child.stdout),
+        (&fifos.stderr, &mut child.stderr),
+    ] {
+        if path.is_empty() {
+            continue;
+        }
+        let (r, w) = pipe()?;
+        *slot = Some(OwnedFd::from(w));
+        copy_out(r, path.clone(), io.output.start());
+    }
+    Ok((child, io))
+}
+
+/// A socket runc sends a new pseudo-terminal's master to (`--console-socket`).
+pub struct ConsoleSocket {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    pub fn new() -> io::Result<ConsoleSocket> {
+        let dir = Path::new("/run/containerd/spright");
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!(
+            "pty-{}-{}.sock",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let listener = UnixListener::bind(&path)?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The master runc sent (it has, once `runc create`/`exec` returned successfully).
+    pub fn receive(&self) -> io::Result<OwnedFd> {
+        self.listener.set_nonblocking(true)?;
+        let (conn, _) = self.listener.accept()?;
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = [0u8; 4096];
+        let (_, fd) = spright_core::fdpass::recv_with_fd(conn.as_raw_fd(), &mut buf)?;
+        fd.ok_or_else(|| io::Error::other("runc sent no terminal"))
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Connects a process's pseudo-terminal master to the fifos.
+pub fn console(master: OwnedFd, fifos: &Fifos) -> io::Result<ProcessIo> {
+    let master = File::from(master);
+    let mut io = ProcessIo::new();
+    if !fifos.stdin.is_empty() {
+        *io.stdin.lock().unwrap() = Some(master.try_clone()?);
+        // Closing the master would hang the terminal up; stdin ends by stopping the copy.
+        copy_in(fifos.stdin.clone(), io.stdin.clone(), false);
+    }
+    if !fifos.stdout.is_empty() {
+        copy_out(master.try_clone()?, fifos.stdout.clone(), io.output.start());
+    }
+    io.console = Some(master);
+    Ok(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mkfifo(path: &Path) {
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    }
+
+    #[test]
+    fn output_reaches_the_fifo_and_the_end_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        mkfifo(&out);
+        let fifos = Fifos {
+            stdout: out.to_string_lossy().into(),
+            ..Fifos::default()
+        };
+        let reader = std::thread::spawn({
+            let out = out.clone();
+            move || {
+                let mut s = String::new();
+                File::open(out).unwrap().read_to_string(&mut s).unwrap();
+                s
+            }
+        });
+        let (child, io) = pipes(&fifos).unwrap();
+        let mut w = File::from(child.stdout.unwrap());
+        w.write_all(b"hello from the container\n").unwrap();
+        drop(w); // the process exits
+        io.output_waiter().wait(Duration::from_secs(5));
+        assert_eq!(*io.output.count.lock().unwrap(), 0);
+        assert_eq!(reader.join().unwrap(), "hello from the container\n");
+    }
+
+    #[test]
+    fn stdin_is_copied_and_close_io_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        mkfifo(&input);
+        let fifos = Fifos {
+            stdin: input.to_string_lossy().into(),
+            ..Fifos::default()
+        };
+        let (child, io) = pipes(&fifos).unwrap();
+        let mut client = OpenOptions::new().write(true).open(&input).unwrap();
+        client.write_all(b"abc").unwrap();
+        let mut r = File::from(child.stdin.unwrap());
+        let mut got = [0u8; 3];
+        r.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"abc");
+        io.close_stdin();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert!(
+            rest.is_empty(),
+            "the process reads end-of-file after CloseIO"
+        );
+    }
+}
