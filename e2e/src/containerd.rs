@@ -46,11 +46,12 @@ impl Containerd {
         std::fs::write(
             d.join("cni-conf/10-spright-test.conflist"),
             format!(
-                r#"{{"cniVersion": "0.4.0", "name": "spright-test-{pid}", "plugins": [
-                  {{"type": "bridge", "bridge": "sprt{pid}", "isGateway": true, "ipMasq": false,
+                r#"{{"cniVersion": "0.4.0", "name": "{name}", "plugins": [
+                  {{"type": "bridge", "bridge": "{bridge}", "isGateway": true, "ipMasq": false,
                     "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "10.{a}.{b}.0/24"}}]]}}}},
                   {{"type": "loopback"}}]}}"#,
-                pid = std::process::id() % 100_000,
+                name = network_name(),
+                bridge = bridge_name(),
                 a = 100 + (std::process::id() % 50),
                 b = std::process::id() % 250,
             ),
@@ -83,6 +84,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.spright]
       runtime_type = "io.containerd.spright.v1"
       pod_annotations = ["spright.io/*"]
+      container_annotations = ["spright.io/*"]
 "#,
             root = d.join("root").display(),
             state = d.join("state").display(),
@@ -191,6 +193,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         for ns in [self.namespace.as_str(), "k8s.io"] {
             let _ = std::fs::remove_dir_all(Path::new("/run/containerd/spright").join(ns));
         }
+        // The runc v2 shim keeps its runc state here.
+        let _ = std::fs::remove_dir_all(Path::new("/run/containerd/runc").join(&self.namespace));
+        // The pod network's bridge and address leases.
+        let _ = Command::new("ip")
+            .args(["link", "delete", &bridge_name()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/var/lib/cni/networks/{}", network_name()));
     }
 }
 
@@ -198,6 +208,14 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn network_name() -> String {
+    format!("spright-test-{}", std::process::id())
+}
+
+fn bridge_name() -> String {
+    format!("sprt{}", std::process::id() % 100_000)
 }
 
 pub fn text(out: &Output) -> String {

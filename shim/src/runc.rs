@@ -64,10 +64,13 @@ impl Runc {
     }
 
     /// Runs runc with `args`; its errors go to `log` (JSON lines) when given, else to a pipe.
+    /// With `io`, runc's streams are the container process's (`create`, `exec`: runc's children
+    /// inherit them and outlive runc, so they must never be pipes the shim waits on); without,
+    /// runc's output is captured.
     async fn run(
         &self,
         args: Vec<OsString>,
-        io: ChildIo,
+        io: Option<ChildIo>,
         log: Option<&Path>,
         input: Option<Vec<u8>>,
     ) -> Result<Vec<u8>, RuncError> {
@@ -84,23 +87,22 @@ impl Runc {
             cmd.arg("--systemd-cgroup");
         }
         cmd.args(&args);
-        let capture = io.stdout.is_none();
-        let capture_err = io.stderr.is_none();
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            stdio(io.stdin)
-        });
-        cmd.stdout(if capture {
-            Stdio::piped()
-        } else {
-            stdio(io.stdout)
-        });
-        cmd.stderr(if capture_err {
-            Stdio::piped()
-        } else {
-            stdio(io.stderr)
-        });
+        match io {
+            Some(io) => {
+                cmd.stdin(stdio(io.stdin))
+                    .stdout(stdio(io.stdout))
+                    .stderr(stdio(io.stderr));
+            }
+            None => {
+                cmd.stdin(if input.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            }
+        }
 
         let subscription = monitor_subscribe(Topic::Pid)
             .await
@@ -190,7 +192,7 @@ impl Runc {
             args.push(s.into());
         }
         args.push(id.into());
-        self.run(args, io, Some(&bundle.join("log.json")), None)
+        self.run(args, Some(io), Some(&bundle.join("log.json")), None)
             .await
             .map(drop)
     }
@@ -222,7 +224,7 @@ impl Runc {
             args.push(s.into());
         }
         args.push(id.into());
-        self.run(args, io, Some(&bundle.join("log.json")), None)
+        self.run(args, Some(io), Some(&bundle.join("log.json")), None)
             .await
             .map(drop)
     }
@@ -263,7 +265,7 @@ impl Runc {
         let out = self
             .run(
                 vec!["ps".into(), "--format".into(), "json".into(), id.into()],
-                ChildIo::default(),
+                None,
                 None,
                 None,
             )
@@ -282,7 +284,7 @@ impl Runc {
     pub async fn update(&self, id: &str, resources_json: Vec<u8>) -> Result<(), RuncError> {
         self.run(
             vec!["update".into(), "--resources".into(), "-".into(), id.into()],
-            ChildIo::default(),
+            None,
             None,
             Some(resources_json),
         )
@@ -293,7 +295,7 @@ impl Runc {
     async fn simple(&self, args: &[&str], bundle: &Path) -> Result<(), RuncError> {
         self.run(
             args.iter().map(OsString::from).collect(),
-            ChildIo::default(),
+            None,
             Some(&bundle.join("log.json")),
             None,
         )

@@ -1,0 +1,187 @@
+//! The demo chain's functions as pods, created through the CRI API as a kubelet would: a pod
+//! sandbox per function with runtime handler `spright` and the SPRIGHT annotations on the pod.
+
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxContainerConfig,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+};
+use spright_e2e::containerd::Containerd;
+use spright_e2e::load::{self, Load};
+use spright_e2e::{have_root, ChainSpec, ChainUnderTest};
+use std::collections::HashMap;
+use std::path::Path;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+async fn cri(socket: &Path) -> RuntimeServiceClient<Channel> {
+    let socket = socket.to_owned();
+    let channel = Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to containerd's CRI");
+    RuntimeServiceClient::new(channel)
+}
+
+fn text_for(i: usize) -> Vec<u8> {
+    format!("pod {i} sends words to pods and pods send words back {i}").into_bytes()
+}
+
+#[test]
+fn function_pods_created_through_cri_answer() {
+    if !have_root("function_pods_created_through_cri_answer") {
+        return;
+    }
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/demo-chain.yaml"
+    ))
+    .unwrap()
+    .replace("chain: demo", "chain: {name}")
+    .replace("timeout: 5s", "timeout: 30s")
+    .replace(
+        "command: [spright-demo-parse]",
+        "image: spright.local/functions:latest",
+    )
+    .replace(
+        "command: [spright-demo-transform]",
+        "image: spright.local/functions:latest",
+    )
+    .replace(
+        "command: [spright-demo-render]",
+        "image: spright.local/functions:latest",
+    );
+    let chain = ChainUnderTest::start(ChainSpec {
+        yaml: &yaml,
+        routing: "sockmap",
+        args: &[],
+    });
+    let containerd = Containerd::start(&chain.runtime_root);
+    let logs = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt.block_on(cri(&containerd.address));
+
+    let mut pods = Vec::new();
+    for f in ["parse", "transform", "render"] {
+        let annotations: HashMap<String, String> = [
+            ("spright.io/chain".to_string(), chain.name.clone()),
+            ("spright.io/function".to_string(), f.to_string()),
+        ]
+        .into();
+        let sandbox = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: format!("demo-{f}"),
+                uid: format!("uid-{f}-{}", std::process::id()),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: format!("demo-{f}"),
+            log_directory: logs.path().join(f).to_string_lossy().into_owned(),
+            annotations: annotations.clone(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    // An ordinary pod: its own network, PID and IPC namespaces, no privilege.
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Pod as i32,
+                        pid: NamespaceMode::Pod as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pod = rt
+            .block_on(client.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(sandbox.clone()),
+                runtime_handler: "spright".into(),
+            }))
+            .unwrap_or_else(|e| panic!("RunPodSandbox {f}: {e}\n{}", containerd.log()))
+            .into_inner()
+            .pod_sandbox_id;
+        let container = rt
+            .block_on(client.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(ContainerConfig {
+                    metadata: Some(ContainerMetadata {
+                        name: f.into(),
+                        attempt: 0,
+                    }),
+                    image: Some(ImageSpec {
+                        image: "spright.local/functions:latest".into(),
+                        ..Default::default()
+                    }),
+                    command: vec![format!("/bin/spright-demo-{f}")],
+                    log_path: format!("{f}.log"),
+                    linux: Some(LinuxContainerConfig::default()),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(sandbox),
+            }))
+            .unwrap_or_else(|e| panic!("CreateContainer {f}: {e}\n{}", containerd.log()))
+            .into_inner()
+            .container_id;
+        rt.block_on(client.start_container(StartContainerRequest {
+            container_id: container.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("StartContainer {f}: {e}\n{}", containerd.log()));
+        pods.push((f, pod, container));
+    }
+    for (f, _, _) in &pods {
+        chain.wait_instances(f, 1);
+    }
+
+    let mut l = Load::new(chain.addr, "POST", "/count", text_for);
+    l.connections = 8;
+    l.requests = 300;
+    for (i, o) in load::run(l) {
+        assert_eq!(
+            o.status,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&o.body)
+        );
+        assert_eq!(
+            o.body.as_ref(),
+            spright_demo_chain::expected_page(&text_for(i)).as_slice()
+        );
+    }
+
+    for (f, pod, container) in &pods {
+        rt.block_on(client.stop_container(StopContainerRequest {
+            container_id: container.clone(),
+            timeout: 5,
+        }))
+        .unwrap_or_else(|e| panic!("StopContainer {f}: {e}"));
+        rt.block_on(client.remove_container(RemoveContainerRequest {
+            container_id: container.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("RemoveContainer {f}: {e}"));
+        rt.block_on(client.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("StopPodSandbox {f}: {e}"));
+        rt.block_on(client.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("RemovePodSandbox {f}: {e}"));
+        chain.wait_instances(f, 0);
+    }
+    chain.wait_pool_idle();
+    drop(containerd);
+    chain.stop();
+}
