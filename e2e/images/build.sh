@@ -5,7 +5,12 @@
 #   target/images/functions.tar   spright.local/functions:latest   demo functions, test
 #                                                                   function, busybox
 #   target/images/pause.tar       spright.local/pause:latest       the pod sandbox process
+#
+# With --with-spright, also (for Kubernetes, configs/kubernetes/):
+#   target/images/spright.tar     spright.local/spright:latest     pool-manager, gateway, spright
 set -euo pipefail
+with_spright=false
+[ "${1:-}" = "--with-spright" ] && with_spright=true
 cd "$(dirname "$0")/../.."
 out=target/images
 static=target/static
@@ -39,4 +44,15 @@ cp "$bins/spright-pause" "$root/bin/pause"
 strip "$root/bin/pause"
 python3 e2e/images/mkimage.py "$root" "$out/pause.tar" spright.local/pause:latest --entrypoint /bin/pause
 
-echo "images: $out/functions.tar $out/pause.tar"
+if $with_spright; then
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+    --target "$triple" --target-dir "$static" \
+    -p spright-pool-manager -p spright-gateway -p spright-runner
+  root="$work/spright"
+  mkdir -p "$root/bin" "$root/tmp" "$root/run"
+  cp "$bins"/spright-pool-manager "$bins"/spright-gateway "$bins"/spright "$root/bin/"
+  strip "$root"/bin/*
+  python3 e2e/images/mkimage.py "$root" "$out/spright.tar" spright.local/spright:latest
+fi
+
+echo "images: $(ls "$out"/*.tar | tr '\n' ' ')"

@@ -17,14 +17,33 @@ fn spright(args: &[&str]) -> (bool, String) {
 }
 
 #[test]
-fn check_accepts_the_shipped_chain() {
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo-chain.yaml");
-    let (ok, text) = spright(&["check", demo]);
-    assert!(ok, "{text}");
-    assert!(
-        text.contains("chain demo is valid: 3 functions, 2 routes"),
-        "{text}"
-    );
+fn check_accepts_the_shipped_chains() {
+    let configs = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs");
+    for file in ["demo-chain.yaml", "demo-chain-containers.yaml"] {
+        let (ok, text) = spright(&["check", &format!("{configs}/{file}")]);
+        assert!(ok, "{file}: {text}");
+        assert!(
+            text.contains("chain demo is valid: 3 functions, 2 routes"),
+            "{text}"
+        );
+    }
+    // The chain file inside the Kubernetes ConfigMap.
+    let manifest =
+        std::fs::read_to_string(format!("{configs}/kubernetes/demo-chain.yaml")).unwrap();
+    let start = manifest
+        .find("chain.yaml: |\n")
+        .expect("ConfigMap with chain.yaml")
+        + 14;
+    let chain: String = manifest[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k8s-chain.yaml");
+    std::fs::write(&file, chain).unwrap();
+    let (ok, text) = spright(&["check", file.to_str().unwrap()]);
+    assert!(ok, "the Kubernetes ConfigMap's chain: {text}");
 }
 
 #[test]

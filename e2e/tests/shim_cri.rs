@@ -4,9 +4,10 @@
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxContainerConfig,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use spright_e2e::containerd::Containerd;
 use spright_e2e::load::{self, Load};
@@ -144,6 +145,56 @@ fn function_pods_created_through_cri_answer() {
     for (f, _, _) in &pods {
         chain.wait_instances(f, 1);
     }
+
+    // One shim per pod: each sandbox and its container share it.
+    let shims = std::process::Command::new("pgrep")
+        .args(["-f", "--"])
+        .arg(format!(
+            "containerd-shim-spright-v1 .*-address {}",
+            containerd.address.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&shims.stdout).lines().count(),
+        3,
+        "one shim per pod"
+    );
+
+    // UpdateContainerResources reaches the container's cgroup.
+    let (_, _, parse_container) = &pods[0];
+    rt.block_on(
+        client.update_container_resources(UpdateContainerResourcesRequest {
+            container_id: parse_container.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 200 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    )
+    .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}\n{}", containerd.log()));
+    let pid = chain.pids("parse")[0];
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    // cgroup v1 memory controller (this host), else the unified hierarchy.
+    let v1 = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()));
+    let limit = match v1 {
+        Some(path) => {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"))
+        }
+        None => {
+            let path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+            std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.max"))
+        }
+    }
+    .expect("the container's memory limit");
+    assert_eq!(
+        limit.trim(),
+        (200u64 << 20).to_string(),
+        "memory limit after the update"
+    );
 
     let mut l = Load::new(chain.addr, "POST", "/count", text_for);
     l.connections = 8;

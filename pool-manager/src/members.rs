@@ -205,7 +205,7 @@ async fn register(
     mut conn: UnixStream,
 ) {
     let name = shared.chain.name_of(function).to_owned();
-    let hello = match read_hello(&mut conn).await {
+    let mut hello = match read_hello(&mut conn).await {
         Ok(h) => h,
         Err(e) => {
             warn!(shared.log, "registration refused"; "function" => &name, "error" => &e);
@@ -213,6 +213,11 @@ async fn register(
             return;
         }
     };
+    // The kernel's word for who connected, in our PID namespace (a process in a container
+    // reports its own, often 1).
+    if let Some(pid) = conn.peer_cred().ok().and_then(|c| c.pid()) {
+        hello.pid = pid as u32;
+    }
     let (client, peer) = match data.pair().await {
         Ok(p) => p,
         Err(e) => {
