@@ -6,6 +6,7 @@
 //! SDK's environment is set, before the container starts.
 
 mod container;
+mod options;
 mod runc;
 mod service;
 mod stdio;

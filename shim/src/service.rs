@@ -6,7 +6,7 @@ use crate::runc::Runc;
 use crate::task::TaskService;
 use async_trait::async_trait;
 use containerd_shim::api::DeleteResponse;
-use containerd_shim::asynchronous::util::{read_spec, write_str_to_file};
+use containerd_shim::asynchronous::util::write_str_to_file;
 use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Error, Flags, StartOpts};
@@ -38,14 +38,17 @@ impl Shim for Service {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        let mut grouping = opts.id.clone();
-        // containerd starts the shim in the container's bundle.
-        let spec = read_spec("").await?;
-        if let Some(annotations) = spec.annotations() {
-            if let Some(group) = GROUP_LABELS.iter().find_map(|l| annotations.get(*l)) {
-                grouping = group.clone();
-            }
-        }
+        // containerd starts the shim in the container's bundle. The spec is read as plain
+        // JSON: a field this build does not know must not stop a container from starting.
+        let annotations = std::fs::read("config.json")
+            .ok()
+            .and_then(|text| serde_json::from_slice(&text).ok())
+            .map(|spec| crate::wiring::annotations(&spec))
+            .unwrap_or_default();
+        let grouping = GROUP_LABELS
+            .iter()
+            .find_map(|l| annotations.get(*l).cloned())
+            .unwrap_or_else(|| opts.id.clone());
         let address = spawn(opts, &grouping, Vec::new()).await?;
         write_str_to_file("address", &address).await?;
         Ok(address)

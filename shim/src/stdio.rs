@@ -46,10 +46,25 @@ impl Drop for PendingGuard {
     }
 }
 
+/// Where the stdin copier writes. The copier writes outside the lock (a write into a full pipe
+/// blocks), so closing never waits for it; the process sees end-of-file once the last write
+/// in progress is done.
+type StdinSlot = Arc<Mutex<Option<Arc<File>>>>;
+
+/// Closes a process's stdin (CloseIO), usable without holding anything else.
+#[derive(Clone)]
+pub struct StdinCloser(StdinSlot);
+
+impl StdinCloser {
+    pub fn close(&self) {
+        self.0.lock().unwrap().take();
+    }
+}
+
 /// The shim's side of a process's streams.
 pub struct ProcessIo {
     /// Where the stdin copier writes; taken (closed) by `close_stdin`.
-    stdin: Arc<Mutex<Option<File>>>,
+    stdin: StdinSlot,
     /// The pseudo-terminal's master, for resizing.
     console: Option<File>,
     output: Arc<Pending>,
@@ -64,9 +79,9 @@ impl ProcessIo {
         }
     }
 
-    /// Closes the process's stdin (CloseIO): it reads end-of-file.
-    pub fn close_stdin(&self) {
-        self.stdin.lock().unwrap().take();
+    /// Something that closes the process's stdin (CloseIO): it reads end-of-file.
+    pub fn stdin_closer(&self) -> StdinCloser {
+        StdinCloser(self.stdin.clone())
     }
 
     /// Sets the terminal size (ResizePty).
@@ -107,31 +122,29 @@ impl OutputWaiter {
     }
 }
 
-fn open_fifo(path: &str, write: bool) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    if write {
-        o.write(true);
-    } else {
-        o.read(true);
-    }
-    o.custom_flags(libc::O_CLOEXEC).open(path)
-}
-
-/// Copies `from` into the fifo at `path` (opened once there is a reader) until end of input.
+/// Copies `from` into the fifo at `path` until end of input. The fifo is opened read-write:
+/// the shim then always counts as a reader, so a client that goes away (containerd restarting,
+/// ctr detaching) never turns the process's writes into SIGPIPE; if writing fails anyway the
+/// output is drained and dropped rather than left to block the process.
 fn copy_out(mut from: File, path: String, guard: PendingGuard) {
     std::thread::spawn(move || {
         let _guard = guard;
-        let Ok(mut to) = open_fifo(&path, true) else {
-            return;
-        };
+        let mut to = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .ok();
         let mut buf = [0u8; 32 * 1024];
         loop {
             match from.read(&mut buf) {
                 // EIO is how a pseudo-terminal reports that its last writer is gone.
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        return;
+                    if let Some(t) = to.as_mut() {
+                        if t.write_all(&buf[..n]).is_err() {
+                            to = None;
+                        }
                     }
                 }
             }
@@ -140,9 +153,13 @@ fn copy_out(mut from: File, path: String, guard: PendingGuard) {
 }
 
 /// Copies the stdin fifo into the process until the client closes it or CloseIO.
-fn copy_in(path: String, to: Arc<Mutex<Option<File>>>, close_at_end: bool) {
+fn copy_in(path: String, to: StdinSlot, close_at_end: bool) {
     std::thread::spawn(move || {
-        let Ok(mut from) = open_fifo(&path, false) else {
+        let Ok(mut from) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+        else {
             return;
         };
         let mut buf = [0u8; 32 * 1024];
@@ -151,9 +168,10 @@ fn copy_in(path: String, to: Arc<Mutex<Option<File>>>, close_at_end: bool) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let mut target = to.lock().unwrap();
-            let Some(t) = target.as_mut() else { return };
-            if t.write_all(&buf[..n]).is_err() {
+            let Some(target) = to.lock().unwrap().clone() else {
+                return;
+            };
+            if (&*target).write_all(&buf[..n]).is_err() {
                 return;
             }
         }
@@ -175,7 +193,7 @@ pub fn pipes(fifos: &Fifos) -> io::Result<(ChildIo, ProcessIo)> {
     if !fifos.stdin.is_empty() {
         let (r, w) = pipe()?;
         child.stdin = Some(OwnedFd::from(r));
-        *io.stdin.lock().unwrap() = Some(w);
+        *io.stdin.lock().unwrap() = Some(Arc::new(w));
         copy_in(fifos.stdin.clone(), io.stdin.clone(), true);
     }
     for (path, slot) in [
@@ -241,7 +259,7 @@ pub fn console(master: OwnedFd, fifos: &Fifos) -> io::Result<ProcessIo> {
     let master = File::from(master);
     let mut io = ProcessIo::new();
     if !fifos.stdin.is_empty() {
-        *io.stdin.lock().unwrap() = Some(master.try_clone()?);
+        *io.stdin.lock().unwrap() = Some(Arc::new(master.try_clone()?));
         // Closing the master would hang the terminal up; stdin ends by stopping the copy.
         copy_in(fifos.stdin.clone(), io.stdin.clone(), false);
     }
@@ -302,7 +320,7 @@ mod tests {
         let mut got = [0u8; 3];
         r.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"abc");
-        io.close_stdin();
+        io.stdin_closer().close();
         let mut rest = Vec::new();
         r.read_to_end(&mut rest).unwrap();
         assert!(

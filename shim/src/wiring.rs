@@ -2,8 +2,11 @@
 //! manifest its chain's pool-manager publishes, and the bind mounts and environment that follow.
 //!
 //! Pure logic over the OCI spec and the manifest; the shim applies it just before `runc create`.
+//! The spec is handled as JSON and only the parts spright owns are touched, so a spec with
+//! fields this build does not know passes through unchanged (a container must run exactly as
+//! under runc).
 
-use oci_spec::runtime::{Mount, MountBuilder, Spec};
+use serde_json::{json, Value};
 use spright_core::manifest::{Manifest, ManifestError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +54,12 @@ pub enum WiringError {
         "chain {chain:?} lists {path} but it does not exist (is its pool-manager still running?)"
     )]
     Missing { chain: String, path: PathBuf },
+    #[error("chain {chain:?} lists {path}, which is {problem}; refusing to mount it")]
+    Suspicious {
+        chain: String,
+        path: PathBuf,
+        problem: String,
+    },
 }
 
 /// What to do with a container.
@@ -115,20 +124,70 @@ pub fn plan(
         chain: chain.clone(),
     })?;
     let socket = check_declared(&manifest, chain, function)?;
-    for path in [&manifest.pool.path, &socket] {
-        if !path.exists() {
-            return Err(WiringError::Missing {
-                chain: chain.clone(),
-                path: path.clone(),
-            });
-        }
-    }
+    check_mountable(chain, &manifest.pool.path, FileKind::Pool, runtime_root)?;
+    check_mountable(chain, &socket, FileKind::Socket, runtime_root)?;
     Ok(Plan::Function(FunctionWiring {
         chain: chain.clone(),
         function: function.clone(),
         pool: manifest.pool.path.clone(),
         socket,
     }))
+}
+
+#[derive(Clone, Copy)]
+enum FileKind {
+    Pool,
+    Socket,
+}
+
+/// What the shim bind-mounts must be what a pool-manager makes: a regular file named
+/// `spright-<chain>.pool`, and a socket inside the chain's runtime directory; not a symlink,
+/// owned by root. A manifest someone else wrote cannot get other host files mounted.
+fn check_mountable(
+    chain: &str,
+    path: &Path,
+    kind: FileKind,
+    runtime_root: &Path,
+) -> Result<(), WiringError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let suspicious = |problem: &str| WiringError::Suspicious {
+        chain: chain.to_owned(),
+        path: path.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(|_| WiringError::Missing {
+        chain: chain.to_owned(),
+        path: path.to_owned(),
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(suspicious("a symbolic link"));
+    }
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return Err(suspicious("not owned by the shim's user"));
+    }
+    match kind {
+        FileKind::Pool => {
+            if !meta.file_type().is_file() {
+                return Err(suspicious("not a regular file"));
+            }
+            if path.file_name() != Some(std::ffi::OsStr::new(&format!("spright-{chain}.pool"))) {
+                return Err(suspicious("not the chain's pool file"));
+            }
+        }
+        FileKind::Socket => {
+            if !meta.file_type().is_socket() {
+                return Err(suspicious("not a socket"));
+            }
+            let dir = std::fs::canonicalize(runtime_root.join(chain))
+                .map_err(|_| suspicious("outside the chain's runtime directory"))?;
+            let real = std::fs::canonicalize(path)
+                .map_err(|_| suspicious("outside the chain's runtime directory"))?;
+            if !real.starts_with(&dir) {
+                return Err(suspicious("outside the chain's runtime directory"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_name(key: &str, value: &str) -> Result<(), WiringError> {
@@ -171,59 +230,87 @@ fn check_declared(
         })
 }
 
-fn bind(source: &Path, destination: &str) -> Mount {
-    MountBuilder::default()
-        .destination(destination)
-        .typ("bind")
-        .source(source)
-        .options(vec!["bind".to_string(), "rw".to_string()])
-        .build()
-        .expect("all mount fields set")
+/// The annotations of an OCI spec, read with `oci-spec`; should the spec hold something this
+/// build of oci-spec does not know, they are taken from the plain JSON instead, so such a
+/// container still runs as it would under runc.
+pub fn annotations(spec: &Value) -> HashMap<String, String> {
+    match serde_json::from_value::<oci_spec::runtime::Spec>(spec.clone()) {
+        Ok(parsed) => parsed.annotations().clone().unwrap_or_default(),
+        Err(_) => json_annotations(spec),
+    }
 }
 
-/// Replaces any SPRIGHT_* variables in `env` by the SDK's environment for `wiring`.
-pub fn set_env(env: Vec<String>, wiring: &FunctionWiring) -> Vec<String> {
-    let mut env: Vec<String> = env
+fn json_annotations(spec: &Value) -> HashMap<String, String> {
+    spec.get("annotations")
+        .and_then(Value::as_object)
+        .map(|a| {
+            a.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn bind(source: &Path, destination: &str) -> Value {
+    json!({
+        "destination": destination,
+        "type": "bind",
+        "source": source,
+        "options": ["bind", "rw", "nosuid", "nodev", "noexec"],
+    })
+}
+
+/// Replaces any SPRIGHT_* variables of a process (JSON) by the SDK's environment.
+fn set_env(process: &mut Value, wiring: &FunctionWiring) {
+    let mut env: Vec<Value> = process
+        .get("env")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
         .into_iter()
-        .filter(|e| !e.starts_with("SPRIGHT_"))
+        .filter(|e| !e.as_str().is_some_and(|e| e.starts_with("SPRIGHT_")))
         .collect();
-    env.push(format!("SPRIGHT_CHAIN={}", wiring.chain));
-    env.push(format!("SPRIGHT_FUNCTION={}", wiring.function));
-    env.push(format!("SPRIGHT_POOL={POOL_IN_CONTAINER}"));
-    env.push(format!("SPRIGHT_SOCKET={SOCKET_IN_CONTAINER}"));
-    env
+    env.push(json!(format!("SPRIGHT_CHAIN={}", wiring.chain)));
+    env.push(json!(format!("SPRIGHT_FUNCTION={}", wiring.function)));
+    env.push(json!(format!("SPRIGHT_POOL={POOL_IN_CONTAINER}")));
+    env.push(json!(format!("SPRIGHT_SOCKET={SOCKET_IN_CONTAINER}")));
+    if let Some(p) = process.as_object_mut() {
+        p.insert("env".into(), Value::Array(env));
+    }
 }
 
-/// Adds the SDK's environment to an exec's process spec (OCI JSON), so that tools run in a
-/// function's container see what the function sees.
-pub fn apply_to_exec(process_json: &[u8], wiring: &FunctionWiring) -> Result<Vec<u8>, String> {
-    let mut process: oci_spec::runtime::Process =
-        serde_json::from_slice(process_json).map_err(|e| format!("exec process spec: {e}"))?;
-    let env = set_env(process.env().clone().unwrap_or_default(), wiring);
-    process.set_env(Some(env));
-    serde_json::to_vec(&process).map_err(|e| e.to_string())
-}
-
-/// Adds the pool and the socket as bind mounts and the SDK's environment to `spec`.
-pub fn apply(spec: &mut Spec, wiring: &FunctionWiring) {
-    let mut mounts: Vec<Mount> = spec
-        .mounts()
-        .clone()
+/// Adds the pool and the socket as bind mounts and the SDK's environment to an OCI spec
+/// (JSON). Applying it twice changes nothing more.
+pub fn apply(spec: &mut Value, wiring: &FunctionWiring) {
+    let Some(root) = spec.as_object_mut() else {
+        return;
+    };
+    let mut mounts: Vec<Value> = root
+        .get("mounts")
+        .and_then(Value::as_array)
+        .cloned()
         .unwrap_or_default()
         .into_iter()
         .filter(|m| {
-            let d = m.destination().to_string_lossy();
+            let d = m.get("destination").and_then(Value::as_str).unwrap_or("");
             d != POOL_IN_CONTAINER && d != SOCKET_IN_CONTAINER
         })
         .collect();
     mounts.push(bind(&wiring.pool, POOL_IN_CONTAINER));
     mounts.push(bind(&wiring.socket, SOCKET_IN_CONTAINER));
-    spec.set_mounts(Some(mounts));
-
-    if let Some(process) = spec.process_mut() {
-        let env = set_env(process.env().clone().unwrap_or_default(), wiring);
-        process.set_env(Some(env));
+    root.insert("mounts".into(), Value::Array(mounts));
+    if let Some(process) = root.get_mut("process") {
+        set_env(process, wiring);
     }
+}
+
+/// Adds the SDK's environment to an exec's process spec (OCI JSON), so that tools run in a
+/// function's container see what the function sees.
+pub fn apply_to_exec(process_json: &[u8], wiring: &FunctionWiring) -> Result<Vec<u8>, String> {
+    let mut process: Value =
+        serde_json::from_slice(process_json).map_err(|e| format!("exec process spec: {e}"))?;
+    set_env(&mut process, wiring);
+    serde_json::to_vec(&process).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 use spright_core::chain::Chain;
 use spright_core::manifest::{ManifestFunction, ManifestPool};
 
@@ -19,7 +20,8 @@ fn runtime_root() -> tempfile::TempDir {
         .enumerate()
         .map(|(i, name)| {
             let socket = dir.join("fn").join(format!("{name}.sock"));
-            std::fs::write(&socket, b"").unwrap();
+            // The socket file stays after the listener is dropped, as a pool-manager's would.
+            drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
             ManifestFunction {
                 name: name.to_string(),
                 id: i as u16 + 1,
@@ -53,7 +55,7 @@ fn runtime_root() -> tempfile::TempDir {
     root
 }
 
-fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+fn pairs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -63,69 +65,68 @@ fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 #[test]
 fn no_annotations_is_a_plain_container() {
     let root = runtime_root();
-    let other = annotations(&[("io.kubernetes.cri.sandbox-id", "abc")]);
+    let other = pairs(&[("io.kubernetes.cri.sandbox-id", "abc")]);
     assert_eq!(plan(&other, root.path()).unwrap(), Plan::Plain);
 }
 
 #[test]
 fn a_declared_function_gets_the_pool_the_socket_and_the_environment() {
     let root = runtime_root();
-    let p = plan(
-        &annotations(&[(CHAIN, "shop"), (FUNCTION, "ads")]),
-        root.path(),
-    )
-    .unwrap();
+    let p = plan(&pairs(&[(CHAIN, "shop"), (FUNCTION, "ads")]), root.path()).unwrap();
     let Plan::Function(w) = p else {
         panic!("{p:?}")
     };
     assert_eq!(w.socket, root.path().join("shop/fn/ads.sock"));
 
-    let mut spec = Spec::default();
-    let mut process = spec.process().clone().unwrap();
-    process.set_env(Some(vec!["PATH=/bin".into(), "SPRIGHT_POOL=/old".into()]));
-    spec.set_process(Some(process));
+    let mut spec = json!({
+        "ociVersion": "1.1.0",
+        "process": {"args": ["/bin/ads"], "env": ["PATH=/bin", "SPRIGHT_POOL=/old"]},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "someFutureField": {"kept": true},
+    });
     apply(&mut spec, &w);
     apply(&mut spec, &w); // idempotent: no duplicate mounts or variables
 
-    let mounts = spec.mounts().clone().unwrap();
-    let ours: Vec<_> = mounts
+    let mounts = spec["mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 3, "{mounts:?}");
+    let pool = mounts
         .iter()
-        .filter(|m| m.destination().starts_with("/run/spright"))
-        .collect();
-    assert_eq!(ours.len(), 2, "{ours:?}");
-    let pool = ours
-        .iter()
-        .find(|m| m.destination().to_str() == Some(POOL_IN_CONTAINER))
+        .find(|m| m["destination"] == POOL_IN_CONTAINER)
         .unwrap();
+    assert_eq!(pool["source"], json!(root.path().join("spright-shop.pool")));
+    assert_eq!(pool["type"], "bind");
+    assert!(pool["options"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("nosuid")));
     assert_eq!(
-        pool.source().as_deref(),
-        Some(root.path().join("spright-shop.pool").as_path())
-    );
-    assert_eq!(pool.typ().as_deref(), Some("bind"));
-    let env = spec.process().as_ref().unwrap().env().clone().unwrap();
-    assert_eq!(
-        env,
-        vec![
-            "PATH=/bin".to_string(),
-            "SPRIGHT_CHAIN=shop".into(),
-            "SPRIGHT_FUNCTION=ads".into(),
+        spec["process"]["env"],
+        json!([
+            "PATH=/bin",
+            "SPRIGHT_CHAIN=shop",
+            "SPRIGHT_FUNCTION=ads",
             format!("SPRIGHT_POOL={POOL_IN_CONTAINER}"),
             format!("SPRIGHT_SOCKET={SOCKET_IN_CONTAINER}"),
-        ]
+        ])
+    );
+    assert_eq!(
+        spec["someFutureField"],
+        json!({"kept": true}),
+        "unknown fields survive"
     );
 }
 
 #[test]
 fn a_sandbox_is_checked_but_not_wired() {
     let root = runtime_root();
-    let a = annotations(&[(CHAIN, "shop"), (CONTAINER_TYPE, "sandbox")]);
+    let a = pairs(&[(CHAIN, "shop"), (CONTAINER_TYPE, "sandbox")]);
     assert_eq!(
         plan(&a, root.path()).unwrap(),
         Plan::Sandbox {
             chain: "shop".into()
         }
     );
-    let a = annotations(&[(CHAIN, "nope"), (CONTAINER_TYPE, "sandbox")]);
+    let a = pairs(&[(CHAIN, "nope"), (CONTAINER_TYPE, "sandbox")]);
     assert!(matches!(
         plan(&a, root.path()),
         Err(WiringError::NoChain { .. })
@@ -144,22 +145,53 @@ fn bad_annotations_say_which_and_why() {
         (&[(CHAIN, "ghost"), (FUNCTION, "ads")], "chain \"ghost\" (annotation spright.io/chain) is not running"),
         (&[(CHAIN, "shop"), (FUNCTION, "search")], "function \"search\" (annotation spright.io/function) is not declared in chain \"shop\", which has: cart, ads"),
     ];
-    for (pairs, needle) in cases {
-        let err = plan(&annotations(pairs), root.path())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(needle), "{pairs:?}: {err:?} lacks {needle:?}");
+    for (given, needle) in cases {
+        let err = plan(&pairs(given), root.path()).unwrap_err().to_string();
+        assert!(err.contains(needle), "{given:?}: {err:?} lacks {needle:?}");
     }
+}
+
+#[test]
+fn files_a_pool_manager_would_not_make_are_not_mounted() {
+    let root = runtime_root();
+    // The pool replaced by a symbolic link to some other host file.
+    let pool = root.path().join("spright-shop.pool");
+    std::fs::remove_file(&pool).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &pool).unwrap();
+    let err = plan(&pairs(&[(CHAIN, "shop"), (FUNCTION, "cart")]), root.path()).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    std::fs::remove_file(&pool).unwrap();
+    std::fs::write(&pool, b"").unwrap();
+
+    // A "socket" that is a plain file.
+    let socket = root.path().join("shop/fn/ads.sock");
+    std::fs::remove_file(&socket).unwrap();
+    std::fs::write(&socket, b"").unwrap();
+    let err = plan(&pairs(&[(CHAIN, "shop"), (FUNCTION, "ads")]), root.path()).unwrap_err();
+    assert!(err.to_string().contains("not a socket"), "{err}");
 }
 
 #[test]
 fn a_chain_whose_files_are_gone_is_refused() {
     let root = runtime_root();
     std::fs::remove_file(root.path().join("shop/fn/cart.sock")).unwrap();
-    let err = plan(
-        &annotations(&[(CHAIN, "shop"), (FUNCTION, "cart")]),
-        root.path(),
-    )
-    .unwrap_err();
+    let err = plan(&pairs(&[(CHAIN, "shop"), (FUNCTION, "cart")]), root.path()).unwrap_err();
     assert!(matches!(err, WiringError::Missing { .. }), "{err}");
+}
+
+#[test]
+fn annotations_are_read_from_any_spec() {
+    let spec =
+        json!({"ociVersion": "1.0.2", "annotations": {"spright.io/chain": "shop", "x": "y"}});
+    assert_eq!(
+        annotations(&spec).get(CHAIN).map(String::as_str),
+        Some("shop")
+    );
+    // A value this oci-spec build rejects does not hide the annotations.
+    let odd = json!({"ociVersion": "1.0.2", "linux": {"namespaces": [{"type": "time-travel"}]},
+                     "annotations": {"spright.io/chain": "shop"}});
+    assert_eq!(
+        annotations(&odd).get(CHAIN).map(String::as_str),
+        Some("shop")
+    );
 }
