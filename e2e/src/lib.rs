@@ -42,6 +42,28 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// The shipped demo chain, `{name}` in place of its name, with a generous timeout (tests
+/// decide what is slow); with `containers`, its functions are images instead of commands, so
+/// `spright up` runs only the pool-manager and the gateway.
+pub fn demo_chain_yaml(containers: bool) -> String {
+    let mut text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/demo-chain.yaml"
+    ))
+    .expect("configs/demo-chain.yaml")
+    .replace("chain: demo", "chain: {name}")
+    .replace("timeout: 5s", "timeout: 30s");
+    if containers {
+        for f in ["parse", "transform", "render"] {
+            text = text.replace(
+                &format!("command: [spright-demo-{f}]"),
+                "image: spright.local/functions:latest",
+            );
+        }
+    }
+    text
+}
+
 /// A unique, valid chain name for this test process.
 pub fn unique_chain_name(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

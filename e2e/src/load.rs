@@ -145,3 +145,45 @@ async fn connection(load: Load, next: Arc<AtomicUsize>) -> Vec<(usize, Outcome)>
     }
     out
 }
+
+/// Checks load that ran across a function being killed (at `killed_at`) and coming back (at
+/// `restarted_at`): every answer is the right body (`expected(i)`) or a 502; every request in
+/// flight at the kill finished within a second of it; there was at least one 502; and requests
+/// were served again after the restart.
+pub fn assert_failed_fast_and_recovered(
+    what: &str,
+    outcomes: &[(usize, Outcome)],
+    expected: impl Fn(usize) -> Vec<u8>,
+    killed_at: Instant,
+    restarted_at: Instant,
+) {
+    let mut failed = 0;
+    for (i, o) in outcomes {
+        match o.status {
+            200 => assert_eq!(
+                o.body.as_ref(),
+                expected(*i).as_slice(),
+                "{what}: request {i}"
+            ),
+            502 => failed += 1,
+            other => panic!(
+                "{what}: request {i} got {other}: {}",
+                String::from_utf8_lossy(&o.body)
+            ),
+        }
+        if o.started < killed_at {
+            assert!(
+                o.finished < killed_at + std::time::Duration::from_secs(1),
+                "{what}: request {i}, in flight at the kill, took {:?} after it to finish",
+                o.finished - killed_at
+            );
+        }
+    }
+    assert!(failed > 0, "{what}: no 502 while the function was down");
+    assert!(
+        outcomes
+            .iter()
+            .any(|(_, o)| o.started > restarted_at && o.status == 200),
+        "{what}: nothing served after the function came back"
+    );
+}

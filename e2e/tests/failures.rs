@@ -51,38 +51,12 @@ fn kill_mid_load(routing: &'static str) {
     stop.store(true, Ordering::Relaxed);
     let outcomes = runner.join().unwrap();
 
-    let mut failed = 0;
-    for (i, o) in &outcomes {
-        match o.status {
-            200 => assert_eq!(
-                o.body.as_ref(),
-                spright_demo_chain::expected_page(format!("word {i} word").as_bytes()).as_slice()
-            ),
-            502 => failed += 1,
-            other => panic!(
-                "{routing}: request {i} got {other}: {}",
-                String::from_utf8_lossy(&o.body)
-            ),
-        }
-        if o.started < killed_at {
-            assert!(
-                o.finished < killed_at + Duration::from_secs(1),
-                "{routing}: request {i}, in flight at the kill, took {:?} after it to finish",
-                o.finished - killed_at
-            );
-        }
-    }
-    assert!(
-        failed > 0,
-        "{routing}: killing transform mid-load produced no 502"
-    );
-    let served_after = outcomes
-        .iter()
-        .filter(|(_, o)| o.started > restarted_at && o.status == 200)
-        .count();
-    assert!(
-        served_after > 0,
-        "{routing}: nothing served after transform {new} came back"
+    load::assert_failed_fast_and_recovered(
+        &format!("{routing}, transform {old} -> {new}"),
+        &outcomes,
+        |i| spright_demo_chain::expected_page(format!("word {i} word").as_bytes()),
+        killed_at,
+        restarted_at,
     );
     chain.wait_pool_idle();
     chain.stop();

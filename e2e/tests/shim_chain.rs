@@ -14,25 +14,7 @@ const IMAGE: &str = "spright.local/functions:latest";
 /// The demo chain with images instead of commands: `spright up` runs only the pool-manager
 /// and the gateway, the functions come as containers.
 fn container_chain() -> String {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../configs/demo-chain.yaml"
-    ))
-    .unwrap();
-    text.replace("chain: demo", "chain: {name}")
-        .replace("timeout: 5s", "timeout: 30s")
-        .replace(
-            "command: [spright-demo-parse]",
-            "image: spright.local/functions:latest",
-        )
-        .replace(
-            "command: [spright-demo-transform]",
-            "image: spright.local/functions:latest",
-        )
-        .replace(
-            "command: [spright-demo-render]",
-            "image: spright.local/functions:latest",
-        )
+    spright_e2e::demo_chain_yaml(true)
 }
 
 struct Setup {
@@ -182,30 +164,12 @@ fn killing_a_function_container_fails_fast_and_it_rejoins_when_restarted() {
     });
     stop.store(true, Ordering::Relaxed);
     let outcomes = runner.join().unwrap();
-    let mut failed = 0;
-    for (i, o) in &outcomes {
-        match o.status {
-            200 => assert_eq!(
-                o.body.as_ref(),
-                spright_demo_chain::expected_page(&text_for(*i)).as_slice()
-            ),
-            502 => failed += 1,
-            s => panic!("request {i}: {s} {}", String::from_utf8_lossy(&o.body)),
-        }
-        if o.started < killed_at {
-            assert!(
-                o.finished < killed_at + Duration::from_secs(1),
-                "request {i} was in flight at the kill and took {:?} after it",
-                o.finished - killed_at
-            );
-        }
-    }
-    assert!(failed > 0, "no 502 while transform was down");
-    assert!(
-        outcomes
-            .iter()
-            .any(|(_, o)| o.started > restarted_at && o.status == 200),
-        "nothing served after the restart"
+    load::assert_failed_fast_and_recovered(
+        "transform container",
+        &outcomes,
+        |i| spright_demo_chain::expected_page(&text_for(i)),
+        killed_at,
+        restarted_at,
     );
     chain.wait_pool_idle();
     drop(containerd);

@@ -42,25 +42,7 @@ fn function_pods_created_through_cri_answer() {
     if !have_root("function_pods_created_through_cri_answer") {
         return;
     }
-    let yaml = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../configs/demo-chain.yaml"
-    ))
-    .unwrap()
-    .replace("chain: demo", "chain: {name}")
-    .replace("timeout: 5s", "timeout: 30s")
-    .replace(
-        "command: [spright-demo-parse]",
-        "image: spright.local/functions:latest",
-    )
-    .replace(
-        "command: [spright-demo-transform]",
-        "image: spright.local/functions:latest",
-    )
-    .replace(
-        "command: [spright-demo-render]",
-        "image: spright.local/functions:latest",
-    );
+    let yaml = spright_e2e::demo_chain_yaml(true);
     let chain = ChainUnderTest::start(ChainSpec {
         yaml: &yaml,
         routing: "sockmap",

@@ -43,19 +43,19 @@ mod tests {
     use spright_core::ids::{FnId, InstanceId, GATEWAY};
     use spright_core::pool::PoolSpec;
 
+    fn pool() -> (tempfile::TempDir, Pool) {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = PoolSpec {
+            buffer_count: 8,
+            buffer_size: 1024,
+        };
+        let pool = Pool::create(&dir.path().join("p"), spec, "t", 0o600).unwrap();
+        (dir, pool)
+    }
+
     #[test]
     fn sweeps_what_the_dead_held_and_what_was_on_its_way() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = Pool::create(
-            &dir.path().join("p"),
-            PoolSpec {
-                buffer_count: 8,
-                buffer_size: 1024,
-            },
-            "t",
-            0o600,
-        )
-        .unwrap();
+        let (_dir, pool) = pool();
         let gw = Endpoint::new(GATEWAY, InstanceId(0));
         let f1 = Endpoint::new(FnId(1), InstanceId(0));
         let f2 = Endpoint::new(FnId(2), InstanceId(0));
@@ -89,17 +89,7 @@ mod tests {
 
     #[test]
     fn sweeps_what_was_routed_to_the_dead_instance_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = Pool::create(
-            &dir.path().join("p"),
-            PoolSpec {
-                buffer_count: 8,
-                buffer_size: 1024,
-            },
-            "t",
-            0o600,
-        )
-        .unwrap();
+        let (_dir, pool) = pool();
         let gw = Endpoint::new(GATEWAY, InstanceId(0));
         let dead = Endpoint::new(FnId(1), InstanceId(0));
         let alive = Endpoint::new(FnId(1), InstanceId(1));

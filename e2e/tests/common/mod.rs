@@ -5,13 +5,7 @@ use spright_e2e::{have_root, ChainSpec, ChainUnderTest};
 
 /// The shipped demo chain, renamed for the test.
 pub fn demo_yaml() -> String {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../configs/demo-chain.yaml"
-    ))
-    .expect("configs/demo-chain.yaml");
-    text.replace("chain: demo", "chain: {name}")
-        .replace("timeout: 5s", "timeout: 30s")
+    spright_e2e::demo_chain_yaml(false)
 }
 
 /// Two test functions: `front` may call `back`; `rogue` is declared but never started.

@@ -69,6 +69,41 @@ impl TaskService {
         Ok(pid)
     }
 
+    /// Pauses (`freeze`) or resumes a container; only RUNNING and PAUSED trade places, so an
+    /// exit that lands meanwhile is not overwritten.
+    async fn freeze(&self, id: &str, freeze: bool) -> TtrpcResult<api::Empty> {
+        let (runc, bundle) = self.container_runc(id)?;
+        let (from, to) = if freeze {
+            runc.pause(id, &bundle).await.map_err(failed)?;
+            (Status::RUNNING, Status::PAUSED)
+        } else {
+            runc.resume(id, &bundle).await.map_err(failed)?;
+            (Status::PAUSED, Status::RUNNING)
+        };
+        if let Some(c) = self.inner.containers.lock().unwrap().get_mut(id) {
+            if c.init.status == from {
+                c.init.status = to;
+            }
+        }
+        let container_id = id.to_owned();
+        if freeze {
+            let event = TaskPaused {
+                container_id,
+                ..Default::default()
+            };
+            self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event))
+                .await;
+        } else {
+            let event = TaskResumed {
+                container_id,
+                ..Default::default()
+            };
+            self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event))
+                .await;
+        }
+        Ok(api::Empty::default())
+    }
+
     /// Waits until a reaped process's exit has been reported (its output drained).
     async fn settle(&self, id: &str, exec_id: &str) {
         let exited = {
@@ -325,22 +360,7 @@ impl Task for TaskService {
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
-        let (runc, bundle) = self.container_runc(&req.id)?;
-        runc.pause(&req.id, &bundle).await.map_err(failed)?;
-        if let Some(c) = self.inner.containers.lock().unwrap().get_mut(&req.id) {
-            if c.init.status == Status::RUNNING {
-                c.init.status = Status::PAUSED;
-            }
-        }
-        self.publish(
-            topics::TASK_PAUSED_EVENT_TOPIC,
-            Box::new(TaskPaused {
-                container_id: req.id.clone(),
-                ..Default::default()
-            }),
-        )
-        .await;
-        Ok(api::Empty::default())
+        self.freeze(&req.id, true).await
     }
 
     async fn resume(
@@ -348,22 +368,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::ResumeRequest,
     ) -> TtrpcResult<api::Empty> {
-        let (runc, bundle) = self.container_runc(&req.id)?;
-        runc.resume(&req.id, &bundle).await.map_err(failed)?;
-        if let Some(c) = self.inner.containers.lock().unwrap().get_mut(&req.id) {
-            if c.init.status == Status::PAUSED {
-                c.init.status = Status::RUNNING;
-            }
-        }
-        self.publish(
-            topics::TASK_RESUMED_EVENT_TOPIC,
-            Box::new(TaskResumed {
-                container_id: req.id.clone(),
-                ..Default::default()
-            }),
-        )
-        .await;
-        Ok(api::Empty::default())
+        self.freeze(&req.id, false).await
     }
 
     async fn exec(
