@@ -108,7 +108,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .stderr(log)
             .spawn()
             .expect("start containerd (install it with scripts/install-deps.sh)");
-        let namespace = format!("spright-test-{}", std::process::id());
+        // Unique per instance: runc's state directory is per namespace, and tests of one
+        // process run their containerds side by side.
+        static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let namespace = format!(
+            "spright-test-{}-{}",
+            std::process::id(),
+            INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let mut c = Containerd {
             address,
             namespace,
@@ -190,9 +197,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "grep -o ' {root}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l"
             ))
             .status();
-        for ns in [self.namespace.as_str(), "k8s.io"] {
-            let _ = std::fs::remove_dir_all(Path::new("/run/containerd/spright").join(ns));
-        }
+        // Our namespace's runc state. (k8s.io is shared by every containerd of the host; the
+        // containers deleted above took their state there with them.)
+        let _ = std::fs::remove_dir_all(Path::new("/run/containerd/spright").join(&self.namespace));
         // The runc v2 shim keeps its runc state here.
         let _ = std::fs::remove_dir_all(Path::new("/run/containerd/runc").join(&self.namespace));
         // The pod network's bridge and address leases.

@@ -187,3 +187,24 @@ pub fn assert_failed_fast_and_recovered(
         "{what}: nothing served after the function came back"
     );
 }
+
+/// Checks that every request was answered 200 with exactly `expected(i)`.
+pub fn assert_all_answered(
+    what: &str,
+    outcomes: &[(usize, Outcome)],
+    expected: impl Fn(usize) -> Vec<u8>,
+) {
+    for (i, o) in outcomes {
+        assert_eq!(
+            o.status,
+            200,
+            "{what}: request {i}: {}",
+            String::from_utf8_lossy(&o.body)
+        );
+        assert_eq!(
+            o.body.as_ref(),
+            expected(*i).as_slice(),
+            "{what}: request {i} got a wrong body"
+        );
+    }
+}

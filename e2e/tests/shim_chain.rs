@@ -76,18 +76,9 @@ fn functions_run_as_containers_answer_and_can_be_exec_ed_into() {
     let mut l = Load::new(chain.addr, "POST", "/render", text_for);
     l.connections = 16;
     l.requests = 1_000;
-    for (i, o) in load::run(l) {
-        assert_eq!(
-            o.status,
-            200,
-            "request {i}: {}",
-            String::from_utf8_lossy(&o.body)
-        );
-        assert_eq!(
-            o.body.as_ref(),
-            spright_demo_chain::expected_page(&text_for(i)).as_slice()
-        );
-    }
+    load::assert_all_answered("containers", &load::run(l), |i| {
+        spright_demo_chain::expected_page(&text_for(i))
+    });
     assert_eq!(http::post(chain.addr, "/count", b"a b a").status, 200);
 
     let out = containerd.ctr(&[

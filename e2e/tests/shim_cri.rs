@@ -181,18 +181,9 @@ fn function_pods_created_through_cri_answer() {
     let mut l = Load::new(chain.addr, "POST", "/count", text_for);
     l.connections = 8;
     l.requests = 300;
-    for (i, o) in load::run(l) {
-        assert_eq!(
-            o.status,
-            200,
-            "request {i}: {}",
-            String::from_utf8_lossy(&o.body)
-        );
-        assert_eq!(
-            o.body.as_ref(),
-            spright_demo_chain::expected_page(&text_for(i)).as_slice()
-        );
-    }
+    load::assert_all_answered("pods", &load::run(l), |i| {
+        spright_demo_chain::expected_page(&text_for(i))
+    });
 
     for (f, pod, container) in &pods {
         rt.block_on(client.stop_container(StopContainerRequest {
