@@ -122,19 +122,23 @@ impl OutputWaiter {
     }
 }
 
-/// Copies `from` into the fifo at `path` until end of input. The fifo is opened read-write:
-/// the shim then always counts as a reader, so a client that goes away (containerd restarting,
-/// ctr detaching) never turns the process's writes into SIGPIPE; if writing fails anyway the
+/// Copies `from` into the fifo at `path` until end of input. The fifo is opened for writing
+/// once the client reads it (no output is written into the void), then the shim opens it for
+/// reading too and keeps that open: a client that goes away later (containerd restarting, ctr
+/// detaching) never turns the process's writes into SIGPIPE. If writing fails anyway, the
 /// output is drained and dropped rather than left to block the process.
 fn copy_out(mut from: File, path: String, guard: PendingGuard) {
     std::thread::spawn(move || {
         let _guard = guard;
         let mut to = OpenOptions::new()
-            .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .ok();
+        let _keep_reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path);
         let mut buf = [0u8; 32 * 1024];
         loop {
             match from.read(&mut buf) {
