@@ -11,6 +11,7 @@ pub mod logging;
 pub mod manifest;
 pub mod pool;
 pub mod protocol;
+pub mod rings;
 #[cfg(feature = "signals")]
 pub mod signals;
 

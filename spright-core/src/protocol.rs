@@ -37,6 +37,10 @@ pub struct Welcome {
     /// Host path of the pool (a container sees it where `SPRIGHT_POOL` says).
     pub pool_path: PathBuf,
     pub pool_tag: u32,
+    /// Host path of the descriptor rings, in poll mode (a container whose `SPRIGHT_POOL` moves
+    /// the pool finds them at that path plus `.rings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rings_path: Option<PathBuf>,
     pub timeout_ms: u64,
     pub routes: Vec<Route>,
     /// Every function's (name, id), for calls by name.

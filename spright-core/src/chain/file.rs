@@ -14,6 +14,9 @@ pub enum RoutingMode {
     Sockmap,
     /// The pool-manager relays descriptors in user space (no BPF needed anywhere).
     User,
+    /// D-SPRIGHT: descriptors go through busy-polled rings in shared memory; no sockets and
+    /// no router on the data path, at the price of a polling core per process.
+    Poll,
 }
 
 impl std::str::FromStr for RoutingMode {
@@ -22,8 +25,9 @@ impl std::str::FromStr for RoutingMode {
         match s {
             "sockmap" | "kernel" => Ok(RoutingMode::Sockmap),
             "user" | "userspace" => Ok(RoutingMode::User),
+            "poll" => Ok(RoutingMode::Poll),
             other => Err(format!(
-                "unknown routing mode {other:?} (expected \"sockmap\" or \"user\")"
+                "unknown routing mode {other:?} (expected \"sockmap\", \"user\" or \"poll\")"
             )),
         }
     }
@@ -34,6 +38,7 @@ impl std::fmt::Display for RoutingMode {
         f.write_str(match self {
             RoutingMode::Sockmap => "sockmap",
             RoutingMode::User => "user",
+            RoutingMode::Poll => "poll",
         })
     }
 }

@@ -10,6 +10,7 @@ pub use units::{parse_bytes, parse_millis, ByteSize, Millis};
 
 use crate::ids::{FnId, GATEWAY, MAX_FUNCTIONS, MAX_INSTANCES};
 use crate::pool::PoolSpec;
+use crate::rings::POLL_INSTANCES;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -186,6 +187,15 @@ impl Chain {
                 return Err(invalid(
                     at("instances"),
                     format!("{} is outside 1..={MAX_INSTANCES}", f.instances),
+                ));
+            }
+            if file.routing == RoutingMode::Poll && f.instances > POLL_INSTANCES {
+                return Err(invalid(
+                    at("instances"),
+                    format!(
+                        "{} is over {POLL_INSTANCES}, the most poll routing serves",
+                        f.instances
+                    ),
                 ));
             }
             if let Some(cmd) = &f.command {

@@ -195,3 +195,20 @@ fn missing_sections_are_reported() {
         "{msg}"
     );
 }
+
+#[test]
+fn poll_routing_is_parsed_and_limits_instances() {
+    let poll = GOOD.replace("chain: demo", "chain: demo\nrouting: poll");
+    assert_eq!(
+        Chain::parse(&poll, "poll.yaml").unwrap().routing,
+        RoutingMode::Poll
+    );
+    assert_eq!("poll".parse::<RoutingMode>(), Ok(RoutingMode::Poll));
+    assert_eq!(RoutingMode::Poll.to_string(), "poll");
+    let e = Chain::parse(&poll.replace("instances: 2", "instances: 9"), "poll.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("functions[1].instances") && e.contains("poll"), "{e}");
+    // Other modes allow more.
+    Chain::parse(&GOOD.replace("instances: 2", "instances: 9"), "good.yaml").unwrap();
+}
