@@ -197,6 +197,53 @@ impl Context {
         target: &str,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<Reply, CallError> {
+        let mut meta = Vec::with_capacity(method.len() + target.len() + 2);
+        meta.extend_from_slice(method.as_bytes());
+        meta.push(b' ');
+        meta.extend_from_slice(target.as_bytes());
+        meta.push(b'\n');
+        self.call_meta(function, meta, fill).await
+    }
+
+    /// A call whose body starts 8-byte aligned in the buffer, so that the callee can read a
+    /// fixed-layout struct in place.
+    pub(crate) async fn call_aligned(
+        &self,
+        function: &str,
+        method: &str,
+        target: &str,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<Reply, CallError> {
+        let mut meta = Vec::with_capacity(method.len() + target.len() + 10);
+        meta.extend_from_slice(method.as_bytes());
+        meta.push(b' ');
+        meta.extend_from_slice(target.as_bytes());
+        meta.push(b'\n');
+        pad_meta(&mut meta);
+        self.call_meta(function, meta, fill).await
+    }
+
+    /// A response whose body starts 8-byte aligned in the buffer (see [`Context::call_aligned`]).
+    pub(crate) fn respond_aligned(
+        &self,
+        status: u16,
+        content_type: &str,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<Response, Error> {
+        let mut meta = self.meta(content_type);
+        pad_meta(&mut meta);
+        let mut lease = self.lease()?;
+        let n = write_in_place(&mut lease, status, &meta, fill)?;
+        lease.set_len(n);
+        Ok(Response { lease })
+    }
+
+    async fn call_meta(
+        &self,
+        function: &str,
+        meta: Vec<u8>,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<Reply, CallError> {
         let inst = &self.instance;
         let failed = |message: String| CallError::Failed {
             function: function.to_owned(),
@@ -207,11 +254,6 @@ impl Context {
             .get(function)
             .ok_or_else(|| failed("no such function in this chain".into()))?;
         let mut lease = self.lease().map_err(|e| failed(e.to_string()))?;
-        let mut meta = Vec::with_capacity(method.len() + target.len() + 2);
-        meta.extend_from_slice(method.as_bytes());
-        meta.push(b' ');
-        meta.extend_from_slice(target.as_bytes());
-        meta.push(b'\n');
         let n = write_in_place(&mut lease, 0, &meta, fill).map_err(|e| failed(e.to_string()))?;
         lease.set_len(n);
 
@@ -288,6 +330,16 @@ impl std::io::Write for BodyWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Ends `meta` with a line of spaces (headers ignore it) so that the body after the 16-byte
+/// envelope header starts on an 8-byte boundary.
+fn pad_meta(meta: &mut Vec<u8>) {
+    let misaligned = (ENVELOPE_HEADER_SIZE + meta.len() + 1) % 8;
+    if misaligned != 0 {
+        meta.extend(std::iter::repeat_n(b' ', 8 - misaligned));
+    }
+    meta.push(b'\n');
 }
 
 /// Writes header, meta and an in-place body; returns the message length.

@@ -27,6 +27,7 @@ mod function;
 mod lease;
 pub mod member;
 mod message;
+pub mod rpc;
 mod sender;
 
 pub use error::{CallError, SdkError};
