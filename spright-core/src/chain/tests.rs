@@ -208,7 +208,10 @@ fn poll_routing_is_parsed_and_limits_instances() {
     let e = Chain::parse(&poll.replace("instances: 2", "instances: 9"), "poll.yaml")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("functions[1].instances") && e.contains("poll"), "{e}");
+    assert!(
+        e.contains("functions[1].instances") && e.contains("poll"),
+        "{e}"
+    );
     // Other modes allow more.
     Chain::parse(&GOOD.replace("instances: 2", "instances: 9"), "good.yaml").unwrap();
 }

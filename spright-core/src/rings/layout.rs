@@ -144,8 +144,7 @@ impl RingsLayout {
         );
         let rings_start = round_up(transit_start + buffer_count as u64 * 8, PAGE);
         let ring_size = RING_HEADER_SIZE + ring_cells as u64 * CELL_SIZE;
-        let total_size =
-            rings_start + function_slots as u64 * instance_slots as u64 * ring_size;
+        let total_size = rings_start + function_slots as u64 * instance_slots as u64 * ring_size;
         RingsLayout {
             function_slots,
             instance_slots,

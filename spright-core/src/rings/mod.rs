@@ -21,8 +21,8 @@
 mod layout;
 
 pub use layout::{
-    Cell, FunctionRecord, RingHeader, RingsHeader, RingsLayout, CELL_SIZE, NO_SLOT,
-    POLL_INSTANCES, RINGS_MAGIC, RINGS_VERSION, RING_CELLS,
+    Cell, FunctionRecord, RingHeader, RingsHeader, RingsLayout, CELL_SIZE, NO_SLOT, POLL_INSTANCES,
+    RINGS_MAGIC, RINGS_VERSION, RING_CELLS,
 };
 
 use crate::descriptor::{Descriptor, Kind, RefuseReason, ABI_VERSION, DESCRIPTOR_SIZE};
@@ -362,7 +362,9 @@ impl Rings {
         }
         let pool = PoolLayout::new(header.pool_buffer_count, header.pool_buffer_size);
         if pool.data_start != header.pool_data_start || header.pool_buffer_size == 0 {
-            return Err(geometry("the pool geometry it records is inconsistent".into()));
+            return Err(geometry(
+                "the pool geometry it records is inconsistent".into(),
+            ));
         }
         let slots = header.slot_of.to_vec();
         if let Some(bad) = slots.iter().find(|&&s| s != NO_SLOT && s as u32 >= slots_n) {
@@ -426,8 +428,7 @@ impl Rings {
         // SAFETY: in bounds of the function records (layout).
         unsafe {
             self.map.as_mut_ptr().add(
-                (self.layout.functions_start + slot as u64 * layout::FUNCTION_RECORD_SIZE)
-                    as usize,
+                (self.layout.functions_start + slot as u64 * layout::FUNCTION_RECORD_SIZE) as usize,
             ) as *mut FunctionRecord
         }
     }
@@ -441,8 +442,9 @@ impl Rings {
     pub fn ring_of(&self, endpoint: Endpoint) -> Option<RingId> {
         let slot = self.slot(endpoint.function)?;
         let instance = endpoint.instance.0 as usize;
-        (instance < self.layout.instance_slots as usize)
-            .then_some(RingId(slot * self.layout.instance_slots as usize + instance))
+        (instance < self.layout.instance_slots as usize).then_some(RingId(
+            slot * self.layout.instance_slots as usize + instance,
+        ))
     }
 
     /// Every ring of the file.
@@ -586,7 +588,8 @@ impl Rings {
 
     /// Whether `endpoint` is registered.
     pub fn is_live(&self, endpoint: Endpoint) -> bool {
-        endpoint.instance.0 < 64 && self.live_mask(endpoint.function) & (1 << endpoint.instance.0) != 0
+        endpoint.instance.0 < 64
+            && self.live_mask(endpoint.function) & (1 << endpoint.instance.0) != 0
     }
 
     /// The registered instances of `f`.

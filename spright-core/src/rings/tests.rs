@@ -77,7 +77,11 @@ fn a_full_ring_refuses_until_one_is_taken_over_many_laps() {
         while f.rings.push(ring, &numbered(next_in)) {
             next_in += 1;
         }
-        assert_eq!(next_in - next_out, RING_CELLS as u64, "holds exactly its cells");
+        assert_eq!(
+            next_in - next_out,
+            RING_CELLS as u64,
+            "holds exactly its cells"
+        );
         assert_eq!(f.rings.pop(ring), Some(numbered(next_out)));
         next_out += 1;
         assert!(f.rings.push(ring, &numbered(next_in)), "room again");
@@ -197,7 +201,10 @@ fn refusals_come_back_to_the_sender_as_sproxy_makes_them() {
     let own = f.rings.ring_of(gw).unwrap();
     let refusal_of = |d: Descriptor| {
         assert!(matches!(f.rings.send(gw, d).unwrap(), Routed::Refused(_)));
-        let back = f.rings.pop(own).expect("the refusal is in the sender's ring");
+        let back = f
+            .rings
+            .pop(own)
+            .expect("the refusal is in the sender's ring");
         assert_eq!(back.kind(), Some(Kind::Refused));
         back.refusal().unwrap()
     };
