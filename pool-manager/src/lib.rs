@@ -1,8 +1,9 @@
 //! The per-chain pool-manager.
 //!
-//! It creates the chain's pool, sets up routing (SPROXY in the kernel, or the user-space relay),
-//! publishes the chain's runtime directory (manifest, one registration socket per function, the
-//! gateway's socket, a control socket) and then serves registrations: each instance that
+//! It creates the chain's pool, sets up routing (SPROXY in the kernel, the user-space relay, or
+//! the descriptor rings of poll mode), publishes the chain's runtime directory (manifest, one
+//! registration socket per function, the gateway's socket, a control socket) and then serves
+//! registrations: each instance that
 //! connects gets a fresh TCP data socket by `SCM_RIGHTS`, registered with the router. When an
 //! instance goes away it is withdrawn at once, the buffers it held are swept back into the pool,
 //! and every other member is told which requests were affected.
@@ -19,10 +20,11 @@ pub use paths::{ChainPaths, Locations};
 
 use anyhow::Context;
 use members::Members;
-use router::{KernelRouter, Relay, Router};
+use router::{KernelRouter, PollRouter, Relay, Router};
 use slog::{info, o, Logger};
 use spright_core::chain::{Chain, RoutingMode};
 use spright_core::pool::Pool;
+use spright_core::rings::POLL_INSTANCES;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -67,7 +69,7 @@ pub(crate) struct Shared {
 }
 
 /// Runs the pool-manager for one chain until `shutdown` resolves, then removes everything it
-/// created (manifest, sockets, pool file, map pins).
+/// created (manifest, sockets, pool and rings files, map pins).
 pub async fn run(
     opts: Options,
     log: Logger,
@@ -100,6 +102,24 @@ async fn serve(
             )?,
         )),
         RoutingMode::User => Router::User(Arc::new(Relay::new(chain.allow_list(), *pool.layout()))),
+        RoutingMode::Poll => {
+            // The chain file may say another mode: its instance counts were not checked for this.
+            if let Some(f) = chain
+                .functions
+                .iter()
+                .find(|f| f.instances > POLL_INSTANCES)
+            {
+                anyhow::bail!(
+                    "function {} asks for {} instances; poll routing serves at most {POLL_INSTANCES}",
+                    f.name,
+                    f.instances
+                );
+            }
+            Router::Poll(Box::new(
+                PollRouter::create(&paths.rings, &chain, &pool, opts.file_mode)
+                    .context("creating the chain's descriptor rings")?,
+            ))
+        }
     };
     let listeners = runtime_dir::bind_sockets(&paths, &chain, opts.file_mode)?;
     let data_listener = members::DataListener::bind().await?;

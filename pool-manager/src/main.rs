@@ -15,7 +15,7 @@ use std::path::PathBuf;
 struct Args {
     /// The chain file (YAML).
     chain: PathBuf,
-    /// Routing mode, overriding the chain file: sockmap (kernel, needs BPF) or user.
+    /// Routing mode, overriding the chain file: sockmap (kernel, needs BPF), user or poll.
     #[arg(long)]
     routing: Option<RoutingMode>,
     /// Parent of the per-chain runtime directory.
@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     };
     let runtime = match opts.routing() {
         // Idle most of the time: one thread is plenty.
-        RoutingMode::Sockmap => tokio::runtime::Builder::new_current_thread(),
+        RoutingMode::Sockmap | RoutingMode::Poll => tokio::runtime::Builder::new_current_thread(),
         // The relay is on every request's path.
         RoutingMode::User => tokio::runtime::Builder::new_multi_thread(),
     }

@@ -14,6 +14,7 @@ use spright_core::descriptor::ABI_VERSION;
 use spright_core::fdpass::send_with_fd;
 use spright_core::ids::{Endpoint, FnId, InstanceId, MAX_INSTANCES};
 use spright_core::protocol::{Event, Hello, Registration, Welcome};
+use spright_core::rings::POLL_INSTANCES;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -44,9 +45,9 @@ pub struct Members {
 }
 
 impl Members {
-    fn free_instance(&self, function: FnId) -> Option<InstanceId> {
+    fn free_instance(&self, function: FnId, limit: u16) -> Option<InstanceId> {
         let taken = self.by_function.get(&function.0);
-        (0..MAX_INSTANCES)
+        (0..limit)
             .find(|i| taken.is_none_or(|m| !m.contains_key(i)))
             .map(InstanceId)
     }
@@ -275,6 +276,7 @@ async fn register(
         routing: shared.routing,
         pool_path: shared.paths.pool.clone(),
         pool_tag: shared.pool.tag(),
+        rings_path: (shared.routing == RoutingMode::Poll).then(|| shared.paths.rings.clone()),
         timeout_ms: shared.chain.timeout_ms,
         routes: shared.chain.routes.clone(),
         functions: shared
@@ -307,6 +309,14 @@ async fn register(
     leave(&shared, endpoint, reason);
 }
 
+/// Instances a function may have at once: poll mode has a ring for each of a few.
+fn max_instances(routing: RoutingMode) -> u16 {
+    match routing {
+        RoutingMode::Poll => POLL_INSTANCES,
+        RoutingMode::Sockmap | RoutingMode::User => MAX_INSTANCES,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn join(
     shared: &Shared,
@@ -323,10 +333,12 @@ fn join(
     if members.shutting_down {
         return Err("the chain is shutting down".into());
     }
-    let instance = members.free_instance(function).ok_or_else(|| {
+    let limit = max_instances(shared.routing);
+    let instance = members.free_instance(function, limit).ok_or_else(|| {
         format!(
-            "function {} already has {MAX_INSTANCES} instances",
-            shared.chain.name_of(function)
+            "function {} already has {limit} instances, the most {} routing serves",
+            shared.chain.name_of(function),
+            shared.routing
         )
     })?;
     let endpoint = Endpoint::new(function, instance);
@@ -395,22 +407,29 @@ async fn serve_member(
 }
 
 /// Kernel mode: SPROXY passes what it cannot parse to the socket's TCP peer, which is ours.
-/// Log it, count it (SPROXY already did), and notice the socket closing.
+/// Poll mode: nothing should arrive at all (descriptors go through the rings). Log it, count it
+/// (SPROXY already did), and notice the socket closing.
 async fn audit_loop(shared: Arc<Shared>, endpoint: Endpoint, mut peer: OwnedReadHalf) {
     let mut buf = vec![0u8; 4096];
     loop {
         match peer.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => warn!(shared.log, "function sent a malformed message (not one descriptor)";
-                "function" => shared.chain.name_of(endpoint.function), "instance" => endpoint.instance.0, "bytes" => n),
+            Ok(n) => {
+                if let Router::Poll(p) = &*shared.router.lock().unwrap() {
+                    p.rings.note_malformed();
+                }
+                warn!(shared.log, "function sent a malformed message (not one descriptor through its router)";
+                    "function" => shared.chain.name_of(endpoint.function), "instance" => endpoint.instance.0, "bytes" => n)
+            }
         }
     }
 }
 
-/// Withdraws an instance: out of the router first, then its buffers are swept, then everyone
-/// hears which requests were affected. All under the members lock, so the instance number is
-/// not given to a newcomer (who could claim buffers under the same identity) before the sweep.
-fn leave(shared: &Shared, endpoint: Endpoint, reason: &str) {
+/// Withdraws an instance: out of the router first, then its buffers are swept (and in poll
+/// mode its ring drained), then everyone hears which requests were affected. All under the
+/// members lock, so the instance number is not given to a newcomer (who could claim buffers
+/// under the same identity) before the sweep.
+fn leave(shared: &Arc<Shared>, endpoint: Endpoint, reason: &str) {
     let mut members = shared.members.lock().unwrap();
     let member = members
         .by_function
@@ -425,9 +444,16 @@ fn leave(shared: &Shared, endpoint: Endpoint, reason: &str) {
         if let Some(m) = &member {
             router.unregister(endpoint, m.port);
         }
-        sweep(&shared.pool, endpoint, instances.is_empty(), |i| {
+        let mut requests = sweep(&shared.pool, endpoint, instances.is_empty(), |i| {
             router.transit(i)
-        })
+        });
+        if let Router::Poll(p) = &*router {
+            requests.extend(p.drain(endpoint, &shared.pool));
+            if !p.interrupted_pushes().is_empty() {
+                tokio::spawn(unblock_rings(shared.clone()));
+            }
+        }
+        requests
     };
     info!(shared.log, "instance left";
         "function" => shared.chain.name_of(endpoint.function),
@@ -442,4 +468,29 @@ fn leave(shared: &Shared, endpoint: Endpoint, reason: &str) {
         remaining: instances.len() as u16,
         requests: requests.into_iter().collect(),
     });
+}
+
+/// How long a ring position may stay reserved but unpublished before its producer is taken for
+/// dead. A live producer publishes within a few instructions; only a process killed in between
+/// (or stopped for this long in between) leaves one.
+const PUSH_GRACE: Duration = Duration::from_secs(1);
+
+/// Poll mode, after an instance died: a push it was in the middle of would block the ring it
+/// was pushing to. Publishes a blank in place of each push still unfinished after the grace.
+async fn unblock_rings(shared: Arc<Shared>) {
+    tokio::time::sleep(PUSH_GRACE / 2).await;
+    let seen = match &*shared.router.lock().unwrap() {
+        Router::Poll(p) => p.interrupted_pushes(),
+        _ => return,
+    };
+    if seen.is_empty() {
+        return;
+    }
+    tokio::time::sleep(PUSH_GRACE).await;
+    if let Router::Poll(p) = &*shared.router.lock().unwrap() {
+        let unblocked = p.unblock(&seen);
+        if unblocked > 0 {
+            warn!(shared.log, "unblocked rings behind a push its producer never finished"; "rings" => unblocked);
+        }
+    }
 }

@@ -35,18 +35,22 @@ pub struct ChainPaths {
     pub gateway: PathBuf,
     pub function_dir: PathBuf,
     pub pool: PathBuf,
+    /// The descriptor rings of poll mode, beside the pool.
+    pub rings: PathBuf,
     pub pins: Option<PathBuf>,
 }
 
 impl ChainPaths {
     pub fn new(loc: &Locations, chain: &str) -> ChainPaths {
         let runtime_dir = manifest::runtime_dir(&loc.runtime_root, chain);
+        let pool = loc.pool_dir.join(format!("spright-{chain}.pool"));
         ChainPaths {
             manifest: runtime_dir.join(MANIFEST_FILE),
             control: runtime_dir.join(CONTROL_SOCKET),
             gateway: runtime_dir.join(GATEWAY_SOCKET),
             function_dir: runtime_dir.join(FUNCTION_SOCKET_DIR),
-            pool: loc.pool_dir.join(format!("spright-{chain}.pool")),
+            pool: pool.clone(),
+            rings: spright_core::rings::rings_path(&pool),
             pins: loc.pin_root.as_ref().map(|p| p.join(chain)),
             runtime_dir,
         }

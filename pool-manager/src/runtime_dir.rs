@@ -30,6 +30,7 @@ pub fn claim(paths: &ChainPaths, log: &Logger) -> anyhow::Result<()> {
     }
     let stale = paths.runtime_dir.exists()
         || paths.pool.exists()
+        || paths.rings.exists()
         || paths.pins.as_ref().is_some_and(|p| p.exists());
     if stale {
         warn!(log, "removing what a previous pool-manager of this chain left behind";
@@ -54,11 +55,13 @@ fn process_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Removes everything of the chain: manifest, runtime directory, pool file and map pins.
+/// Removes everything of the chain: manifest, runtime directory, pool and rings files and map
+/// pins.
 pub fn remove_all(paths: &ChainPaths) {
     let _ = std::fs::remove_file(&paths.manifest);
     let _ = std::fs::remove_dir_all(&paths.runtime_dir);
     let _ = std::fs::remove_file(&paths.pool);
+    let _ = std::fs::remove_file(&paths.rings);
     if let Some(pins) = &paths.pins {
         spright_ebpf::Sproxy::remove_pins(pins);
     }

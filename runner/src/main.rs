@@ -30,7 +30,8 @@ enum Cmd {
     Up {
         /// The chain file (YAML).
         chain: PathBuf,
-        /// Routing mode, overriding the chain file: sockmap (kernel) or user.
+        /// Routing mode, overriding the chain file: sockmap (kernel), user or poll (busy-polled
+        /// rings, D-SPRIGHT).
         #[arg(long)]
         routing: Option<RoutingMode>,
         /// Gateway listen address, overriding the chain file.

@@ -1,10 +1,13 @@
-//! The two ways descriptors move: SPROXY in the kernel, or a relay in this process.
-//! Both present the same operations to the pool-manager, and functions cannot tell them apart.
+//! The three ways descriptors move: SPROXY in the kernel, a relay in this process, or rings in
+//! shared memory that the functions poll. All present the same operations to the
+//! pool-manager, and functions cannot tell them apart (except by the CPU polling burns).
 
 mod kernel;
+mod poll;
 mod relay;
 
 pub use kernel::KernelRouter;
+pub use poll::PollRouter;
 pub use relay::Relay;
 
 use spright_core::ids::{Endpoint, FnId, InstanceId};
@@ -17,11 +20,14 @@ use tokio::net::TcpStream;
 pub enum RouterError {
     #[error(transparent)]
     Sproxy(#[from] spright_ebpf::SproxyError),
+    #[error(transparent)]
+    Rings(#[from] spright_core::rings::RingsError),
 }
 
 pub enum Router {
     Kernel(Box<KernelRouter>),
     User(Arc<Relay>),
+    Poll(Box<PollRouter>),
 }
 
 /// Counters for one function, whichever router produced them.
@@ -52,6 +58,11 @@ impl Router {
                 r.add(endpoint, peer_writer);
                 Ok(None)
             }
+            // The socket carries no descriptors; it is kept for exit detection and the audit.
+            Router::Poll(p) => {
+                p.check_endpoint(endpoint)?;
+                Ok(Some(peer_writer))
+            }
         }
     }
 
@@ -59,6 +70,8 @@ impl Router {
         match self {
             Router::Kernel(k) => k.sproxy.remove_socket(endpoint, client_port),
             Router::User(r) => r.remove(endpoint),
+            // Out of the live table already (set_instances); its ring is drained after the sweep.
+            Router::Poll(_) => {}
         }
     }
 
@@ -73,6 +86,7 @@ impl Router {
                 r.set_instances(function, instances);
                 Ok(())
             }
+            Router::Poll(p) => Ok(p.set_instances(function, instances)?),
         }
     }
 
@@ -89,6 +103,7 @@ impl Router {
                 })
                 .unwrap_or_default(),
             Router::User(r) => r.counters(function),
+            Router::Poll(p) => p.counters(function),
         }
     }
 
@@ -97,6 +112,7 @@ impl Router {
         match self {
             Router::Kernel(k) => k.sproxy.transit(index),
             Router::User(r) => r.transit(index),
+            Router::Poll(p) => p.rings.transit(index),
         }
     }
 
@@ -109,6 +125,7 @@ impl Router {
                 .map(|c| c.malformed + c.unknown_sender)
                 .unwrap_or(0),
             Router::User(r) => r.malformed(),
+            Router::Poll(p) => p.rings.malformed(),
         }
     }
 
