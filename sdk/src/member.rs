@@ -1,13 +1,16 @@
-//! Joining a chain: registration with the pool-manager, the data socket, and sending
-//! descriptors. The function runtime and the gateway both stand on this.
+//! Joining a chain: registration with the pool-manager, the data socket (or in poll mode the
+//! descriptor rings), and sending descriptors. The function runtime and the gateway both stand
+//! on this.
 
 use crate::error::SdkError;
 pub use crate::sender::Sender;
+use spright_core::chain::RoutingMode;
 use spright_core::descriptor::{Descriptor, DescriptorFramer};
 use spright_core::fdpass::recv_with_fd;
 use spright_core::ids::{Endpoint, FnId, InstanceId};
 use spright_core::pool::Pool;
 use spright_core::protocol::{Event, Hello, Registration, Welcome};
+use spright_core::rings::{self, RingId, Rings};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,8 @@ pub struct Member {
     pub pool: Arc<Pool>,
     pub sender: Sender,
     data: Arc<TcpStream>,
+    /// Poll mode: the rings, and the one this instance consumes.
+    rings: Option<(Arc<Rings>, RingId)>,
     registration: UnixStream,
 }
 
@@ -42,7 +47,8 @@ impl Member {
     }
 
     /// Registers on the registration socket at `socket`, mapping the pool at `pool_path` (or
-    /// where the pool-manager says it is).
+    /// where the pool-manager says it is). In poll mode the rings are mapped from beside
+    /// `pool_path` when it is given, else from where the pool-manager says.
     pub async fn register(socket: &Path, pool_path: Option<&Path>) -> Result<Member, SdkError> {
         let failed = |reason: String| SdkError::Registration {
             path: socket.to_owned(),
@@ -115,13 +121,32 @@ impl Member {
             )));
         }
         let endpoint = Endpoint::new(FnId(welcome.function_id), InstanceId(welcome.instance));
-        let sender = Sender::new(data.clone(), pool.clone(), endpoint);
+        let rings = match welcome.routing {
+            RoutingMode::Poll => {
+                let path = match (pool_path == welcome.pool_path, &welcome.rings_path) {
+                    (true, Some(p)) => p.clone(),
+                    _ => rings::rings_path(pool_path),
+                };
+                let rings = Rings::open(&path).map_err(|e| failed(e.to_string()))?;
+                rings.check_pool(&pool).map_err(|e| failed(e.to_string()))?;
+                let ring = rings.ring_of(endpoint).ok_or_else(|| {
+                    failed(format!("{} has no ring for {endpoint}", path.display()))
+                })?;
+                Some((Arc::new(rings), ring))
+            }
+            RoutingMode::Sockmap | RoutingMode::User => None,
+        };
+        let sender = match &rings {
+            Some((r, _)) => Sender::with_rings(r.clone(), pool.clone(), endpoint),
+            None => Sender::new(data.clone(), pool.clone(), endpoint),
+        };
         Ok(Member {
             welcome,
             endpoint,
             pool,
             sender,
             data,
+            rings,
             registration,
         })
     }
@@ -138,8 +163,13 @@ impl Member {
             self.sender,
             Receiver {
                 data: self.data,
-                framer: DescriptorFramer::default(),
-                buf: vec![0u8; 64 * 1024],
+                inbound: match self.rings {
+                    Some((rings, ring)) => Inbound::Ring { rings, ring },
+                    None => Inbound::Socket {
+                        framer: DescriptorFramer::default(),
+                        buf: vec![0u8; 64 * 1024],
+                    },
+                },
                 _registration_write: _write,
             },
             Events {
@@ -157,29 +187,83 @@ pub struct MemberInfo {
     pub pool: Arc<Pool>,
 }
 
-/// The receiving side of the data socket.
+/// The receiving side: the data socket, or in poll mode this instance's ring.
 pub struct Receiver {
     data: Arc<TcpStream>,
-    framer: DescriptorFramer,
-    buf: Vec<u8>,
+    inbound: Inbound,
     // Closing our end of the registration would end it; keep it until the receiver goes.
     _registration_write: tokio::net::unix::OwnedWriteHalf,
 }
 
+enum Inbound {
+    Socket {
+        framer: DescriptorFramer,
+        buf: Vec<u8>,
+    },
+    Ring {
+        rings: Arc<Rings>,
+        ring: RingId,
+    },
+}
+
+/// Most descriptors taken from the ring per batch, so handlers get to run in between.
+const RING_BATCH: usize = 64;
+/// Empty polls spent spinning on the CPU before each yield to other threads and tasks.
+const SPINS: u32 = 64;
+/// Yields between looks at the data socket for the pool-manager having gone.
+const LIVENESS_EVERY: u32 = 1024;
+
 impl Receiver {
-    /// Waits for descriptors and calls `each` for every one received; returns when the socket
-    /// closes.
+    /// Waits for descriptors and calls `each` for every one received; returns `Ok(false)` when
+    /// the data socket closes (the registration ended or the pool-manager is gone).
     pub async fn next_batch(&mut self, mut each: impl FnMut(Descriptor)) -> io::Result<bool> {
-        loop {
-            match self.data.try_read(&mut self.buf) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.framer.feed(&self.buf[..n], &mut each);
-                    return Ok(true);
+        let (rings, ring) = match &mut self.inbound {
+            Inbound::Socket { framer, buf } => loop {
+                match self.data.try_read(buf) {
+                    Ok(0) => return Ok(false),
+                    Ok(n) => {
+                        framer.feed(&buf[..n], &mut each);
+                        return Ok(true);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.data.readable().await?,
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.data.readable().await?,
-                Err(e) => return Err(e),
+            },
+            Inbound::Ring { rings, ring } => (rings, *ring),
+        };
+        // Poll mode busy-polls and never sleeps: D-SPRIGHT trades a core per process for
+        // never waiting on the kernel. Yielding keeps this runtime's other tasks (handlers,
+        // timers, the event stream) and other processes on the core going.
+        let mut idle = 0u32;
+        loop {
+            let mut taken = 0;
+            while taken < RING_BATCH {
+                let Some(d) = rings.pop(ring) else { break };
+                taken += 1;
+                if !rings::is_blank(&d) {
+                    each(d);
+                }
             }
+            if taken > 0 {
+                return Ok(true);
+            }
+            idle = idle.wrapping_add(1);
+            if idle < SPINS {
+                std::hint::spin_loop();
+                continue;
+            }
+            if idle.is_multiple_of(LIVENESS_EVERY) {
+                // Nothing travels on the data socket in poll mode; its end is the news that
+                // the pool-manager closed the registration.
+                match self.data.try_read(&mut [0u8; 64]) {
+                    Ok(0) => return Ok(false),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            std::thread::yield_now();
+            tokio::task::yield_now().await;
         }
     }
 }

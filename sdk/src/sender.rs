@@ -1,17 +1,20 @@
-//! Sending descriptors on the data socket.
+//! Sending descriptors: on the data socket, or in poll mode into the destination's ring.
 //!
 //! Every send is exactly one descriptor (the router redirects a whole send to the destination of
 //! its first descriptor). Sending is synchronous and cannot be cancelled halfway: the common
 //! case is one `write` straight from the caller; when the socket is full (or a write was short)
 //! the rest waits in a backlog that one writer task drains in order. So no caller that gives up
 //! (a dropped HTTP request, a handler's timeout) can leave half a descriptor on the stream or a
-//! buffer marked in transit that was never sent.
+//! buffer marked in transit that was never sent. In poll mode a send is one push into a ring
+//! (see `spright_core::rings`), which is synchronous by nature; there is no backlog: a full ring
+//! is refused as SPROXY refuses an undeliverable descriptor.
 
 use crate::error::SdkError;
 use crate::lease::Lease;
 use spright_core::descriptor::{Descriptor, DESCRIPTOR_SIZE};
 use spright_core::ids::{Endpoint, FnId};
 use spright_core::pool::Pool;
+use spright_core::rings::Rings;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -25,9 +28,19 @@ pub struct Sender {
 }
 
 struct Inner {
-    data: Arc<TcpStream>,
     pool: Arc<Pool>,
     me: Endpoint,
+    transport: Transport,
+}
+
+enum Transport {
+    Socket(Socket),
+    /// Poll mode: the sender routes into the rings itself.
+    Rings(Arc<Rings>),
+}
+
+struct Socket {
+    data: Arc<TcpStream>,
     backlog: Mutex<Backlog>,
     wake: Notify,
 }
@@ -45,14 +58,27 @@ impl Sender {
     /// A sender on `data`; spawns its writer task on the current tokio runtime.
     pub fn new(data: Arc<TcpStream>, pool: Arc<Pool>, me: Endpoint) -> Sender {
         let inner = Arc::new(Inner {
-            data,
             pool,
             me,
-            backlog: Mutex::new(Backlog::default()),
-            wake: Notify::new(),
+            transport: Transport::Socket(Socket {
+                data,
+                backlog: Mutex::new(Backlog::default()),
+                wake: Notify::new(),
+            }),
         });
         tokio::spawn(drain(inner.clone()));
         Sender { inner }
+    }
+
+    /// A sender into the chain's descriptor rings (poll mode).
+    pub fn with_rings(rings: Arc<Rings>, pool: Arc<Pool>, me: Endpoint) -> Sender {
+        Sender {
+            inner: Arc::new(Inner {
+                pool,
+                me,
+                transport: Transport::Rings(rings),
+            }),
+        }
     }
 
     /// Sends a descriptor stamped with this pool's tag.
@@ -63,7 +89,8 @@ impl Sender {
     }
 
     /// Sends exactly `d`, unmodified (no pool tag stamped): for tools and tests that need to
-    /// put arbitrary descriptors on the wire.
+    /// put arbitrary descriptors on the wire. The router still stamps the sender's identity
+    /// (in poll mode, this sender does).
     pub fn send_raw(&self, d: &Descriptor) -> io::Result<()> {
         self.enqueue(*d)
     }
@@ -102,7 +129,20 @@ impl Sender {
     }
 
     fn enqueue(&self, d: Descriptor) -> io::Result<()> {
-        let mut backlog = self.inner.backlog.lock().unwrap();
+        match &self.inner.transport {
+            Transport::Socket(socket) => socket.enqueue(d),
+            // A refusal is in our own ring by now, as SPROXY would have put it in our socket.
+            Transport::Rings(rings) => rings
+                .send(self.inner.me, d)
+                .map(|_| ())
+                .map_err(io::Error::other),
+        }
+    }
+}
+
+impl Socket {
+    fn enqueue(&self, d: Descriptor) -> io::Result<()> {
+        let mut backlog = self.backlog.lock().unwrap();
         if let Some(kind) = backlog.broken {
             return Err(kind.into());
         }
@@ -110,7 +150,7 @@ impl Sender {
             backlog.queue.push_back(d);
             return Ok(());
         }
-        match self.inner.data.try_write(d.as_bytes()) {
+        match self.data.try_write(d.as_bytes()) {
             Ok(DESCRIPTOR_SIZE) => return Ok(()),
             Ok(n) => backlog.written = n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => backlog.written = 0,
@@ -118,7 +158,7 @@ impl Sender {
         }
         backlog.queue.push_back(d);
         drop(backlog);
-        self.inner.wake.notify_one();
+        self.wake.notify_one();
         Ok(())
     }
 }
@@ -130,12 +170,15 @@ async fn drain(inner: Arc<Inner>) {
         Wait,
         Fail(io::ErrorKind),
     }
+    let Transport::Socket(socket) = &inner.transport else {
+        return;
+    };
     loop {
-        inner.wake.notified().await;
+        socket.wake.notified().await;
         loop {
             let next = {
-                let mut backlog = inner.backlog.lock().unwrap();
-                write_front(&inner.data, &mut backlog)
+                let mut backlog = socket.backlog.lock().unwrap();
+                write_front(&socket.data, &mut backlog)
                     .map(|more| if more { None } else { Some(Next::Idle) })
                     .unwrap_or_else(|e| {
                         Some(if e.kind() == io::ErrorKind::WouldBlock {
@@ -149,13 +192,13 @@ async fn drain(inner: Arc<Inner>) {
                 None => {}
                 Some(Next::Idle) => break,
                 Some(Next::Wait) => {
-                    if let Err(e) = inner.data.writable().await {
-                        fail(&inner, e.kind());
+                    if let Err(e) = socket.data.writable().await {
+                        fail(&inner, socket, e.kind());
                         return;
                     }
                 }
                 Some(Next::Fail(kind)) => {
-                    fail(&inner, kind);
+                    fail(&inner, socket, kind);
                     return;
                 }
             }
@@ -178,8 +221,8 @@ fn write_front(data: &TcpStream, backlog: &mut Backlog) -> io::Result<bool> {
 }
 
 /// The socket broke: refuse further sends and give back the buffers that will never leave.
-fn fail(inner: &Inner, kind: io::ErrorKind) {
-    let mut backlog = inner.backlog.lock().unwrap();
+fn fail(inner: &Inner, socket: &Socket, kind: io::ErrorKind) {
+    let mut backlog = socket.backlog.lock().unwrap();
     backlog.broken = Some(kind);
     for d in backlog.queue.drain(..) {
         if let Ok(Some(buf)) = inner.pool.check(&d) {
