@@ -1,4 +1,5 @@
-//! The demo chain under load, in each routing mode: every answer must be the right page.
+//! The demo chain under load, in each routing mode (kernel, user-space relay, polled rings):
+//! every answer must be the right page.
 
 mod common;
 
@@ -100,4 +101,9 @@ fn demo_chain_in_kernel_mode_answers_10k_requests_on_64_connections() {
 #[test]
 fn demo_chain_in_user_mode_answers_10k_requests_on_64_connections() {
     load_test("user");
+}
+
+#[test]
+fn demo_chain_in_poll_mode_answers_10k_requests_on_64_connections() {
+    load_test("poll");
 }
