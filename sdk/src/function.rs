@@ -657,7 +657,9 @@ async fn deliver(
             .map(|r| r.sequence.as_slice())
             .unwrap_or(&[]);
         let next = request.hops as usize + 1;
-        match (result.is_ok(), sequence.get(next)) {
+        // An error answer (4xx/5xx) ends the sequence: it goes straight back to the client.
+        let go_on = matches!(&result, Ok(r) if r.status() < 400);
+        match (go_on, sequence.get(next)) {
             (true, Some(&next_fn)) => {
                 d.kind = Kind::Request as u8;
                 d.hops = request.hops.saturating_add(1);
