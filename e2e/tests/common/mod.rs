@@ -38,7 +38,7 @@ routes:
 
 /// The routing modes to test here: the kernel path needs root (and CI runs as root).
 pub fn modes(test: &str) -> Vec<&'static str> {
-    let mut m = vec!["user"];
+    let mut m = vec!["user", "poll"];
     if have_root(test) {
         m.insert(0, "sockmap");
     }
