@@ -1,4 +1,4 @@
-//! Where things are in a rings file. See `docs/abi.md` §7.
+//! Where things are in a rings file. See `docs/abi.md` §6.
 //!
 //! ```text
 //! 0                RingsHeader (one page)
