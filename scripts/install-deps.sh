@@ -15,6 +15,7 @@ packages=(
   containerd runc                         # the shim runs containers with runc; e2e tests start containerd
   protobuf-compiler                       # k8s-cri (CRI client for e2e tests) needs protoc
   wrk                                     # load generator for benchmarks
+  nginx                                   # the Knative-style baseline's queue-proxy stand-in
   busybox-static                          # a shell for the test images (ctr exec, plain containers)
   containernetworking-plugins             # pod networking for the CRI tests
   iproute2 procps psmisc python3
@@ -29,6 +30,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian starts nginx on port 80 when it installs it; the baselines run their own nginx
+# processes, so stop and disable the packaged service (with or without systemd).
+if [[ " ${missing[*]} " == *" nginx "* ]]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now nginx >/dev/null 2>&1 || true
+  else
+    if [ -x /etc/init.d/nginx ]; then /etc/init.d/nginx stop >/dev/null 2>&1 || true; fi
+    if command -v update-rc.d >/dev/null 2>&1; then update-rc.d nginx disable >/dev/null 2>&1 || true; fi
+  fi
 fi
 
 # Debian starts containerd as a service on install; spright's tests and runner start their own.

@@ -1,0 +1,167 @@
+//! `spright-baseline`: starting a whole chain file the baseline way, Knative-style
+//! ([`knative`]) or gRPC-style ([`grpc`]), and stopping everything it started.
+
+pub mod activator;
+pub mod grpc;
+pub mod knative;
+pub mod nginx;
+pub mod pod;
+pub mod process;
+pub mod revision;
+
+use process::{find_program, Proc};
+use spright_core::chain::Chain;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What both launches take.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub chain: PathBuf,
+    /// Where outside requests arrive.
+    pub listen: SocketAddr,
+    /// `SPRIGHT_THREADS` of every function.
+    pub threads: usize,
+    /// How long every part may take to answer at launch.
+    pub ready_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Chain(#[from] spright_core::chain::ChainError),
+    #[error("functions[{index}] ({function}) has no command (the baselines do not run images)")]
+    NoCommand { index: usize, function: String },
+    #[error("function {function}: command {command:?} is not an executable on PATH")]
+    NotFound { function: String, command: String },
+    #[error(
+        "nginx not found at /usr/sbin/nginx nor on PATH (scripts/install-deps.sh installs it)"
+    )]
+    NoNginx,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("routes[{index}] ({route}): {problem}")]
+    Unsupported {
+        index: usize,
+        route: String,
+        problem: String,
+    },
+    #[error("{0} before it was ready")]
+    Exited(String),
+    #[error("{what} not ready within {after:?}")]
+    NotReady { what: String, after: Duration },
+    #[error("{function}: {problem}")]
+    ColdStart { function: String, problem: String },
+}
+
+impl LaunchError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> LaunchError {
+        LaunchError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Each function's program and arguments, checked before anything starts.
+fn commands(chain: &Chain) -> Result<Vec<(PathBuf, Vec<String>)>, LaunchError> {
+    chain
+        .functions
+        .iter()
+        .enumerate()
+        .map(|(index, f)| {
+            let Some((command, args)) = f.command.as_ref().and_then(|c| c.split_first()) else {
+                return Err(LaunchError::NoCommand {
+                    index,
+                    function: f.name.clone(),
+                });
+            };
+            let program = find_program(command).ok_or_else(|| LaunchError::NotFound {
+                function: f.name.clone(),
+                command: command.clone(),
+            })?;
+            Ok((program, args.to_vec()))
+        })
+        .collect()
+}
+
+/// `n` distinct loopback ports that were free a moment ago.
+fn free_ports(n: usize) -> Result<Vec<u16>, LaunchError> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LaunchError::io("picking free ports", e))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| LaunchError::io("picking free ports", e))
+}
+
+/// Waits until every address accepts connections, failing as soon as one of `procs` exits.
+async fn wait_ports(
+    procs: &mut [Proc],
+    addrs: &[(String, SocketAddr)],
+    within: Duration,
+) -> Result<(), LaunchError> {
+    let started = Instant::now();
+    for (what, addr) in addrs {
+        loop {
+            if let Some(exit) = procs.iter_mut().find_map(Proc::exited) {
+                return Err(LaunchError::Exited(exit));
+            }
+            let connect = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+                break;
+            }
+            if started.elapsed() >= within {
+                return Err(LaunchError::NotReady {
+                    what: format!("{what} (port {addr})"),
+                    after: within,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, caught from the start so that a stop during launch still cleans up.
+struct StopSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn install() -> Result<StopSignal, LaunchError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind| signal(kind).map_err(|e| LaunchError::io("catching signals", e));
+        Ok(StopSignal {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Tells whoever started us that every part answers.
+fn announce_ready(listen: SocketAddr) {
+    use std::io::Write;
+    println!("ready: http://{listen}");
+    let _ = std::io::stdout().flush();
+}
