@@ -7,7 +7,9 @@
 //! under runc).
 
 use serde_json::{json, Value};
+use spright_core::chain::RoutingMode;
 use spright_core::manifest::{Manifest, ManifestError};
+use spright_core::rings::rings_path;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -17,8 +19,10 @@ const PREFIX: &str = "spright.io/";
 /// Set by the CRI plugin: "sandbox" for a pod's pause container.
 const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 
-/// Where a function container finds the pool and its registration socket.
+/// Where a function container finds the pool (and in poll mode the rings, the SDK looks beside
+/// the pool) and its registration socket.
 pub const POOL_IN_CONTAINER: &str = "/run/spright/pool";
+pub const RINGS_IN_CONTAINER: &str = "/run/spright/pool.rings";
 pub const SOCKET_IN_CONTAINER: &str = "/run/spright/function.sock";
 
 /// Why a container's SPRIGHT annotations cannot be honoured. Each message names the
@@ -79,6 +83,8 @@ pub struct FunctionWiring {
     pub chain: String,
     pub function: String,
     pub pool: PathBuf,
+    /// The descriptor rings, for a chain in poll mode.
+    pub rings: Option<PathBuf>,
     pub socket: PathBuf,
 }
 
@@ -126,10 +132,19 @@ pub fn plan(
     let socket = check_declared(&manifest, chain, function)?;
     check_mountable(chain, &manifest.pool.path, FileKind::Pool, runtime_root)?;
     check_mountable(chain, &socket, FileKind::Socket, runtime_root)?;
+    let rings = match manifest.routing {
+        RoutingMode::Poll => {
+            let rings = rings_path(&manifest.pool.path);
+            check_mountable(chain, &rings, FileKind::Rings, runtime_root)?;
+            Some(rings)
+        }
+        RoutingMode::Sockmap | RoutingMode::User => None,
+    };
     Ok(Plan::Function(FunctionWiring {
         chain: chain.clone(),
         function: function.clone(),
         pool: manifest.pool.path.clone(),
+        rings,
         socket,
     }))
 }
@@ -137,11 +152,13 @@ pub fn plan(
 #[derive(Clone, Copy)]
 enum FileKind {
     Pool,
+    Rings,
     Socket,
 }
 
-/// What the shim bind-mounts must be what a pool-manager makes: a regular file named
-/// `spright-<chain>.pool`, and a socket inside the chain's runtime directory; not a symlink,
+/// What the shim bind-mounts must be what a pool-manager makes: regular files named
+/// `spright-<chain>.pool` (and `.pool.rings`), and a socket inside the chain's runtime
+/// directory; not a symlink,
 /// owned by root. A manifest someone else wrote cannot get other host files mounted.
 fn check_mountable(
     chain: &str,
@@ -166,12 +183,16 @@ fn check_mountable(
         return Err(suspicious("not owned by the shim's user"));
     }
     match kind {
-        FileKind::Pool => {
+        FileKind::Pool | FileKind::Rings => {
             if !meta.file_type().is_file() {
                 return Err(suspicious("not a regular file"));
             }
-            if path.file_name() != Some(std::ffi::OsStr::new(&format!("spright-{chain}.pool"))) {
-                return Err(suspicious("not the chain's pool file"));
+            let (name, what) = match kind {
+                FileKind::Pool => (format!("spright-{chain}.pool"), "pool"),
+                _ => (format!("spright-{chain}.pool.rings"), "rings"),
+            };
+            if path.file_name() != Some(std::ffi::OsStr::new(&name)) {
+                return Err(suspicious(&format!("not the chain's {what} file")));
             }
         }
         FileKind::Socket => {
@@ -279,7 +300,7 @@ fn set_env(process: &mut Value, wiring: &FunctionWiring) {
     }
 }
 
-/// Adds the pool and the socket as bind mounts and the SDK's environment to an OCI spec
+/// Adds the pool (and rings) and the socket as bind mounts and the SDK's environment to an OCI spec
 /// (JSON). Applying it twice changes nothing more.
 pub fn apply(spec: &mut Value, wiring: &FunctionWiring) {
     let Some(root) = spec.as_object_mut() else {
@@ -293,10 +314,13 @@ pub fn apply(spec: &mut Value, wiring: &FunctionWiring) {
         .into_iter()
         .filter(|m| {
             let d = m.get("destination").and_then(Value::as_str).unwrap_or("");
-            d != POOL_IN_CONTAINER && d != SOCKET_IN_CONTAINER
+            d != POOL_IN_CONTAINER && d != RINGS_IN_CONTAINER && d != SOCKET_IN_CONTAINER
         })
         .collect();
     mounts.push(bind(&wiring.pool, POOL_IN_CONTAINER));
+    if let Some(rings) = &wiring.rings {
+        mounts.push(bind(rings, RINGS_IN_CONTAINER));
+    }
     mounts.push(bind(&wiring.socket, SOCKET_IN_CONTAINER));
     root.insert("mounts".into(), Value::Array(mounts));
     if let Some(process) = root.get_mut("process") {

@@ -5,6 +5,10 @@ use spright_core::manifest::{ManifestFunction, ManifestPool};
 
 /// A runtime root with chain "shop" (functions cart and ads) published in it.
 fn runtime_root() -> tempfile::TempDir {
+    runtime_root_routing(RoutingMode::Sockmap)
+}
+
+fn runtime_root_routing(routing: RoutingMode) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("shop");
     std::fs::create_dir_all(dir.join("fn")).unwrap();
@@ -15,6 +19,9 @@ fn runtime_root() -> tempfile::TempDir {
     .unwrap();
     let pool = root.path().join("spright-shop.pool");
     std::fs::write(&pool, b"").unwrap();
+    if routing == RoutingMode::Poll {
+        std::fs::write(rings_path(&pool), b"").unwrap();
+    }
     let functions = ["cart", "ads"]
         .iter()
         .enumerate()
@@ -32,7 +39,7 @@ fn runtime_root() -> tempfile::TempDir {
     let manifest = Manifest {
         abi_version: 1,
         chain: "shop".into(),
-        routing: Default::default(),
+        routing,
         runtime_dir: dir.clone(),
         pool: ManifestPool {
             path: pool,
@@ -114,6 +121,38 @@ fn a_declared_function_gets_the_pool_the_socket_and_the_environment() {
         json!({"kept": true}),
         "unknown fields survive"
     );
+}
+
+#[test]
+fn a_function_of_a_poll_chain_also_gets_the_rings_beside_the_pool() {
+    let root = runtime_root_routing(RoutingMode::Poll);
+    let p = plan(&pairs(&[(CHAIN, "shop"), (FUNCTION, "ads")]), root.path()).unwrap();
+    let Plan::Function(w) = p else {
+        panic!("{p:?}")
+    };
+    let mut spec = json!({"process": {"args": ["/bin/ads"]}, "mounts": []});
+    apply(&mut spec, &w);
+    apply(&mut spec, &w);
+    let mounts = spec["mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 3, "{mounts:?}");
+    let rings = mounts
+        .iter()
+        .find(|m| m["destination"] == RINGS_IN_CONTAINER)
+        .unwrap();
+    assert_eq!(
+        rings["source"],
+        json!(root.path().join("spright-shop.pool.rings"))
+    );
+    // The SDK finds the rings beside the pool it is given.
+    assert_eq!(
+        rings_path(Path::new(POOL_IN_CONTAINER)),
+        Path::new(RINGS_IN_CONTAINER)
+    );
+
+    // No rings file, no wiring.
+    std::fs::remove_file(root.path().join("spright-shop.pool.rings")).unwrap();
+    let e = plan(&pairs(&[(CHAIN, "shop"), (FUNCTION, "ads")]), root.path()).unwrap_err();
+    assert!(e.to_string().contains("pool.rings"), "{e}");
 }
 
 #[test]
