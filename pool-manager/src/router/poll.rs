@@ -94,3 +94,72 @@ impl PollRouter {
             .count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spright_core::descriptor::Descriptor;
+    use spright_core::pool::PoolSpec;
+    use spright_core::rings::rings_path;
+
+    const CHAIN: &str = "chain: t\nrouting: poll\npool: {buffers: 8, buffer_size: 1KiB}\nfunctions: [{name: a, id: 1}]\nroutes: [{path: /, function: a}]\n";
+
+    fn setup() -> (tempfile::TempDir, Pool, PollRouter) {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = Chain::parse(CHAIN, "t").unwrap();
+        let pool = Pool::create(
+            &dir.path().join("p.pool"),
+            PoolSpec {
+                buffer_count: 8,
+                buffer_size: 1024,
+            },
+            "t",
+            0o600,
+        )
+        .unwrap();
+        let router = PollRouter::create(&rings_path(pool.path()), &chain, &pool, 0o600).unwrap();
+        (dir, pool, router)
+    }
+
+    #[test]
+    fn draining_a_dead_ring_reclaims_what_arrived_after_the_sweep() {
+        let (_dir, pool, router) = setup();
+        let gw = Endpoint::new(GATEWAY, InstanceId(0));
+        let dead = Endpoint::new(FnId(1), InstanceId(0));
+        router
+            .set_instances(dead.function, &[dead.instance])
+            .unwrap();
+        let mut sent = Vec::new();
+        for request in [7u64, 8] {
+            let buf = pool.alloc(gw, request).unwrap();
+            assert!(pool.send(buf, gw, dead.function));
+            let mut d = Descriptor::request(dead.function, request);
+            pool.describe(buf, &mut d);
+            router.rings.send(gw, d).unwrap();
+            sent.push(buf);
+        }
+        // Request 8's buffer was reclaimed already (by the sweep, say): its descriptor is stale.
+        let state = pool.state(sent[1].index);
+        assert!(pool.reclaim(sent[1].index, state));
+
+        let requests = router.drain(dead, &pool);
+        assert_eq!(requests.into_iter().collect::<Vec<_>>(), vec![7]);
+        assert_eq!(pool.stats().in_use(), 0);
+        let ring = router.rings.ring_of(dead).unwrap();
+        assert_eq!(router.rings.pop(ring), None, "a newcomer starts clean");
+    }
+
+    #[test]
+    fn only_pushes_still_unfinished_later_are_unblocked() {
+        let (_dir, _pool, router) = setup();
+        let a = Endpoint::new(FnId(1), InstanceId(0));
+        router.set_instances(a.function, &[a.instance]).unwrap();
+        let ring = router.rings.ring_of(a).unwrap();
+        let stale = spright_core::rings::Interrupted { ring, position: 0 };
+        assert!(router.interrupted_pushes().is_empty());
+        assert_eq!(router.unblock(&[stale]), 0, "nothing is reserved");
+        assert!(router.rings.push(ring, &Descriptor::request(a.function, 1)));
+        assert_eq!(router.unblock(&[stale]), 0, "position 0 was published");
+        assert!(router.rings.pop(ring).is_some());
+    }
+}
