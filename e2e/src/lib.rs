@@ -5,6 +5,8 @@
 pub mod containerd;
 pub mod http;
 pub mod load;
+pub mod planes;
+pub mod workloads;
 
 use spright_core::manifest::Manifest;
 use spright_core::pool::{Pool, PoolStats};
@@ -209,6 +211,11 @@ impl ChainUnderTest {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    }
+
+    /// The pid of `spright up`.
+    pub fn launcher_pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
     pub fn url(&self, path: &str) -> String {
