@@ -425,14 +425,17 @@ fn print_banner(chain: &Chain, manifest: &Manifest, address: String) {
     let _ = std::io::stdout().flush();
 }
 
-/// After the pool-manager stopped: its pool, pins and runtime directory must be gone.
+/// After the pool-manager stopped: its pool (and rings), pins and runtime directory must be
+/// gone.
 fn check_cleanup(opts: &UpOptions, chain: &Chain, log: &Logger) {
     let runtime_dir = spright_core::manifest::runtime_dir(&opts.runtime_root, &chain.name);
     let pool = opts.pool_dir.join(format!("spright-{}.pool", chain.name));
+    let rings = spright_core::rings::rings_path(&pool);
     let pins = opts.pin_root.as_ref().map(|p| p.join(&chain.name));
     let left: Vec<&Path> = [
         Some(runtime_dir.as_path()),
         Some(pool.as_path()),
+        Some(rings.as_path()),
         pins.as_deref(),
     ]
     .into_iter()
@@ -446,6 +449,7 @@ fn check_cleanup(opts: &UpOptions, chain: &Chain, log: &Logger) {
     warn!(log, "the pool-manager left files behind; removing them"; "paths" => ?left);
     let _ = std::fs::remove_dir_all(&runtime_dir);
     let _ = std::fs::remove_file(&pool);
+    let _ = std::fs::remove_file(&rings);
     if let Some(p) = &pins {
         let _ = std::fs::remove_dir_all(p);
     }
