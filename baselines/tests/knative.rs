@@ -154,6 +154,39 @@ fn scale_to_zero_stops_idle_functions_and_starts_them_on_demand() {
     assert!(before.0 >= 2 && before.1 >= 2, "{}", l.proc.stderr());
 }
 
+#[test]
+fn a_function_that_dies_is_named_then_started_again() {
+    let mut l = launch_knative(&[]);
+    let a = l.addr;
+    let shout = descendants(l.proc.pid())
+        .into_iter()
+        .map(|(p, _)| p)
+        .find(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            cmd.ends_with(b"testfn\0shout\0")
+        })
+        .expect("shout's process");
+    // SAFETY: killing a process this test's launcher started.
+    unsafe { libc::kill(shout, libc::SIGKILL) };
+    wait_for("shout to die", Duration::from_secs(5), || {
+        (!alive(shout)).then_some(())
+    });
+    // Until the launcher notices, its sidecar answers for it.
+    let r = post(a, "/_fn/shout/rpc/Upper", r#"{"text":"a"}"#);
+    if r.status != 200 {
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert!(r.text().contains("shout is not answering"), "{}", r.text());
+    }
+    wait_for("the launcher to notice", Duration::from_secs(5), || {
+        let says = format!("function shout (pid {shout}) was killed by signal 9");
+        l.proc.stderr().contains(&says).then_some(())
+    });
+    // The next request starts it again.
+    let r = post(a, "/echo", "back");
+    assert_eq!((r.status, r.text().as_str()), (200, "echo: BACK"));
+    terminate_cleanly(&mut l);
+}
+
 /// How many cold starts of `function` the launcher logged.
 fn cold_starts(log: &str, function: &str) -> usize {
     let of = format!(" of {function}: pid ");

@@ -10,6 +10,9 @@ use std::time::Duration;
 /// Runs the chain until SIGTERM or SIGINT.
 pub async fn run(options: &Options) -> Result<(), LaunchError> {
     let mut stop = StopSignal::install()?;
+    if options.listen.port() == 0 {
+        return Err(LaunchError::NoPort(options.listen));
+    }
     let chain = Chain::load(&options.chain)?;
     let entry = entry_function(&chain)?;
     let commands = commands(&chain)?;

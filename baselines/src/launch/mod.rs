@@ -55,6 +55,8 @@ pub enum LaunchError {
         route: String,
         problem: String,
     },
+    #[error("--listen {0} has no port: the entry function binds it itself, so name one")]
+    NoPort(SocketAddr),
     #[error("{0} before it was ready")]
     Exited(String),
     #[error("{what} not ready within {after:?}")]
