@@ -69,7 +69,10 @@ fn load_test(routing: &'static str) {
     );
     let pool = chain.wait_pool_idle();
     assert_eq!(pool.free, pool.total);
+    let rings = spright_core::rings::rings_path(&chain.manifest().pool.path);
+    assert_eq!(rings.exists(), routing == "poll", "{}", rings.display());
     chain.stop();
+    assert!(!rings.exists(), "{routing}: rings file left behind");
 }
 
 /// The pool-manager loaded SPROXY as root, then dropped every capability.
