@@ -62,10 +62,9 @@ impl Entry {
                 };
                 let mut response = Response::new(Full::new(Bytes::from(r.body)));
                 *response.status_mut() = status;
-                if let Ok(v) = header::HeaderValue::from_str(r.content_type) {
-                    if !r.content_type.is_empty() {
-                        response.headers_mut().insert(header::CONTENT_TYPE, v);
-                    }
+                let content_type = header::HeaderValue::from_str(r.content_type);
+                if let (false, Ok(v)) = (r.content_type.is_empty(), content_type) {
+                    response.headers_mut().insert(header::CONTENT_TYPE, v);
                 }
                 response
             }

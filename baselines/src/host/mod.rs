@@ -7,7 +7,8 @@
 //! - `SPRIGHT_GATEWAY_URL` (http): where calls to other functions go, as
 //!   `POST {url}/_fn/<service>/rpc/<Method>`;
 //! - `SPRIGHT_PEERS` (grpc): `name=host:port,...`, the functions this one may call;
-//! - `SPRIGHT_HTTP_LISTEN` (grpc, optional): also serve outside HTTP requests there.
+//! - `SPRIGHT_HTTP_LISTEN` (grpc, optional): also serve outside HTTP requests there (whenever
+//!   set: a service without an HTTP entry answers them 404, naming itself).
 
 mod env;
 mod grpc;

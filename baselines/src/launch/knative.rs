@@ -1,6 +1,7 @@
 //! The Knative-style launch: every function behind its own nginx sidecar (queue-proxy), an
 //! activator-like gateway in front, calls between functions through that gateway, and
-//! optionally scale to zero.
+//! optionally scale to zero. One instance per function (the chain file's `instances` is not
+//! used): the benchmarks compare data planes, not autoscalers.
 
 use super::activator::Activator;
 use super::pod::PodSpec;
@@ -31,6 +32,11 @@ pub async fn run(options: &Options, scale_to_zero: Option<Duration>) -> Result<(
     let listen = listener
         .local_addr()
         .map_err(|e| LaunchError::io("reading the gateway's address", e))?;
+    // Functions reach the gateway over loopback even when it listens on every address.
+    let mut gateway = listen;
+    if gateway.ip().is_unspecified() {
+        gateway.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
 
     let dir = tempfile::Builder::new()
         .prefix("spright-baseline-")
@@ -51,7 +57,7 @@ pub async fn run(options: &Options, scale_to_zero: Option<Duration>) -> Result<(
         env.extend([
             ("SPRIGHT_HOST".into(), "http".into()),
             ("SPRIGHT_LISTEN".into(), format!("127.0.0.1:{port}")),
-            ("SPRIGHT_GATEWAY_URL".into(), format!("http://{listen}")),
+            ("SPRIGHT_GATEWAY_URL".into(), format!("http://{gateway}")),
             ("SPRIGHT_THREADS".into(), options.threads.to_string()),
         ]);
         let spec = PodSpec {
