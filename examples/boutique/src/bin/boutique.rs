@@ -9,7 +9,7 @@ fn main() -> anyhow::Result<()> {
     let Some(service) = services::by_name(&name) else {
         bail!("unknown service {name:?}\n{}", usage());
     };
-    Ok(spright_sdk::run(service)?) // TODO baselines
+    spright_baselines::run(service)
 }
 
 fn usage() -> String {

@@ -9,5 +9,5 @@ fn main() -> anyhow::Result<()> {
         Some("actuator") => spright_example_motion::actuator(),
         other => bail!("usage: spright-motion <sensor|actuator> (got {other:?})"),
     };
-    Ok(spright_sdk::run(service)?) // TODO baselines
+    spright_baselines::run(service)
 }

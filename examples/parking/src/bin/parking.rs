@@ -12,5 +12,5 @@ fn main() -> anyhow::Result<()> {
         Some("charging") => stages::charging(),
         other => bail!("usage: spright-parking <detection|search|index|charging> (got {other:?})"),
     };
-    Ok(spright_sdk::run(service)?) // TODO baselines
+    spright_baselines::run(service)
 }
