@@ -221,7 +221,8 @@ impl Conn {
         );
         let s = self.reader.get_mut();
         s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
+        // A server may answer (413) and close before taking the whole body: read the answer.
+        let _ = s.write_all(body);
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
         let status = line
