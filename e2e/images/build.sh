@@ -2,8 +2,9 @@
 # Builds the container images the containerd tests and the by-hand instructions use, without a
 # registry: static binaries packed into OCI image archives for `ctr images import`.
 #
-#   target/images/functions.tar   spright.local/functions:latest   demo functions, test
-#                                                                   function, busybox
+#   target/images/functions.tar   spright.local/functions:latest   demo functions, the Online
+#                                                                   Boutique, test function,
+#                                                                   busybox
 #   target/images/pause.tar       spright.local/pause:latest       the pod sandbox process
 #
 # With --with-spright, also (for Kubernetes, configs/kubernetes/):
@@ -18,8 +19,9 @@ triple=x86_64-unknown-linux-gnu
 
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
   --target "$triple" --target-dir "$static" \
-  -p spright-demo-chain -p spright-e2e \
+  -p spright-demo-chain -p spright-e2e -p spright-example-boutique \
   --bin spright-demo-parse --bin spright-demo-transform --bin spright-demo-render \
+  --bin spright-boutique \
   --bin spright-testfn --bin spright-pause
 bins="$static/$triple/release"
 
@@ -30,7 +32,7 @@ mkdir -p "$out"
 # functions: the demo chain's functions, the test function, and busybox for exec.
 root="$work/functions"
 mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/run"
-cp "$bins"/spright-demo-{parse,transform,render} "$bins/spright-testfn" "$root/bin/"
+cp "$bins"/spright-demo-{parse,transform,render} "$bins/spright-testfn" "$bins/spright-boutique" "$root/bin/"
 strip "$root"/bin/spright-*
 cp /bin/busybox "$root/bin/busybox"
 for tool in sh echo cat ls env sleep true false id ps; do ln -s busybox "$root/bin/$tool"; done

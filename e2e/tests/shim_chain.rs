@@ -39,21 +39,41 @@ fn setup(routing: &'static str) -> Setup {
     Setup { chain, containerd }
 }
 
-/// `ctr run -d` of a function container (own network namespace, no privileges).
+/// `ctr run -d` of a demo function container (own network namespace, no privileges).
 fn run_function(c: &Containerd, chain: &ChainUnderTest, function: &str, id: &str) {
-    let out = c.ctr(&[
+    run_container(
+        c,
+        chain,
+        function,
+        id,
+        &[&format!("/bin/spright-demo-{function}")],
+    );
+}
+
+/// `ctr run -d` of `command` in the functions image, wired in as `function`.
+fn run_container(
+    c: &Containerd,
+    chain: &ChainUnderTest,
+    function: &str,
+    id: &str,
+    command: &[&str],
+) {
+    let chain_annotation = format!("spright.io/chain={}", chain.name);
+    let function_annotation = format!("spright.io/function={function}");
+    let mut args = vec![
         "run",
         "-d",
         "--runtime",
         SPRIGHT,
         "--annotation",
-        &format!("spright.io/chain={}", chain.name),
+        &chain_annotation,
         "--annotation",
-        &format!("spright.io/function={function}"),
+        &function_annotation,
         IMAGE,
         id,
-        &format!("/bin/spright-demo-{function}"),
-    ]);
+    ];
+    args.extend(command);
+    let out = c.ctr(&args);
     assert!(
         out.status.success(),
         "ctr run {id}: {}\n{}",
@@ -114,6 +134,55 @@ fn functions_run_as_containers_answer_and_can_be_exec_ed_into() {
         }
     }
     assert!(said.contains("lo:"), "{said}");
+    chain.wait_pool_idle();
+    drop(containerd);
+    chain.stop();
+}
+
+/// The Online Boutique's ten services as containers: a shopper's visit answers correctly.
+#[test]
+fn the_online_boutique_runs_as_containers() {
+    if !have_root("the_online_boutique_runs_as_containers") {
+        return;
+    }
+    let services = [
+        "frontend",
+        "currency",
+        "productcatalog",
+        "cart",
+        "recommendation",
+        "shipping",
+        "checkout",
+        "payment",
+        "email",
+        "ad",
+    ];
+    let mut yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/boutique/chain.yaml"
+    ))
+    .unwrap()
+    .replace("chain: boutique", "chain: {name}");
+    for s in services {
+        yaml = yaml.replace(
+            &format!("command: [spright-boutique, {s}]"),
+            &format!("image: {IMAGE}"),
+        );
+    }
+    assert!(!yaml.contains("command:"), "every service is a container");
+    let chain = ChainUnderTest::start(ChainSpec {
+        yaml: &yaml,
+        routing: "sockmap",
+        args: &[],
+    });
+    let containerd = Containerd::start(&chain.runtime_root);
+    for s in services {
+        run_container(&containerd, &chain, s, s, &["/bin/spright-boutique", s]);
+    }
+    for s in services {
+        chain.wait_instances(s, 1);
+    }
+    spright_e2e::workloads::boutique_visit(chain.addr, "containers");
     chain.wait_pool_idle();
     drop(containerd);
     chain.stop();
