@@ -15,6 +15,8 @@ packages=(
   containerd runc                         # the shim runs containers with runc; e2e tests start containerd
   protobuf-compiler                       # k8s-cri (CRI client for e2e tests) needs protoc
   wrk                                     # load generator for benchmarks
+  python3-matplotlib                      # plots of e2e/bench/workloads.py
+  linux-perf                              # profiles of e2e/bench/workloads.py --profile
   nginx                                   # the Knative-style baseline's queue-proxy stand-in
   busybox-static                          # a shell for the test images (ctr exec, plain containers)
   containernetworking-plugins             # pod networking for the CRI tests
