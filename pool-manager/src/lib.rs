@@ -154,6 +154,9 @@ async fn serve(
         ));
     }
     tasks.spawn(control::serve(shared.clone(), listeners.control));
+    if routing == RoutingMode::Poll {
+        tasks.spawn(members::watch_interrupted_pushes(shared.clone()));
+    }
 
     runtime_dir::publish_manifest(&paths, &chain, routing, &shared.pool)?;
     info!(log, "ready"; "manifest" => %paths.manifest.display());

@@ -14,13 +14,13 @@ use spright_core::descriptor::ABI_VERSION;
 use spright_core::fdpass::send_with_fd;
 use spright_core::ids::{Endpoint, FnId, InstanceId, MAX_INSTANCES};
 use spright_core::protocol::{Event, Hello, Registration, Welcome};
-use spright_core::rings::POLL_INSTANCES;
-use std::collections::BTreeMap;
+use spright_core::rings::{Interrupted, POLL_INSTANCES};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -449,9 +449,6 @@ fn leave(shared: &Arc<Shared>, endpoint: Endpoint, reason: &str) {
         });
         if let Router::Poll(p) = &*router {
             requests.extend(p.drain(endpoint, &shared.pool));
-            if !p.interrupted_pushes().is_empty() {
-                tokio::spawn(unblock_rings(shared.clone()));
-            }
         }
         requests
     };
@@ -475,22 +472,36 @@ fn leave(shared: &Arc<Shared>, endpoint: Endpoint, reason: &str) {
 /// (or stopped for this long in between) leaves one.
 const PUSH_GRACE: Duration = Duration::from_secs(1);
 
-/// Poll mode, after an instance died: a push it was in the middle of would block the ring it
-/// was pushing to. Publishes a blank in place of each push still unfinished after the grace.
-async fn unblock_rings(shared: Arc<Shared>) {
-    tokio::time::sleep(PUSH_GRACE / 2).await;
-    let seen = match &*shared.router.lock().unwrap() {
-        Router::Poll(p) => p.interrupted_pushes(),
-        _ => return,
-    };
-    if seen.is_empty() {
-        return;
-    }
-    tokio::time::sleep(PUSH_GRACE).await;
-    if let Router::Poll(p) = &*shared.router.lock().unwrap() {
-        let unblocked = p.unblock(&seen);
-        if unblocked > 0 {
-            warn!(shared.log, "unblocked rings behind a push its producer never finished"; "rings" => unblocked);
+/// How often poll mode looks for interrupted pushes.
+const PUSH_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Poll mode, for the life of the chain: a push whose producer died between reserving a ring
+/// position and publishing it would block that ring for good. Any position found reserved but
+/// unpublished at the ring's tail for longer than the grace gets a blank published in its
+/// place. Checking continually (not once per exit) also catches a dead producer's position
+/// that reaches the tail only later, or a second one behind the first.
+pub async fn watch_interrupted_pushes(shared: Arc<Shared>) {
+    let mut first_seen: HashMap<Interrupted, Instant> = HashMap::new();
+    loop {
+        tokio::time::sleep(PUSH_CHECK_EVERY).await;
+        let router = shared.router.lock().unwrap();
+        let Router::Poll(p) = &*router else { return };
+        let now = Instant::now();
+        let current = p.interrupted_pushes();
+        first_seen.retain(|at, _| current.contains(at));
+        let stale: Vec<Interrupted> = current
+            .iter()
+            .filter(|at| now.duration_since(*first_seen.entry(**at).or_insert(now)) >= PUSH_GRACE)
+            .copied()
+            .collect();
+        if !stale.is_empty() {
+            let unblocked = p.unblock(&stale);
+            if unblocked > 0 {
+                warn!(shared.log, "unblocked rings behind a push its producer never finished"; "rings" => unblocked);
+            }
+            for at in &stale {
+                first_seen.remove(at);
+            }
         }
     }
 }

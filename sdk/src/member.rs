@@ -245,6 +245,9 @@ impl Receiver {
                 }
             }
             if taken > 0 {
+                // Count against tokio's budget: a ring that never runs dry must not starve
+                // this runtime's other tasks (handlers, the events stream, shutdown).
+                tokio::task::consume_budget().await;
                 return Ok(true);
             }
             idle = idle.wrapping_add(1);

@@ -128,7 +128,8 @@ pub struct List<T, const N: usize> {
 }
 
 // SAFETY: `len` and `_pad` make 8 bytes, so with items aligned to at most 8 there is no padding
-// anywhere (checked by `LAYOUT`, which every constructor evaluates); an all-zero List is empty.
+// anywhere. `LAYOUT` checks it at compile time for every List that is built or read (the
+// constructors, `as_slice` and `push` evaluate it); an all-zero List is empty.
 unsafe impl<T: Pod, const N: usize> Zeroable for List<T, N> {}
 unsafe impl<T: Pod, const N: usize> Pod for List<T, N> {}
 
@@ -145,11 +146,13 @@ impl<T: Pod, const N: usize> List<T, N> {
 
     /// The items (a forged count reads as at most `N`).
     pub fn as_slice(&self) -> &[T] {
+        let () = Self::LAYOUT;
         &self.items[..(self.len as usize).min(N)]
     }
 
     /// Appends `item`; `Err(item)` when full.
     pub fn push(&mut self, item: T) -> Result<(), T> {
+        let () = Self::LAYOUT;
         let len = (self.len as usize).min(N);
         if len == N {
             return Err(item);

@@ -100,7 +100,7 @@ pub struct RingCounters {
 }
 
 /// Where a ring's producer was interrupted: position `position` reserved, never published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Interrupted {
     pub ring: RingId,
     pub position: u64,
@@ -320,7 +320,7 @@ impl Rings {
         if slots_n == 0 || slots_n > MAX_FUNCTIONS as u32 {
             return Err(geometry(format!("{slots_n} function slots")));
         }
-        if instances == 0 || instances > 64 {
+        if instances == 0 || instances > 63 {
             return Err(geometry(format!("{instances} instance slots")));
         }
         if !cells.is_power_of_two() || !(2..=1 << 20).contains(&cells) {
