@@ -98,7 +98,9 @@ fn errors_say_what_went_wrong() {
 
 #[test]
 fn scale_to_zero_stops_idle_functions_and_starts_them_on_demand() {
-    let mut l = launch_knative(&["--scale-to-zero", "300ms"]);
+    // A grace long enough that a function is surely still up right after it answered, even on
+    // a loaded machine.
+    let mut l = launch_knative(&["--scale-to-zero", "1s"]);
     let a = l.addr;
     let launcher = l.proc.pid();
     assert!(

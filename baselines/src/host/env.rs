@@ -22,6 +22,8 @@ pub struct Env {
     /// `SPRIGHT_PEERS`: (function, host:port).
     pub peers: Vec<(String, String)>,
     pub http_listen: Option<SocketAddr>,
+    /// `SPRIGHT_TIMEOUT_MS`: how long a call to another function may take (default 10 s).
+    pub call_timeout: std::time::Duration,
 }
 
 impl Env {
@@ -68,6 +70,7 @@ impl Env {
             gateway: None,
             peers: Vec::new(),
             http_listen: None,
+            call_timeout: std::time::Duration::from_secs(10),
         };
         if host == Host::Spright {
             return Ok(env); // the SDK reads its own variables
@@ -82,6 +85,16 @@ impl Env {
         }
         if let Some(a) = var("SPRIGHT_HTTP_LISTEN") {
             env.http_listen = Some(address("SPRIGHT_HTTP_LISTEN", &a)?);
+        }
+        if let Some(ms) = var("SPRIGHT_TIMEOUT_MS") {
+            let ms: u64 = ms.trim().parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
+                invalid(
+                    "SPRIGHT_TIMEOUT_MS",
+                    &ms,
+                    "expected milliseconds above 0".into(),
+                )
+            })?;
+            env.call_timeout = std::time::Duration::from_millis(ms);
         }
         Ok(env)
     }

@@ -26,7 +26,7 @@ pub(super) async fn serve(service: Service, env: Env) -> Result<(), HostError> {
         None => None,
     };
     let service = Arc::new(service);
-    let cx = Cx::remote(Arc::new(Peers::new(env.peers)));
+    let cx = Cx::remote(Arc::new(Peers::new(env.peers, env.call_timeout)));
     let router = Router {
         prefix: format!("/spright.{}/", service.name()),
         service: service.clone(),
@@ -167,6 +167,9 @@ impl tonic::server::UnaryService<Vec<u8>> for Unary {
 /// Calls to the functions in `SPRIGHT_PEERS`, each over its own lazily opened channel.
 struct Peers {
     peers: HashMap<String, Peer>,
+    /// Every call's deadline, so that a stuck peer fails its callers as spright's gateway and
+    /// the Knative-style activator do, instead of holding them forever.
+    timeout: std::time::Duration,
 }
 
 struct Peer {
@@ -175,7 +178,7 @@ struct Peer {
 }
 
 impl Peers {
-    fn new(peers: Vec<(String, String)>) -> Peers {
+    fn new(peers: Vec<(String, String)>, timeout: std::time::Duration) -> Peers {
         let peers = peers
             .into_iter()
             .map(|(name, addr)| {
@@ -183,7 +186,7 @@ impl Peers {
                 (name, Peer { addr, channel })
             })
             .collect();
-        Peers { peers }
+        Peers { peers, timeout }
     }
 }
 
@@ -225,6 +228,7 @@ impl Remote for Peers {
             Err(e) => return Box::pin(std::future::ready(Err(failed(e)))),
         };
         let addr = peer.addr.clone();
+        let timeout = self.timeout;
         let path = format!("/spright.{service}/{method}");
         Box::pin(async move {
             let path = path
@@ -234,9 +238,14 @@ impl Remote for Peers {
             grpc.ready()
                 .await
                 .map_err(|e| failed(format!("{addr}: {}", httpx::chain(&e))))?;
-            let reply = grpc
-                .unary(tonic::Request::new(body), path, RawCodec)
+            let mut request = tonic::Request::new(body);
+            request.set_timeout(timeout);
+            let reply = tokio::time::timeout(timeout, grpc.unary(request, path, RawCodec))
                 .await
+                .map_err(|_| CallError::Timeout {
+                    function: service.to_owned(),
+                    ms: timeout.as_millis() as u64,
+                })?
                 .map_err(|s| failed(format!("{addr}: {:?}: {}", s.code(), s.message())))?;
             Ok(reply.into_inner())
         })

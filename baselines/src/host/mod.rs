@@ -64,11 +64,19 @@ fn on_runtime(
     threads: usize,
     serve: impl std::future::Future<Output = Result<(), HostError>>,
 ) -> Result<(), HostError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .map_err(HostError::Runtime)?;
+    // One thread means one thread, as the spright SDK does it: a current-thread runtime, so
+    // that the data planes compared run their functions alike.
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(HostError::Runtime)?;
     let result = runtime.block_on(async {
         tokio::select! {
             r = serve => r,

@@ -96,12 +96,24 @@ fn commands(chain: &Chain) -> Result<Vec<(PathBuf, Vec<String>)>, LaunchError> {
         .collect()
 }
 
-/// `n` distinct loopback ports that were free a moment ago.
+/// `n` distinct loopback ports that were free a moment ago, chosen below Linux's default
+/// ephemeral range (32768-60999): a pod scaled to zero gets the same ports when it starts again,
+/// and an outgoing connection must not have taken one of them as its local port meanwhile.
 fn free_ports(n: usize) -> Result<Vec<u16>, LaunchError> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| LaunchError::io("picking free ports", e))?;
+    const RANGE: std::ops::Range<u16> = 20_000..32_000;
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..n {
+        let listener = (0..1000)
+            .map(|_| fastrand::u16(RANGE))
+            .find_map(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
+            .ok_or_else(|| {
+                LaunchError::io(
+                    "picking free ports",
+                    std::io::Error::other(format!("no free port in {RANGE:?} after 1000 tries")),
+                )
+            })?;
+        listeners.push(listener);
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
