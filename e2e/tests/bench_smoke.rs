@@ -41,7 +41,7 @@ fn quick(workload: &str, planes: &str, port_base: u16, test: &str) {
         .unwrap_or_else(|e| panic!("no report ({e}):\n{said}"));
     for plane in planes.split(',') {
         assert!(
-            report.contains(plane),
+            report.contains(&format!("| {plane} |")),
             "{plane} missing from the report:\n{report}"
         );
     }

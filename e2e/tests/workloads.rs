@@ -39,8 +39,10 @@ fn parking(kind: PlaneKind, test: &str) {
     }
 }
 
-// Long enough that a function is still up right after answering, even on a busy machine.
-const S2Z: PlaneKind = PlaneKind::KnativeScaleToZero { grace_ms: 1000 };
+// Long enough that a function is still up right after answering, and that no function of a
+// visit is scaled to zero (losing its in-memory state, such as carts) while another one
+// cold-starts, even with debug binaries on a busy machine.
+const S2Z: PlaneKind = PlaneKind::KnativeScaleToZero { grace_ms: 3000 };
 
 #[test]
 fn boutique_on_sockmap() {

@@ -55,8 +55,19 @@ impl Money {
 
 impl std::fmt::Display for Money {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.units < 0 || self.nanos < 0 {
+            "-"
+        } else {
+            ""
+        };
         let cents = (self.nanos / 10_000_000).abs();
-        write!(f, "{} {}.{:02}", self.currency_code, self.units, cents)
+        write!(
+            f,
+            "{} {sign}{}.{:02}",
+            self.currency_code,
+            self.units.unsigned_abs(),
+            cents
+        )
     }
 }
 
@@ -279,4 +290,19 @@ methods! {
     SendOrderConfirmation: "email"."SendOrderConfirmation"(EmailRequest) -> Empty;
     PlaceOrder: "checkout"."PlaceOrder"(PlaceOrderRequest) -> OrderResult;
     GetAds: "ad"."GetAds"(AdRequest) -> Ads;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_sums_and_prints_with_its_sign() {
+        let a = Money::new("EUR", 1, 750_000_000);
+        assert_eq!(a.plus(&a).to_string(), "EUR 3.50");
+        assert_eq!(a.times(3).to_string(), "EUR 5.25");
+        assert_eq!(Money::new("EUR", 0, -500_000_000).to_string(), "EUR -0.50");
+        assert_eq!(Money::new("EUR", -2, -10_000_000).to_string(), "EUR -2.01");
+        assert!(!Money::new("EUR", 1, -1).is_valid());
+    }
 }

@@ -125,7 +125,9 @@ pub fn charging() -> Service {
                 "exit" => {
                     let minutes: f64 = field(r, "minutes")?
                         .parse()
-                        .map_err(|_| "minutes is not a number".to_owned())?;
+                        .ok()
+                        .filter(|m: &f64| m.is_finite() && *m >= 0.0)
+                        .ok_or("minutes must be a number of minutes")?;
                     let cents = price_cents(minutes, account == "visitor");
                     let payer = if account == "visitor" {
                         "pay at the gate".to_owned()

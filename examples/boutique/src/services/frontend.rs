@@ -122,6 +122,21 @@ async fn recommendations(s: &Session, ids: &[Str<16>], cx: &Cx) -> Result<Vec<Pr
     Ok(out)
 }
 
+/// The product `id`: 404 when the catalog has none, a failure when the catalog could not be
+/// asked (so an outage is not mistaken for a missing product).
+async fn product_by_id(id: Str<16>, cx: &Cx) -> Result<Product, PageError> {
+    match cx.call::<GetProduct>(&ProductId { id }).await {
+        Ok(p) => Ok(*p),
+        Err(e)
+            if e.to_string()
+                .contains(crate::services::productcatalog::NOT_FOUND) =>
+        {
+            Err(PageError::NotFound(format!("no product {:?}", id.as_str())))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn home(s: &Session, cx: &Cx) -> Result<HttpResponse, PageError> {
     let currencies = currencies(s, cx).await?;
     let products = cx.call::<ListProducts>(&Empty::default()).await?;
@@ -139,10 +154,7 @@ async fn home(s: &Session, cx: &Cx) -> Result<HttpResponse, PageError> {
 
 async fn product(id: &str, s: &Session, cx: &Cx) -> Result<HttpResponse, PageError> {
     let id = Str::new(id).map_err(|_| PageError::NotFound(format!("no product {id:?}")))?;
-    let product = match cx.call::<GetProduct>(&ProductId { id }).await {
-        Ok(p) => *p,
-        Err(e) => return Err(PageError::NotFound(e.to_string())),
-    };
+    let product = product_by_id(id, cx).await?;
     let currencies = currencies(s, cx).await?;
     let cart = cart_of(s, cx).await?;
     let price = convert(product.price_usd, s, cx).await?;
@@ -210,10 +222,7 @@ async fn add_to_cart(req: &HttpRequest, s: &Session, cx: &Cx) -> Result<HttpResp
         .filter(|q| (1..=10).contains(q))
         .ok_or_else(|| PageError::BadRequest("quantity must be 1 to 10".into()))?;
     let id = Str::new(&id).map_err(|_| PageError::NotFound(format!("no product {id:?}")))?;
-    let product = match cx.call::<GetProduct>(&ProductId { id }).await {
-        Ok(p) => *p,
-        Err(e) => return Err(PageError::NotFound(e.to_string())),
-    };
+    let product = product_by_id(id, cx).await?;
     cx.call::<AddItem>(&AddItemRequest {
         user_id: s.user,
         item: CartItem {
@@ -333,7 +342,12 @@ struct Html {
 impl Html {
     fn new(title: &str, s: &Session, currencies: &Currencies, cart: &Cart) -> Html {
         let mut body = String::with_capacity(16 * 1024);
-        let items: u32 = cart.items.as_slice().iter().map(|i| i.quantity).sum();
+        let items: u64 = cart
+            .items
+            .as_slice()
+            .iter()
+            .map(|i| i.quantity as u64)
+            .sum();
         let _ = write!(
             body,
             "<!DOCTYPE html>\n<html><head><title>{}</title></head><body>\n<header><form method=\"post\" action=\"{PREFIX}/setCurrency\"><select name=\"currency_code\">",

@@ -5,6 +5,9 @@ use crate::model::*;
 use spright_sdk::rpc::{Arg, Cx, Empty, Service};
 use std::sync::Arc;
 
+/// What a lookup of an unknown product fails with (the frontend answers 404 on it).
+pub const NOT_FOUND: &str = "no product with id";
+
 pub fn service() -> Service {
     let products = Arc::new(catalog());
     let list = ProductList {
@@ -19,7 +22,7 @@ pub fn service() -> Service {
                     .iter()
                     .find(|p| p.id == req.id)
                     .copied()
-                    .ok_or_else(|| format!("no product with id {:?}", req.id.as_str()).into())
+                    .ok_or_else(|| format!("{NOT_FOUND} {:?}", req.id.as_str()).into())
             }
         })
 }

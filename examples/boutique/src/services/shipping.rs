@@ -22,7 +22,7 @@ pub fn service() -> Service {
 
 /// A flat 8.99 USD for any non-empty order, as the original's quote.
 fn quote(items: &spright_sdk::rpc::List<CartItem, MAX_CART_ITEMS>) -> Money {
-    let count: u32 = items.as_slice().iter().map(|i| i.quantity).sum();
+    let count: u64 = items.as_slice().iter().map(|i| i.quantity as u64).sum();
     if count == 0 {
         Money::new("USD", 0, 0)
     } else {
