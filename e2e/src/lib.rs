@@ -77,6 +77,45 @@ pub fn unique_chain_name(tag: &str) -> String {
     )
 }
 
+/// A command for one of the workspace's launchers (`spright`, `spright-baseline`): the
+/// functions its chain file names are found beside it, its stdout is piped for the caller to
+/// watch, its stderr shown only with `SPRIGHT_TEST_LOGS` set.
+pub(crate) fn launcher(bins: &Path, program: &str) -> Command {
+    let mut cmd = Command::new(bins.join(program));
+    cmd.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bins.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    )
+    .stdout(Stdio::piped())
+    .stderr(if std::env::var_os("SPRIGHT_TEST_LOGS").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    });
+    cmd
+}
+
+/// Sends what `matches` finds in each (trimmed) line `child` prints.
+pub(crate) fn watch_stdout<T: Send + 'static>(
+    child: &mut Child,
+    matches: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> std::sync::mpsc::Receiver<T> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(found) = matches(line.trim()) {
+                let _ = tx.send(found);
+            }
+        }
+    });
+    rx
+}
+
 /// A running chain.
 pub struct ChainUnderTest {
     pub name: String,
@@ -105,37 +144,16 @@ impl ChainUnderTest {
         let chain_file = dir.path().join("chain.yaml");
         std::fs::write(&chain_file, spec.yaml.replace("{name}", &name)).unwrap();
         let runtime_root = dir.path().join("run");
-        let mut cmd = Command::new(bins.join("spright"));
+        let mut cmd = launcher(&bins, "spright");
         cmd.arg("up")
             .arg(&chain_file)
             .args(["--routing", spec.routing, "--listen", "127.0.0.1:0"])
             .arg("--runtime-root")
             .arg(&runtime_root)
-            .args(spec.args)
-            // Function commands are found beside `spright`.
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bins.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("SPRIGHT_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
+            .args(spec.args);
         let mut child = cmd.spawn().expect("start spright up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.trim().strip_prefix("gateway  http://") {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
+        let rx = watch_stdout(&mut child, |line| {
+            line.strip_prefix("gateway  http://").map(str::to_owned)
         });
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a.parse().expect("gateway address"),

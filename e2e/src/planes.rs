@@ -2,11 +2,10 @@
 //! a routing mode) or one of the baselines (`spright-baseline knative|grpc`), all serving the
 //! same chain file and HTTP API.
 
-use crate::{bin_dir, wait_for, ChainSpec, ChainUnderTest};
-use std::io::{BufRead, BufReader};
+use crate::{bin_dir, launcher, wait_for, watch_stdout, ChainSpec, ChainUnderTest};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 /// A data plane to run a workload on.
@@ -181,7 +180,7 @@ fn free_port() -> u16 {
 fn start_baseline(kind: PlaneKind, chain_file: &Path) -> (Child, SocketAddr) {
     let bins = bin_dir();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut cmd = Command::new(bins.join("spright-baseline"));
+    let mut cmd = launcher(&bins, "spright-baseline");
     match kind {
         PlaneKind::Knative => cmd.arg("knative"),
         PlaneKind::KnativeScaleToZero { grace_ms } => cmd
@@ -191,33 +190,9 @@ fn start_baseline(kind: PlaneKind, chain_file: &Path) -> (Child, SocketAddr) {
         PlaneKind::Grpc => cmd.arg("grpc"),
         PlaneKind::Spright(_) => unreachable!(),
     };
-    cmd.arg(chain_file)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bins.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("SPRIGHT_TEST_LOGS").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
+    cmd.arg(chain_file).arg("--listen").arg(addr.to_string());
     let mut child = cmd.spawn().expect("start spright-baseline");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.trim().starts_with("ready") {
-                let _ = tx.send(());
-            }
-        }
-    });
+    let rx = watch_stdout(&mut child, |line| line.starts_with("ready").then_some(()));
     if rx.recv_timeout(Duration::from_secs(30)).is_err() {
         let _ = child.kill();
         let status = child.wait();

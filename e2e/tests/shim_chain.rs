@@ -145,18 +145,7 @@ fn the_online_boutique_runs_as_containers() {
     if !have_root("the_online_boutique_runs_as_containers") {
         return;
     }
-    let services = [
-        "frontend",
-        "currency",
-        "productcatalog",
-        "cart",
-        "recommendation",
-        "shipping",
-        "checkout",
-        "payment",
-        "email",
-        "ad",
-    ];
+    let services = spright_example_boutique::services::NAMES;
     let mut yaml = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/boutique/chain.yaml"

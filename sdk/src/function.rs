@@ -197,12 +197,8 @@ impl Context {
         target: &str,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<Reply, CallError> {
-        let mut meta = Vec::with_capacity(method.len() + target.len() + 2);
-        meta.extend_from_slice(method.as_bytes());
-        meta.push(b' ');
-        meta.extend_from_slice(target.as_bytes());
-        meta.push(b'\n');
-        self.call_meta(function, meta, fill).await
+        self.call_meta(function, request_line(method, target), fill)
+            .await
     }
 
     /// A call whose body starts 8-byte aligned in the buffer, so that the callee can read a
@@ -214,11 +210,7 @@ impl Context {
         target: &str,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<Reply, CallError> {
-        let mut meta = Vec::with_capacity(method.len() + target.len() + 10);
-        meta.extend_from_slice(method.as_bytes());
-        meta.push(b' ');
-        meta.extend_from_slice(target.as_bytes());
-        meta.push(b'\n');
+        let mut meta = request_line(method, target);
         pad_meta(&mut meta);
         self.call_meta(function, meta, fill).await
     }
@@ -330,6 +322,16 @@ impl std::io::Write for BodyWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The meta of a call: its request line.
+fn request_line(method: &str, target: &str) -> Vec<u8> {
+    let mut meta = Vec::with_capacity(method.len() + target.len() + 10);
+    meta.extend_from_slice(method.as_bytes());
+    meta.push(b' ');
+    meta.extend_from_slice(target.as_bytes());
+    meta.push(b'\n');
+    meta
 }
 
 /// Ends `meta` with a line of spaces (headers ignore it) so that the body after the 16-byte
