@@ -42,9 +42,12 @@ impl Routes {
                 },
             )
             .collect();
+        // Longest prefix first, as matched (without a trailing '/'); then a route for one
+        // method before an any-method route of the same prefix.
+        let matched_len = |p: &str| p.trim_end_matches('/').len();
         routes.sort_by(|(ma, pa, _), (mb, pb, _)| {
-            pb.len()
-                .cmp(&pa.len())
+            matched_len(pb)
+                .cmp(&matched_len(pa))
                 .then(mb.is_some().cmp(&ma.is_some()))
         });
         Routes { routes }
@@ -94,7 +97,7 @@ functions:
 routes:
   - { path: /, function: a }
   - { method: POST, path: /cart, function: b }
-  - { path: /cart, function: c }
+  - { path: /cart/, function: c }
   - { method: PUT, path: /seq/, sequence: [a, b, c] }
 "#,
             "test",
@@ -103,7 +106,7 @@ routes:
     }
 
     #[test]
-    fn longest_prefix_then_method() {
+    fn longest_prefix_then_method_whatever_the_trailing_slash() {
         let r = Routes::new(&chain());
         assert_eq!(r.find("GET", "/anything"), Match::Route(&[0]));
         assert_eq!(r.find("POST", "/cart/1"), Match::Route(&[1]));

@@ -48,11 +48,16 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe and the closure touches nothing else.
+        let launcher = std::process::id() as libc::pid_t;
+        // SAFETY: prctl and getppid are async-signal-safe and the closure touches nothing else.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // The launcher may have died between fork and prctl: then no signal will come.
+                if libc::getppid() != launcher {
+                    return Err(std::io::Error::other("the launcher is gone"));
                 }
                 Ok(())
             });
