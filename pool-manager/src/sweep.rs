@@ -22,8 +22,13 @@ pub fn sweep(
                 function == gone.function.0 && instance == gone.instance.0
             }
             Holder::InTransit { function } => {
-                routed_to(index) == Some((state.generation, gone.router_key()))
+                let routed = routed_to(index);
+                routed == Some((state.generation, gone.router_key()))
                     || (function_left && function == gone.function.0)
+                    // Sent by the dead instance but never routed: its descriptor died with it
+                    // (say, in its send backlog), so nobody will ever claim the buffer.
+                    || (routed.map(|(g, _)| g) != Some(state.generation)
+                        && pool.sent_by(index) == Some((state.generation, gone.router_key())))
             }
             Holder::Free => false,
         };
@@ -85,6 +90,28 @@ mod tests {
             2,
             "f2's and the gateway's buffers stay"
         );
+    }
+
+    #[test]
+    fn sweeps_what_the_dead_sent_that_never_reached_the_router() {
+        let (_dir, pool) = pool();
+        let dead = Endpoint::new(FnId(1), InstanceId(0));
+        let alive = Endpoint::new(FnId(1), InstanceId(1));
+        let next = FnId(2);
+        let mut routed = std::collections::HashMap::new();
+        // 30: sent by the dead instance, never routed; 31: sent by it and routed on (its
+        // receiver will claim it); 32: sent by a live instance, not routed yet.
+        for (req, from, route) in [(30u64, dead, false), (31, dead, true), (32, alive, false)] {
+            let b = pool.alloc(from, req).unwrap();
+            assert!(pool.send(b, from, next));
+            if route {
+                let to = Endpoint::new(next, InstanceId(0));
+                routed.insert(b.index, (b.generation, to.router_key()));
+            }
+        }
+        let r = sweep(&pool, dead, false, |i| routed.get(&i).copied());
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![30]);
+        assert_eq!(pool.stats().in_use(), 2);
     }
 
     #[test]

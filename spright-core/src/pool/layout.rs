@@ -49,7 +49,11 @@ pub struct BufferHeader {
     pub state: AtomicU64,
     /// The request the buffer was allocated for (valid while not free).
     pub owner_request: AtomicU64,
-    pub _reserved: [u64; 6],
+    /// Who sent it last: `generation << 32 | sender's endpoint key`, stored just before the
+    /// send's compare-and-swap. Lets the pool-manager recognise a send whose sender died before
+    /// the descriptor reached the router.
+    pub sent_by: AtomicU64,
+    pub _reserved: [u64; 5],
 }
 
 const _: () = assert!(std::mem::size_of::<BufferHeader>() == BUFFER_HEADER_SIZE as usize);

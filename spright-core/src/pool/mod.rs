@@ -396,6 +396,13 @@ impl Pool {
 
     /// Marks a held buffer as in transit to `to`, just before its descriptor is sent.
     pub fn send(&self, buf: BufferRef, from: Endpoint, to: FnId) -> bool {
+        if buf.index < self.layout.buffer_count {
+            let header = self.header(buf.index);
+            header.sent_by.store(
+                ((buf.generation as u64) << 32) | from.router_key() as u64,
+                Ordering::Release,
+            );
+        }
         self.transition(
             buf,
             Holder::Held {
@@ -405,6 +412,16 @@ impl Pool {
             buf.generation,
             Holder::InTransit { function: to.0 },
         )
+    }
+
+    /// Who last sent buffer `index`: (generation, sender's endpoint key), as the sender
+    /// recorded it (a sender that is not the SDK may not have).
+    pub fn sent_by(&self, index: u32) -> Option<(u32, u32)> {
+        if index >= self.layout.buffer_count {
+            return None;
+        }
+        let v = self.header(index).sent_by.load(Ordering::Acquire);
+        Some(((v >> 32) as u32, v as u32))
     }
 
     /// Takes back a buffer this holder sent that came back refused.
