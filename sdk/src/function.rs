@@ -143,9 +143,17 @@ impl Context {
         content_type: &str,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<Response, Error> {
-        let meta = self.meta(content_type);
+        self.respond_meta(status, &self.meta(content_type), fill)
+    }
+
+    fn respond_meta(
+        &self,
+        status: u16,
+        meta: &[u8],
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<Response, Error> {
         let mut lease = self.lease()?;
-        let n = write_in_place(&mut lease, status, &meta, fill)?;
+        let n = write_in_place(&mut lease, status, meta, fill)?;
         lease.set_len(n);
         Ok(Response { lease })
     }
@@ -224,10 +232,7 @@ impl Context {
     ) -> Result<Response, Error> {
         let mut meta = self.meta(content_type);
         pad_meta(&mut meta);
-        let mut lease = self.lease()?;
-        let n = write_in_place(&mut lease, status, &meta, fill)?;
-        lease.set_len(n);
-        Ok(Response { lease })
+        self.respond_meta(status, &meta, fill)
     }
 
     async fn call_meta(

@@ -126,7 +126,8 @@ trait ErasedMethod: Send + Sync {
 }
 
 struct Typed<M, F> {
-    service: String,
+    /// Shared, so that naming the service in an error costs no allocation per call.
+    service: Arc<str>,
     handler: Arc<F>,
     _method: PhantomData<fn() -> M>,
 }
@@ -161,7 +162,7 @@ where
             Ok(r) => r,
             Err(source) => {
                 return Box::pin(std::future::ready(Err(ServeError::BadRequest {
-                    service,
+                    service: service.to_string(),
                     method: M::NAME,
                     source,
                 })))
@@ -173,12 +174,12 @@ where
                 handler(Arg::owned(request), cx)
                     .await
                     .map_err(|source| ServeError::Failed {
-                        service: service.clone(),
+                        service: service.to_string(),
                         method: M::NAME,
                         source,
                     })?;
             codec.encode(&reply).map_err(|e| ServeError::Failed {
-                service,
+                service: service.to_string(),
                 method: M::NAME,
                 source: e.into(),
             })
@@ -226,7 +227,7 @@ impl Service {
         self.methods.insert(
             M::NAME,
             Box::new(Typed::<M, F> {
-                service: self.name.clone(),
+                service: Arc::from(self.name.as_str()),
                 handler: Arc::new(handler),
                 _method: PhantomData,
             }),

@@ -17,9 +17,8 @@ pub use layout::{
 use crate::descriptor::{Descriptor, ABI_VERSION, NO_BUFFER};
 use crate::ids::{Endpoint, FnId};
 use memmap2::MmapRaw;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -171,21 +170,15 @@ impl Pool {
             path: path.to_owned(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    PoolError::Exists {
-                        path: path.to_owned(),
-                    }
-                } else {
-                    io_err(e)
+        let file = crate::shm_file::create_new(path, mode).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                PoolError::Exists {
+                    path: path.to_owned(),
                 }
-            })?;
+            } else {
+                io_err(e)
+            }
+        })?;
         let init = || -> Result<Pool, PoolError> {
             file.set_len(layout.total_size).map_err(io_err)?;
             let map = MmapRaw::map_raw(&file).map_err(io_err)?;
@@ -240,11 +233,7 @@ impl Pool {
             path: path.to_owned(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_err)?;
+        let file = crate::shm_file::open(path).map_err(io_err)?;
         Self::from_file(&file, path)
     }
 

@@ -29,9 +29,8 @@ use crate::descriptor::{Descriptor, Kind, RefuseReason, ABI_VERSION, DESCRIPTOR_
 use crate::ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, MAX_FUNCTIONS};
 use crate::pool::{Pool, PoolLayout, PAGE};
 use memmap2::MmapRaw;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -176,21 +175,15 @@ impl Rings {
             path: path.to_owned(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    RingsError::Exists {
-                        path: path.to_owned(),
-                    }
-                } else {
-                    io_err(e)
+        let file = crate::shm_file::create_new(path, mode).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                RingsError::Exists {
+                    path: path.to_owned(),
                 }
-            })?;
+            } else {
+                io_err(e)
+            }
+        })?;
         let init = || -> Result<Rings, RingsError> {
             file.set_len(layout.total_size).map_err(io_err)?;
             let map = MmapRaw::map_raw(&file).map_err(io_err)?;
@@ -274,11 +267,7 @@ impl Rings {
             path: path.to_owned(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_err)?;
+        let file = crate::shm_file::open(path).map_err(io_err)?;
         Self::from_file(&file, path)
     }
 
