@@ -86,6 +86,11 @@ impl TaskService {
         service
     }
 
+    /// How many containers this shim holds (a SIGTERM stops only an empty shim).
+    pub fn container_count(&self) -> usize {
+        self.inner.containers.lock().unwrap().len()
+    }
+
     async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
         let ctx = containerd_shim::protos::ttrpc::context::Context::default();
         if let Err(e) = self

@@ -1,0 +1,55 @@
+//! `-info`: what containerd 2.x asks of a runtime on task create. The options come on stdin;
+//! the answer is an `introspection.RuntimeInfo` with runc's features (the spec's
+//! `features.json`, as `runc features` prints it), since containers run under runc.
+
+use super::handshake::read_info_options;
+use super::{LaunchError, RUNTIME};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::{Message, MessageField};
+use containerd_shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
+use std::io::{Read, Write};
+
+const FEATURES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
+
+pub fn info() -> Result<(), LaunchError> {
+    let mut stdin = Vec::new();
+    std::io::stdin()
+        .take(10 << 20)
+        .read_to_end(&mut stdin)
+        .map_err(LaunchError::io("reading the runtime options on stdin"))?;
+    let options = read_info_options(&stdin);
+    let mut info = RuntimeInfo {
+        name: RUNTIME.to_owned(),
+        version: MessageField::some(RuntimeVersion {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if let Some(options) = options {
+        info.options = MessageField::some(options);
+    }
+    let runc = std::env::var("SPRIGHT_RUNC").unwrap_or_else(|_| "runc".into());
+    let features = std::process::Command::new(&runc)
+        .arg("features")
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(LaunchError::io(format!("running {runc} features")))?;
+    if !features.status.success() {
+        return Err(LaunchError::Other(format!(
+            "{runc} features failed ({})",
+            features.status
+        )));
+    }
+    info.features = MessageField::some(Any {
+        type_url: FEATURES_TYPE.to_owned(),
+        value: features.stdout,
+        ..Default::default()
+    });
+    let bytes = info
+        .write_to_bytes()
+        .map_err(|e| LaunchError::Other(format!("encoding the runtime info: {e}")))?;
+    std::io::stdout()
+        .write_all(&bytes)
+        .map_err(LaunchError::io("answering containerd on stdout"))
+}

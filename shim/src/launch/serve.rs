@@ -1,0 +1,191 @@
+//! The shim server: the process `start` spawns for a group of containers. It serves the Task
+//! service under both names containerd knows it by (`containerd.task.v2.Task`, and
+//! `containerd.task.v3.Task` for containerd 2.x: the same messages under a new package), reaps
+//! its children, and exits once containerd shuts it down with no containers left.
+
+use super::start::{LISTENER_FD, LISTENER_FD_ENV};
+use super::LaunchError;
+use crate::task::TaskService;
+use containerd_shim::asynchronous::monitor::monitor_notify_by_pid;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::shim_async::create_task;
+use containerd_shim::protos::ttrpc::r#async::transport::Listener;
+use containerd_shim::protos::ttrpc::r#async::{Server, Service};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::Flags;
+use log::{info, warn};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+const TASK_V2: &str = "containerd.task.v2.Task";
+const TASK_V3: &str = "containerd.task.v3.Task";
+
+pub fn serve(flags: &Flags) -> Result<(), LaunchError> {
+    let runtime = tokio::runtime::Runtime::new().map_err(LaunchError::io("starting tokio"))?;
+    let result = runtime.block_on(run(flags));
+    if let Err(e) = &result {
+        // Before the server is ready this reaches `start` through the stdout pipe.
+        println!("{e}");
+    }
+    result
+}
+
+async fn run(flags: &Flags) -> Result<(), LaunchError> {
+    if flags.socket.is_empty() {
+        return Err(LaunchError::Other(
+            "no -socket: the server is started by `start`, not by hand".into(),
+        ));
+    }
+    set_subreaper()?;
+    // Signals first: no child may exit before the reaper listens.
+    let reaper = Reaper::install()?;
+    containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)?;
+    let listener = listener(&flags.socket)?;
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS")
+        .map_err(|_| LaunchError::Other("TTRPC_ADDRESS is not set".into()))?;
+    let publisher = RemotePublisher::new(&ttrpc_address).await.map_err(|e| {
+        LaunchError::Other(format!(
+            "connecting to containerd's ttrpc address {ttrpc_address}: {e}"
+        ))
+    })?;
+    let exit = Arc::new(ExitSignal::default());
+    let task = TaskService::new(&flags.namespace, publisher, exit.clone());
+    tokio::spawn(reaper.run(task.clone(), exit.clone()));
+    let mut server = Server::new()
+        .add_listener(listener)
+        .register_service(task_services(&task));
+    server
+        .start()
+        .await
+        .map_err(|e| LaunchError::Other(format!("serving ttrpc: {e}")))?;
+    announce_ready();
+    info!("serving task API v2 and v3 on {}", flags.socket);
+    exit.wait().await;
+    info!("shutting down");
+    let _ = server.shutdown().await;
+    let _ = std::fs::remove_file(flags.socket.trim_start_matches("unix://"));
+    Ok(())
+}
+
+/// The Task service under the v2 and the v3 name.
+fn task_services(task: &TaskService) -> HashMap<String, Service> {
+    let service: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> =
+        Arc::new(task.clone());
+    let mut services = create_task(service.clone());
+    let v3 = create_task(service)
+        .remove(TASK_V2)
+        .expect("the generated Task service");
+    services.insert(TASK_V3.to_owned(), v3);
+    services
+}
+
+/// The socket `start` bound and passed down, or (run by hand for debugging) a new one.
+fn listener(socket: &str) -> Result<Listener, LaunchError> {
+    let inherited = std::env::var(LISTENER_FD_ENV).ok() == Some(LISTENER_FD.to_string());
+    let listener = if inherited {
+        // SAFETY: `start` put a listening unix socket at this descriptor and nothing else
+        // owns it.
+        unsafe { std::os::unix::net::UnixListener::from_raw_fd(LISTENER_FD) }
+    } else {
+        std::os::unix::net::UnixListener::bind(socket.trim_start_matches("unix://"))
+            .map_err(LaunchError::io(format!("binding {socket}")))?
+    };
+    Listener::try_from(listener).map_err(LaunchError::io("listening for containerd"))
+}
+
+/// Orphaned container processes become ours to reap once runc exits.
+pub fn set_subreaper() -> Result<(), LaunchError> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(LaunchError::Io {
+            context: "becoming a child subreaper".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// `start` waits for our stdout to close.
+fn announce_ready() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: replacing our own stdout descriptor.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+/// Reaps every child (runc, and container processes once runc is gone: the shim is a
+/// subreaper) and hands exits to the exit monitor; stops the server on SIGTERM or SIGINT
+/// once it holds no containers.
+pub struct Reaper {
+    child: Signal,
+    term: Signal,
+    int: Signal,
+    _pipe: Signal,
+}
+
+impl Reaper {
+    pub fn install() -> Result<Reaper, LaunchError> {
+        let on =
+            |kind: SignalKind| signal(kind).map_err(LaunchError::io("installing signal handlers"));
+        Ok(Reaper {
+            child: on(SignalKind::child())?,
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+            // Writes to a closed fifo must fail, not kill the shim.
+            _pipe: on(SignalKind::pipe())?,
+        })
+    }
+
+    pub async fn run(mut self, task: TaskService, exit: Arc<ExitSignal>) {
+        loop {
+            tokio::select! {
+                _ = self.child.recv() => reap().await,
+                _ = self.term.recv() => stop_if_idle(&task, &exit, "SIGTERM"),
+                _ = self.int.recv() => stop_if_idle(&task, &exit, "SIGINT"),
+            }
+        }
+    }
+
+    /// Only reaps (for `delete`, which runs runc once).
+    pub async fn reap_only(mut self) {
+        while self.child.recv().await.is_some() {
+            reap().await;
+        }
+    }
+}
+
+fn stop_if_idle(task: &TaskService, exit: &ExitSignal, signal: &str) {
+    let running = task.container_count();
+    if running == 0 {
+        info!("{signal} with no containers: shutting down");
+        exit.signal();
+    } else {
+        // The runc v2 shim dies here and orphans its containers; containerd stops a shim
+        // with Shutdown once its containers are deleted.
+        warn!("{signal} ignored: {running} container(s) still in this shim");
+    }
+}
+
+async fn reap() {
+    loop {
+        let (pid, code) = match waitpid(Some(Pid::from_raw(-1)), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, status)) => (pid, status),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, 128 + sig as i32),
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                warn!("reaping children: {e}");
+                return;
+            }
+        };
+        if let Err(e) = monitor_notify_by_pid(pid.as_raw(), code).await {
+            warn!("reporting the exit of {pid}: {e}");
+        }
+    }
+}
