@@ -1,8 +1,8 @@
 //! Driving the `runc` command line.
 //!
-//! The shim is a child subreaper and the shim library reaps every child on SIGCHLD, runc
-//! included, so a runc invocation is waited for through the library's exit monitor: subscribe
-//! first, spawn, then wait for the event carrying runc's pid.
+//! The shim is a child subreaper and its reaper (`launch::serve`) reaps every child on SIGCHLD,
+//! runc included, so a runc invocation is waited for through the exit monitor: subscribe first,
+//! spawn, then wait for the event carrying runc's pid.
 
 use containerd_shim::asynchronous::monitor::{monitor_subscribe, monitor_unsubscribe};
 use containerd_shim::monitor::{Subject, Topic};

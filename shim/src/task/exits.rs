@@ -1,4 +1,4 @@
-//! Process exits: every child the shim library reaps is matched to the process it was, marked
+//! Process exits: every child the shim's reaper reaps is matched to the process it was, marked
 //! at once, and reported to containerd once the process's output is out and after its start
 //! event.
 
@@ -48,7 +48,7 @@ impl Drop for StartInFlight<'_> {
 }
 
 impl TaskService {
-    /// Follows every exit the shim library reaps.
+    /// Follows every exit the reaper reports.
     pub(super) async fn watch_exits(&self) {
         let mut subscription = match monitor_subscribe(Topic::Pid).await {
             Ok(s) => s,
