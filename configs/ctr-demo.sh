@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the demo chain by hand with containerd: the pool-manager and gateway on the host, the
 # three functions as containers under the spright runtime. As root, from the repository, after
-# scripts/install-deps.sh. Uses the system containerd (/run/containerd/containerd.sock): the
-# spright shim must be on its PATH (this script installs it to /usr/local/bin).
+# scripts/install-deps.sh. Uses the system's containerd (/run/containerd/containerd.sock) if one
+# answers; otherwise starts containerd 2.3 as fetched by e2e/containerd/fetch.sh. The spright shim
+# must be on containerd's PATH (this script installs it to /usr/local/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,10 @@ cargo build --release --locked --workspace --bins
 install -m 755 target/release/containerd-shim-spright-v1 /usr/local/bin/
 ./e2e/images/build.sh                                  # target/images/*.tar, no registry needed
 
-if ! ctr version >/dev/null 2>&1; then
+if ! { command -v ctr >/dev/null && ctr version >/dev/null 2>&1; }; then
+  ./e2e/containerd/fetch.sh 2.3
+  v23=$(awk '$1 == "2.3" {print $3}' e2e/containerd/versions)
+  PATH="${SPRIGHT_TEST_CACHE:-/var/cache/spright-test}/containerd/$v23/bin:$PATH"
   containerd >/var/log/containerd.log 2>&1 &
   for _ in $(seq 1 300); do ctr version >/dev/null 2>&1 && break; sleep 0.1; done
 fi

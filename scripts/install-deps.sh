@@ -12,14 +12,17 @@ packages=(
   clang llvm libbpf-dev linux-libc-dev   # SPROXY is C, built with clang -target bpf
   bpftool                                 # inspecting loaded programs and maps
   pkg-config build-essential curl ca-certificates
-  containerd runc                         # the shim runs containers with runc; e2e tests start containerd
+  runc                                    # the shim runs containers with runc (every containerd of the
+                                          # test matrix is fetched privately by e2e/containerd/fetch.sh;
+                                          # no system containerd is installed, used or touched)
   protobuf-compiler                       # k8s-cri (CRI client for e2e tests) needs protoc
   wrk                                     # load generator for benchmarks
   python3-matplotlib                      # plots of e2e/bench/workloads.py
   linux-perf                              # profiles of e2e/bench/workloads.py --profile
   nginx                                   # the Knative-style baseline's queue-proxy stand-in
   busybox-static                          # a shell for the test images (ctr exec, plain containers)
-  containernetworking-plugins             # pod networking for the CRI tests
+  containernetworking-plugins             # pod networking for the CRI tests and nerdctl (bridge, portmap, ...)
+  iptables                                # nerdctl's port mapping (CNI portmap/firewall)
   iproute2 procps psmisc python3
 )
 
@@ -43,11 +46,6 @@ if [[ " ${missing[*]} " == *" nginx "* ]]; then
     if [ -x /etc/init.d/nginx ]; then /etc/init.d/nginx stop >/dev/null 2>&1 || true; fi
     if command -v update-rc.d >/dev/null 2>&1; then update-rc.d nginx disable >/dev/null 2>&1 || true; fi
   fi
-fi
-
-# Debian starts containerd as a service on install; spright's tests and runner start their own.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet containerd 2>/dev/null; then
-  :
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
