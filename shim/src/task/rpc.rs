@@ -484,7 +484,9 @@ impl Task for TaskService {
         };
         let metrics = tokio::task::spawn_blocking(move || {
             let cgroup = containerd_shim::cgroup::get_cgroup(pid)?;
-            containerd_shim::cgroup::collect_metrics(&cgroup)
+            let mut metrics = containerd_shim::cgroup::collect_metrics(&cgroup)?;
+            fill_memory(&cgroup, &mut metrics);
+            Ok::<_, Error>(metrics)
         })
         .await
         .map_err(failed)??;
@@ -524,5 +526,27 @@ impl Task for TaskService {
             self.inner.exit.signal();
         }
         Ok(api::Empty::default())
+    }
+}
+
+/// What the library's metrics leave out of the memory controller and the runc v2 shim reports
+/// (and `ctr tasks metrics` shows): the limit, the peak, the failure count, cache and RSS.
+fn fill_memory(
+    cgroup: &cgroups_rs::fs::Cgroup,
+    metrics: &mut containerd_shim::protos::cgroups::metrics::Metrics,
+) {
+    for subsystem in cgroup.subsystems() {
+        if let cgroups_rs::fs::Subsystem::Mem(controller) = subsystem {
+            let memory = controller.memory_stat();
+            let stat = metrics.memory.mut_or_insert_default();
+            let usage = stat.usage.mut_or_insert_default();
+            usage.limit = u64::try_from(memory.limit_in_bytes).unwrap_or(0);
+            usage.max = memory.max_usage_in_bytes;
+            usage.failcnt = memory.fail_cnt;
+            stat.cache = memory.stat.cache;
+            stat.rss = memory.stat.rss;
+            stat.total_cache = memory.stat.total_cache;
+            stat.total_rss = memory.stat.total_rss;
+        }
     }
 }
