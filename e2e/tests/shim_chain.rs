@@ -1,15 +1,22 @@
 //! The demo chain with its functions as containers under the spright runtime, started with
 //! `ctr run --runtime io.containerd.spright.v1`: the shim wires each into the chain.
 
-use spright_e2e::containerd::{text, Containerd};
+use spright_e2e::containerd::{text, Containerd, Version};
 use spright_e2e::load::{self, Load};
-use spright_e2e::{have_root, http, wait_for, ChainSpec, ChainUnderTest};
+use spright_e2e::{http, on_every_containerd, wait_for, ChainSpec, ChainUnderTest};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SPRIGHT: &str = "io.containerd.spright.v1";
 const IMAGE: &str = "spright.local/functions:latest";
+
+on_every_containerd!(
+    functions_run_as_containers_answer_and_can_be_exec_ed_into,
+    the_online_boutique_runs_as_containers,
+    killing_a_function_container_fails_fast_and_it_rejoins_when_restarted,
+    bad_annotations_fail_the_create_and_leave_nothing_behind,
+);
 
 /// The demo chain with images instead of commands: `spright up` runs only the pool-manager
 /// and the gateway, the functions come as containers.
@@ -22,14 +29,14 @@ struct Setup {
     containerd: Containerd,
 }
 
-fn setup(routing: &'static str) -> Setup {
+fn setup(version: &Version, routing: &'static str) -> Setup {
     let yaml = container_chain();
     let chain = ChainUnderTest::start(ChainSpec {
         yaml: &yaml,
         routing,
         args: &[],
     });
-    let containerd = Containerd::start(&chain.runtime_root);
+    let containerd = Containerd::start(version, &chain.runtime_root);
     for f in ["parse", "transform", "render"] {
         run_function(&containerd, &chain, f, f);
     }
@@ -76,7 +83,8 @@ fn run_container(
     let out = c.ctr(&args);
     assert!(
         out.status.success(),
-        "ctr run {id}: {}\n{}",
+        "ctr run {id} on {}: {}\n{}",
+        c.version,
         text(&out),
         c.log()
     );
@@ -87,12 +95,8 @@ fn text_for(i: usize) -> Vec<u8> {
         .into_bytes()
 }
 
-#[test]
-fn functions_run_as_containers_answer_and_can_be_exec_ed_into() {
-    if !have_root("functions_run_as_containers_answer_and_can_be_exec_ed_into") {
-        return;
-    }
-    let Setup { chain, containerd } = setup("sockmap");
+fn functions_run_as_containers_answer_and_can_be_exec_ed_into(version: &Version) {
+    let Setup { chain, containerd } = setup(version, "sockmap");
     let mut l = Load::new(chain.addr, "POST", "/render", text_for);
     l.connections = 16;
     l.requests = 1_000;
@@ -140,11 +144,7 @@ fn functions_run_as_containers_answer_and_can_be_exec_ed_into() {
 }
 
 /// The Online Boutique's ten services as containers: a shopper's visit answers correctly.
-#[test]
-fn the_online_boutique_runs_as_containers() {
-    if !have_root("the_online_boutique_runs_as_containers") {
-        return;
-    }
+fn the_online_boutique_runs_as_containers(version: &Version) {
     let services = spright_example_boutique::services::NAMES;
     let mut yaml = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -164,7 +164,7 @@ fn the_online_boutique_runs_as_containers() {
         routing: "sockmap",
         args: &[],
     });
-    let containerd = Containerd::start(&chain.runtime_root);
+    let containerd = Containerd::start(version, &chain.runtime_root);
     for s in services {
         run_container(&containerd, &chain, s, s, &["/bin/spright-boutique", s]);
     }
@@ -177,12 +177,8 @@ fn the_online_boutique_runs_as_containers() {
     chain.stop();
 }
 
-#[test]
-fn killing_a_function_container_fails_fast_and_it_rejoins_when_restarted() {
-    if !have_root("killing_a_function_container_fails_fast_and_it_rejoins_when_restarted") {
-        return;
-    }
-    let Setup { chain, containerd } = setup("sockmap");
+fn killing_a_function_container_fails_fast_and_it_rejoins_when_restarted(version: &Version) {
+    let Setup { chain, containerd } = setup(version, "sockmap");
     let stop = Arc::new(AtomicBool::new(false));
     let mut l = Load::new(chain.addr, "POST", "/render", text_for);
     l.connections = 16;
@@ -200,6 +196,17 @@ fn killing_a_function_container_fails_fast_and_it_rejoins_when_restarted() {
         "transform to leave the chain",
         Duration::from_secs(5),
         || chain.pids("transform").is_empty().then_some(()),
+    );
+    // Its sockets close as it dies; containerd learns of the exit a moment later.
+    wait_for(
+        "containerd to see transform stopped",
+        Duration::from_secs(10),
+        || {
+            let list = text(&containerd.ctr(&["tasks", "ls"]));
+            list.lines()
+                .any(|l| l.starts_with("transform ") && l.contains("STOPPED"))
+                .then_some(())
+        },
     );
     let out = containerd.ctr(&["tasks", "delete", "transform"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -225,18 +232,14 @@ fn killing_a_function_container_fails_fast_and_it_rejoins_when_restarted() {
     chain.stop();
 }
 
-#[test]
-fn bad_annotations_fail_the_create_and_leave_nothing_behind() {
-    if !have_root("bad_annotations_fail_the_create_and_leave_nothing_behind") {
-        return;
-    }
+fn bad_annotations_fail_the_create_and_leave_nothing_behind(version: &Version) {
     let yaml = container_chain();
     let chain = ChainUnderTest::start(ChainSpec {
         yaml: &yaml,
         routing: "sockmap",
         args: &[],
     });
-    let c = Containerd::start(&chain.runtime_root);
+    let c = Containerd::start(version, &chain.runtime_root);
     let chain_annotation = format!("spright.io/chain={}", chain.name);
     let cases: Vec<(Vec<String>, String)> = vec![
         (
@@ -278,12 +281,21 @@ fn bad_annotations_fail_the_create_and_leave_nothing_behind() {
         args.extend([IMAGE, id.as_str(), "/bin/spright-demo-parse"]);
         let out = c.ctr(&args);
         let said = text(&out);
-        assert!(!out.status.success(), "{annotations:?} was accepted");
+        assert!(
+            !out.status.success(),
+            "{annotations:?} was accepted on {version}"
+        );
         assert!(
             said.contains(needle),
-            "{annotations:?}: {said:?} lacks {needle:?}"
+            "{annotations:?} on {version}: {said:?} lacks {needle:?}"
         );
-        // Nothing left: no task, no container record, no rootfs mount, no registration.
+        // Nothing left: no shim, no task, no container record, no runc state, no rootfs
+        // mount, no registration. (The shim exits once containerd has deleted the task.)
+        wait_for(
+            &format!("the shim of {id} to exit"),
+            Duration::from_secs(10),
+            || c.shim_pids_for(&id).is_empty().then_some(()),
+        );
         let tasks = text(&c.ctr(&["tasks", "ls", "--quiet"]));
         assert!(!tasks.contains(&id), "task {id} left behind: {tasks}");
         let containers = text(&c.ctr(&["containers", "ls", "--quiet"]));
@@ -291,12 +303,30 @@ fn bad_annotations_fail_the_create_and_leave_nothing_behind() {
             !containers.contains(&id),
             "container {id} left behind: {containers}"
         );
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(
-            !mounts.contains(&format!("/{id}/rootfs")),
-            "rootfs of {id} still mounted"
-        );
+        let rootfs = format!("/{id}/rootfs");
+        let mounted = || {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains(&rootfs))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let left = mounted();
+        if !left.is_empty() {
+            // containerd may still be undoing its side of the create.
+            wait_for(
+                &format!("the rootfs of {id} to be unmounted on {version}: {left:?}"),
+                Duration::from_secs(10),
+                || mounted().is_empty().then_some(()),
+            );
+        }
+        let state = std::path::Path::new("/run/containerd/spright")
+            .join(&c.namespace)
+            .join(&id);
+        assert!(!state.exists(), "runc state left at {}", state.display());
     }
+    assert!(c.shim_pids().is_empty(), "shims left: {:?}", c.shim_pids());
     let stats = chain.stats();
     assert!(
         stats

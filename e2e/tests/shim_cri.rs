@@ -6,15 +6,17 @@ use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxContainerConfig,
     LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
-use spright_e2e::containerd::Containerd;
+use spright_e2e::containerd::{Containerd, Version};
 use spright_e2e::load::{self, Load};
-use spright_e2e::{have_root, ChainSpec, ChainUnderTest};
+use spright_e2e::{on_every_containerd, ChainSpec, ChainUnderTest};
 use std::collections::HashMap;
 use std::path::Path;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+on_every_containerd!(function_pods_created_through_cri_answer);
 
 async fn cri(socket: &Path) -> RuntimeServiceClient<Channel> {
     let socket = socket.to_owned();
@@ -37,24 +39,47 @@ fn text_for(i: usize) -> Vec<u8> {
     format!("pod {i} sends words to pods and pods send words back {i}").into_bytes()
 }
 
-#[test]
-fn function_pods_created_through_cri_answer() {
-    if !have_root("function_pods_created_through_cri_answer") {
-        return;
-    }
+fn function_pods_created_through_cri_answer(version: &Version) {
     let yaml = spright_e2e::demo_chain_yaml(true);
     let chain = ChainUnderTest::start(ChainSpec {
         yaml: &yaml,
         routing: "sockmap",
         args: &[],
     });
-    let containerd = Containerd::start(&chain.runtime_root);
+    let containerd = Containerd::start(version, &chain.runtime_root);
+    containerd.import_for_cri();
     let logs = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let mut client = rt.block_on(cri(&containerd.address));
+
+    // The shipped snippet's runtime, as CRI took it from the merged config.
+    let status = rt
+        .block_on(client.status(StatusRequest { verbose: true }))
+        .unwrap_or_else(|e| panic!("Status on {version}: {e}\n{}", containerd.log()))
+        .into_inner();
+    let config: serde_json::Value = serde_json::from_str(
+        status
+            .info
+            .get("config")
+            .unwrap_or_else(|| panic!("no config in CRI's status on {version}")),
+    )
+    .expect("CRI's config is JSON");
+    let spright = &config["containerd"]["runtimes"]["spright"];
+    assert_eq!(
+        spright["runtimeType"], "io.containerd.spright.v1",
+        "{version}: {config:#}"
+    );
+    for key in ["PodAnnotations", "ContainerAnnotations"] {
+        assert_eq!(
+            spright[key],
+            serde_json::json!(["spright.io/*"]),
+            "{version}: {key} in {spright:#}"
+        );
+    }
+    assert_eq!(config["restrictOOMScoreAdj"], true, "{version}: {config:#}");
 
     let mut pods = Vec::new();
     for f in ["parse", "transform", "render"] {
@@ -129,19 +154,12 @@ fn function_pods_created_through_cri_answer() {
     }
 
     // One shim per pod: each sandbox and its container share it.
-    let shims = std::process::Command::new("pgrep")
-        .args(["-f", "--"])
-        .arg(format!(
-            "containerd-shim-spright-v1 .*-address {}",
-            containerd.address.display()
-        ))
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&shims.stdout).lines().count(),
-        3,
-        "one shim per pod"
-    );
+    let shims = containerd.shim_processes();
+    let spright_shims = shims
+        .iter()
+        .filter(|(_, args)| args[0].ends_with("containerd-shim-spright-v1"))
+        .count();
+    assert_eq!(spright_shims, 3, "one shim per pod on {version}: {shims:?}");
 
     // UpdateContainerResources reaches the container's cgroup.
     let (_, _, parse_container) = &pods[0];
