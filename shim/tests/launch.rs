@@ -150,6 +150,19 @@ fn a_bootstrap_start_serves_task_api_v2_and_v3_and_shuts_down() {
         address
     );
     assert_eq!(shim_processes(&id).len(), 1, "one server for the container");
+    // The listening socket it was handed must not leak into runc and the containers.
+    let server = shim_processes(&id)[0];
+    let fdinfo = std::fs::read_to_string(format!("/proc/{server}/fdinfo/3")).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(
+        flags & libc::O_CLOEXEC as u32,
+        0,
+        "fd 3 is close-on-exec: {fdinfo}"
+    );
 
     // A second start for the same group joins the live server.
     let again = shim(

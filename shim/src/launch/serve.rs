@@ -89,7 +89,16 @@ fn listener(socket: &str) -> Result<Listener, LaunchError> {
     let listener = if inherited {
         // SAFETY: `start` put a listening unix socket at this descriptor and nothing else
         // owns it.
-        unsafe { std::os::unix::net::UnixListener::from_raw_fd(LISTENER_FD) }
+        let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(LISTENER_FD) };
+        // It came without close-on-exec; runc and the containers must not inherit it.
+        // SAFETY: fcntl on a descriptor we own.
+        if unsafe { libc::fcntl(LISTENER_FD, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            return Err(LaunchError::Io {
+                context: "marking the listening socket close-on-exec".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        listener
     } else {
         std::os::unix::net::UnixListener::bind(socket.trim_start_matches("unix://"))
             .map_err(LaunchError::io(format!("binding {socket}")))?
