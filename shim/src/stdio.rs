@@ -191,7 +191,14 @@ fn pipe() -> io::Result<(File, File)> {
 }
 
 /// Pipes between the process and the fifos: what runc passes on, and the shim's side.
-pub fn pipes(fifos: &Fifos) -> io::Result<(ChildIo, ProcessIo)> {
+///
+/// containerd may give URIs instead of fifo paths for the output, as for the runc v2 shim
+/// (`nerdctl run -d` does: nerdctl is its own logging driver): `binary:///path?k=v` starts that
+/// logging binary with the process's stdout and stderr as its descriptors 3 and 4 and waits
+/// until it closes descriptor 5 (ready); `file:///path` appends both streams to the file;
+/// `fifo://path` or a plain path is a fifo. `id` and `namespace` are the container's, for the
+/// logging binary (`CONTAINER_ID`, `CONTAINER_NAMESPACE`).
+pub fn pipes(fifos: &Fifos, id: &str, namespace: &str) -> io::Result<(ChildIo, ProcessIo)> {
     let io = ProcessIo::new();
     let mut child = ChildIo::default();
     if !fifos.stdin.is_empty() {
@@ -200,18 +207,144 @@ pub fn pipes(fifos: &Fifos) -> io::Result<(ChildIo, ProcessIo)> {
         *io.stdin.lock().unwrap() = Some(Arc::new(w));
         copy_in(fifos.stdin.clone(), io.stdin.clone(), true);
     }
+    if let Some(rest) = fifos.stdout.strip_prefix("binary://") {
+        let (out, err) = start_logging_binary(rest, id, namespace)?;
+        child.stdout = Some(OwnedFd::from(out));
+        child.stderr = Some(OwnedFd::from(err));
+        return Ok((child, io));
+    }
+    if let Some(rest) = fifos.stdout.strip_prefix("file://") {
+        let path = PathBuf::from(percent_decode(rest.split('?').next().unwrap_or(rest)));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)?;
+        child.stderr = Some(OwnedFd::from(file.try_clone()?));
+        child.stdout = Some(OwnedFd::from(file));
+        return Ok((child, io));
+    }
     for (path, slot) in [
         (&fifos.stdout, &mut child.stdout),
         (&fifos.stderr, &mut child.stderr),
     ] {
+        let path = path.strip_prefix("fifo://").unwrap_or(path);
         if path.is_empty() {
             continue;
         }
         let (r, w) = pipe()?;
         *slot = Some(OwnedFd::from(w));
-        copy_out(r, path.clone(), io.output.start());
+        copy_out(r, path.to_owned(), io.output.start());
     }
     Ok((child, io))
+}
+
+/// `%XX` escapes of a URI component decoded.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Starts the logging binary of a `binary://` URI (`rest` is what follows the scheme): its path,
+/// and for each query pair the key and the value as arguments, as containerd's runc shim does.
+/// Returns the write ends of the stdout and stderr pipes it reads, once it is ready.
+fn start_logging_binary(rest: &str, id: &str, namespace: &str) -> io::Result<(File, File)> {
+    use std::os::unix::process::CommandExt;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut args = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        args.push(percent_decode(k));
+        if pair.contains('=') {
+            args.push(percent_decode(v));
+        }
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (mut ready_r, ready_w) = pipe()?;
+    let fds = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
+    let mut cmd = std::process::Command::new(percent_decode(path));
+    // Only these two variables, as the runc v2 shim gives it.
+    cmd.args(&args)
+        .env_clear()
+        .env("CONTAINER_ID", id)
+        .env("CONTAINER_NAMESPACE", namespace)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Out of the way first, so placing one never overwrites another.
+            let mut high = [0; 3];
+            for (h, fd) in high.iter_mut().zip(fds) {
+                *h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                if *h < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (i, h) in high.iter().enumerate() {
+                if libc::dup2(*h, 3 + i as i32) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    // Not waited for here: the shim's reaper reaps it once the process's output has ended.
+    let _logger = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("starting logging binary {path}: {e}")))?;
+    drop((out_r, err_r, ready_w));
+    // Ready when it writes or closes descriptor 5 (exits included); one that says nothing
+    // for 10 s fails the create rather than hanging it.
+    let mut ready = libc::pollfd {
+        fd: ready_r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one descriptor we own.
+    if unsafe { libc::poll(&mut ready, 1, 10_000) } == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("logging binary {path} was not ready within 10 s"),
+        ));
+    }
+    let mut byte = [0u8; 1];
+    match ready_r.read(&mut byte) {
+        Ok(0 | 1) => Ok((out_w, err_w)),
+        Ok(_) => unreachable!("a one-byte read"),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("logging binary {path}: {e}"),
+        )),
+    }
 }
 
 /// A socket runc sends a new pseudo-terminal's master to (`--console-socket`).
@@ -299,7 +432,7 @@ mod tests {
                 s
             }
         });
-        let (child, io) = pipes(&fifos).unwrap();
+        let (child, io) = pipes(&fifos, "c", "ns").unwrap();
         let mut w = File::from(child.stdout.unwrap());
         w.write_all(b"hello from the container\n").unwrap();
         drop(w); // the process exits
@@ -317,7 +450,7 @@ mod tests {
             stdin: input.to_string_lossy().into(),
             ..Fifos::default()
         };
-        let (child, io) = pipes(&fifos).unwrap();
+        let (child, io) = pipes(&fifos, "c", "ns").unwrap();
         let mut client = OpenOptions::new().write(true).open(&input).unwrap();
         client.write_all(b"abc").unwrap();
         let mut r = File::from(child.stdin.unwrap());

@@ -158,7 +158,8 @@ impl TaskService {
                     .map_err(io_err("receiving the terminal"))?;
                 stdio::console(master, &fifos).map_err(io_err("terminal"))?
             } else {
-                let (child, io) = stdio::pipes(&fifos).map_err(io_err("stdio pipes"))?;
+                let (child, io) = stdio::pipes(&fifos, &id, &self.inner.namespace)
+                    .map_err(io_err("stdio pipes"))?;
                 runc.create(&id, &bundle, None, child)
                     .await
                     .map_err(|e| Error::Other(e.to_string()))?;
@@ -278,7 +279,8 @@ impl TaskService {
                     .and_then(|m| stdio::console(m, &fifos).map_err(io_err("terminal")));
                 Ok::<_, Error>((io, read_pid(&pid_file)))
             } else {
-                let (child, io) = stdio::pipes(&fifos).map_err(io_err("stdio pipes"))?;
+                let (child, io) = stdio::pipes(&fifos, id, &self.inner.namespace)
+                    .map_err(io_err("stdio pipes"))?;
                 runc.exec(id, &bundle, &process_json, &pid_file, None, child)
                     .await
                     .map_err(|e| Error::Other(e.to_string()))?;

@@ -24,7 +24,13 @@ pub fn delete(flags: &Flags) -> Result<(), LaunchError> {
         let _ = runc.delete(&flags.id, &bundle, true).await;
         let rootfs = bundle.join("rootfs");
         let _ = containerd_shim::mount::umount_recursive(rootfs.to_str(), libc::MNT_DETACH);
+        // containerd reports this pid in the task's exit and delete events.
+        let pid = std::fs::read_to_string(bundle.join("init.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
         Ok::<_, LaunchError>(DeleteResponse {
+            pid,
             exit_status: 128 + libc::SIGKILL as u32,
             exited_at: MessageField::some(containerd_shim::util::timestamp()?),
             ..Default::default()

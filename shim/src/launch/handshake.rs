@@ -175,18 +175,13 @@ fn bootstrap_request(fields: &[(u32, Wire<'_>)]) -> Result<StartRequest, Decode>
             (6, w) => r.grpc_address = text(w, "containerd_grpc_address")?,
             (7, w) => r.containerd_binary = text(w, "containerd_binary")?,
             (8, Wire::Bytes(extension)) => {
-                let inner = parse_fields(extension).map_err(Decode::Malformed)?;
-                let value = inner.iter().find_map(|(n, w)| match (n, w) {
-                    (1, Wire::Bytes(any)) => Some(*any),
-                    _ => None,
-                });
-                let any = value
-                    .map(|bytes| parse_fields(bytes).ok().as_deref().and_then(as_any))
-                    .ok_or_else(|| Decode::Malformed("an extension without a value".into()))?
-                    .ok_or_else(|| Decode::Malformed("an extension that is not an Any".into()))?;
-                // The runtime's options come first; later extensions are for other features.
-                if r.options.is_none() {
-                    r.options = Some(any);
+                // Extensions carry typed configuration; the runtime's options are the one
+                // whose type is runc's or CRI's options. Others (and ones this build cannot
+                // read) are skipped, as containerd's own shims look extensions up by type.
+                if let Some(any) = extension_any(extension) {
+                    if r.options.is_none() && is_runtime_options(&any.type_url) {
+                        r.options = Some(any);
+                    }
                 }
             }
             (9, w) => r.socket_dir = Some(text(w, "socket_dir")?).filter(|d| !d.is_empty()),
@@ -209,6 +204,21 @@ fn bootstrap_request(fields: &[(u32, Wire<'_>)]) -> Result<StartRequest, Decode>
         }
     }
     Ok(r)
+}
+
+/// The `Any` in an `Extension { 1 Any }`.
+fn extension_any(extension: &[u8]) -> Option<Any> {
+    let fields = parse_fields(extension).ok()?;
+    let value = fields.iter().find_map(|(n, w)| match (n, w) {
+        (1, Wire::Bytes(any)) => Some(*any),
+        _ => None,
+    })?;
+    as_any(&parse_fields(value).ok()?)
+}
+
+fn is_runtime_options(type_url: &str) -> bool {
+    type_url.ends_with("containerd.runc.v1.Options")
+        || type_url.ends_with("runtimeoptions.v1.Options")
 }
 
 fn text(wire: &Wire<'_>, field: &str) -> Result<String, Decode> {

@@ -29,23 +29,26 @@ pub fn info() -> Result<(), LaunchError> {
     if let Some(options) = options {
         info.options = MessageField::some(options);
     }
+    // Without runc's features the info is still an answer (the runc v2 shim does the same).
     let runc = std::env::var("SPRIGHT_RUNC").unwrap_or_else(|_| "runc".into());
-    let features = std::process::Command::new(&runc)
+    match std::process::Command::new(&runc)
         .arg("features")
         .stderr(std::process::Stdio::null())
         .output()
-        .map_err(LaunchError::io(format!("running {runc} features")))?;
-    if !features.status.success() {
-        return Err(LaunchError::Other(format!(
-            "{runc} features failed ({})",
+    {
+        Ok(features) if features.status.success() => {
+            info.features = MessageField::some(Any {
+                type_url: FEATURES_TYPE.to_owned(),
+                value: features.stdout,
+                ..Default::default()
+            });
+        }
+        Ok(features) => eprintln!(
+            "{runc} features failed ({}): no features in the info",
             features.status
-        )));
+        ),
+        Err(e) => eprintln!("cannot run {runc} features ({e}): no features in the info"),
     }
-    info.features = MessageField::some(Any {
-        type_url: FEATURES_TYPE.to_owned(),
-        value: features.stdout,
-        ..Default::default()
-    });
     let bytes = info
         .write_to_bytes()
         .map_err(|e| LaunchError::Other(format!("encoding the runtime info: {e}")))?;

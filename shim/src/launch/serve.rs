@@ -3,7 +3,7 @@
 //! `containerd.task.v3.Task` for containerd 2.x: the same messages under a new package), reaps
 //! its children, and exits once containerd shuts it down with no containers left.
 
-use super::start::{LISTENER_FD, LISTENER_FD_ENV};
+use super::start::{LISTENER_FD, LISTENER_FD_ENV, READY};
 use super::LaunchError;
 use crate::task::TaskService;
 use containerd_shim::asynchronous::monitor::monitor_notify_by_pid;
@@ -44,6 +44,7 @@ async fn run(flags: &Flags) -> Result<(), LaunchError> {
     // Signals first: no child may exit before the reaper listens.
     let reaper = Reaper::install()?;
     containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)?;
+    stderr_to_log();
     let listener = listener(&flags.socket)?;
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .map_err(|_| LaunchError::Other("TTRPC_ADDRESS is not set".into()))?;
@@ -62,12 +63,13 @@ async fn run(flags: &Flags) -> Result<(), LaunchError> {
         .start()
         .await
         .map_err(|e| LaunchError::Other(format!("serving ttrpc: {e}")))?;
-    announce_ready();
+    announce_ready()?;
     info!("serving task API v2 and v3 on {}", flags.socket);
     exit.wait().await;
     info!("shutting down");
-    let _ = server.shutdown().await;
+    // The socket goes first, so no start joins a server that is leaving.
     let _ = std::fs::remove_file(flags.socket.trim_start_matches("unix://"));
+    let _ = server.shutdown().await;
     Ok(())
 }
 
@@ -118,12 +120,42 @@ pub fn set_subreaper() -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// `start` waits for our stdout to close.
-fn announce_ready() {
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: replacing our own stdout descriptor.
-        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+/// Tells `start` the server serves: no more dying with it, the ready line, stdout closed.
+fn announce_ready() -> Result<(), LaunchError> {
+    use std::io::Write;
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{READY}")
+        .and_then(|()| stdout.flush())
+        .map_err(LaunchError::io("telling start the server is ready"))?;
+    // Closed by pointing it at /dev/null: a closed descriptor 1 would be reused by the next
+    // file opened, and a late print would land there.
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(LaunchError::io("opening /dev/null"))?;
+    // SAFETY: replacing our own stdout descriptor.
+    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), libc::STDOUT_FILENO) };
+    Ok(())
+}
+
+/// Panics and anything else written to stderr go to containerd's log, as the log fifo in the
+/// bundle carries the shim's log lines.
+fn stderr_to_log() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking to open (no reader: no redirect rather than a hang), blocking to write.
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("log");
+    if let Ok(fifo) = opened {
+        // SAFETY: fcntl/dup2 on descriptors we own; dup2 keeps the fifo open as stderr.
+        unsafe {
+            libc::fcntl(fifo.as_raw_fd(), libc::F_SETFL, libc::O_WRONLY);
+            libc::dup2(fifo.as_raw_fd(), libc::STDERR_FILENO);
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use log::warn;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ const DEFAULT_SOCKET_DIR: &str = "/run/containerd/s";
 /// The listening socket's descriptor in the server (and the variable that says so).
 pub const LISTENER_FD: i32 = 3;
 pub const LISTENER_FD_ENV: &str = "SPRIGHT_SHIM_LISTENER_FD";
+/// What the server prints, alone, once it serves (anything else it prints is its error).
+pub const READY: &str = "ready";
 
 /// Annotations that put containers in one shim, as the runc v2 shim groups them: one shim per
 /// pod (CRI's sandbox id), or per explicit group.
@@ -55,25 +57,84 @@ pub fn start(flags: &Flags) -> Result<(), LaunchError> {
     let bundle = std::env::current_dir().map_err(LaunchError::io("the bundle directory"))?;
     let address = socket_address(&request, &group_of(&bundle, &request.id));
     let path = PathBuf::from(address.trim_start_matches("unix://"));
+    let dir = path.parent().expect("a socket directory");
+    // Private to containerd (root), as containerd's own shims keep it.
+    create_private_dir(dir)?;
+    // One start at a time per socket directory: a second start for a group waits until the
+    // first one's server serves (or is gone), and two never replace a stale socket together.
+    let _serialized = StartLock::take(dir)?;
+    let mut spawned = None;
     if let Some(listener) = bind_or_join(&path)? {
-        let mut server = spawn_server(&request, &address, listener)?;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        let mut server = match spawn_server(&request, &address, listener) {
+            Ok(server) => server,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         if let Err(e) = server.prepare(&request).and_then(|()| server.wait_ready()) {
             server.abandon(&path);
             return Err(e);
         }
+        spawned = Some(server);
     }
+    let answered = answer(&bundle, &address, request.protocol);
+    if let (Err(_), Some(server)) = (&answered, spawned) {
+        // containerd will not use a server it was not told about.
+        server.abandon(&path);
+        let _ = std::fs::remove_file(bundle.join("address"));
+    }
+    answered
+}
+
+fn answer(bundle: &Path, address: &str, protocol: Protocol) -> Result<(), LaunchError> {
     // containerd 1.x and `delete` read the address back from the bundle.
-    std::fs::write(bundle.join("address"), &address)
+    std::fs::write(bundle.join("address"), address)
         .map_err(LaunchError::io("writing the bundle's address file"))?;
-    let answer = match request.protocol {
-        Protocol::Legacy => address.into_bytes(),
-        Protocol::Bootstrap => handshake::bootstrap_result(&address),
+    let answer = match protocol {
+        Protocol::Legacy => address.as_bytes().to_vec(),
+        Protocol::Bootstrap => handshake::bootstrap_result(address),
     };
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(&answer)
         .and_then(|()| stdout.flush())
         .map_err(LaunchError::io("answering containerd on stdout"))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), LaunchError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(LaunchError::io(format!("creating {}", dir.display())))
+}
+
+/// An exclusive `flock` on the socket directory's start lock, held until dropped.
+struct StartLock {
+    _file: std::fs::File,
+}
+
+impl StartLock {
+    fn take(dir: &Path) -> Result<StartLock, LaunchError> {
+        let path = dir.join(".spright-start.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(LaunchError::io(format!("opening {}", path.display())))?;
+        // SAFETY: flock on a descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(LaunchError::Io {
+                context: format!("locking {}", path.display()),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(StartLock { _file: file })
+    }
 }
 
 /// The group a container's shim serves: its pod, or the container alone.
@@ -94,20 +155,41 @@ fn group_of(bundle: &Path, id: &str) -> String {
 /// containerd's naming: a hash of its address, the namespace and the group, in its socket
 /// directory, so that each group of each containerd has one socket.
 fn socket_address(request: &StartRequest, group: &str) -> String {
-    let name = Path::new(&request.grpc_address)
-        .join(&request.namespace)
-        .join(group);
-    let hash = Sha256::digest(name.as_os_str().as_bytes());
+    let name = go_join(&[&request.grpc_address, &request.namespace, group]);
+    let hash = Sha256::digest(name.as_bytes());
     let dir = request.socket_dir.as_deref().unwrap_or(DEFAULT_SOCKET_DIR);
     format!("unix://{}/{hash:x}", dir.trim_end_matches('/'))
 }
 
+/// Go's `filepath.Join`, which containerd names sockets with: every part is appended (an
+/// absolute group does not replace the address and namespace, as `Path::join` would) and the
+/// result is cleaned.
+fn go_join(parts: &[&str]) -> String {
+    let absolute = parts
+        .iter()
+        .find(|p| !p.is_empty())
+        .is_some_and(|p| p.starts_with('/'));
+    let mut clean: Vec<&str> = Vec::new();
+    for segment in parts.iter().flat_map(|p| p.split('/')) {
+        match segment {
+            "" | "." => {}
+            ".." if clean.last().is_some_and(|l| *l != "..") => {
+                clean.pop();
+            }
+            ".." if absolute => {}
+            other => clean.push(other),
+        }
+    }
+    let joined = clean.join("/");
+    match (absolute, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
 /// Binds the group's socket, or returns `None` when a live server already listens on it.
 fn bind_or_join(path: &Path) -> Result<Option<UnixListener>, LaunchError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(LaunchError::io(format!("creating {}", dir.display())))?;
-    }
     match UnixListener::bind(path) {
         Ok(listener) => Ok(Some(listener)),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -160,6 +242,11 @@ fn spawn_server(
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Dies with `start` until it is ready (containerd may kill a start that hangs);
+            // the server clears this before it says it is ready.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             let moved = if fd == LISTENER_FD {
                 libc::fcntl(fd, libc::F_SETFD, 0)
             } else {
@@ -189,7 +276,8 @@ impl Server {
         Ok(())
     }
 
-    /// The server closes its stdout once it serves; whatever it printed before is its error.
+    /// The server prints `READY` and closes its stdout once it serves; anything else it printed
+    /// is its error.
     fn wait_ready(&mut self) -> Result<(), LaunchError> {
         let mut out = self.child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
@@ -204,15 +292,22 @@ impl Server {
                 SERVER_READY.as_secs()
             ))
         })?;
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(LaunchError::ServerFailed(if printed.is_empty() {
-                format!("it exited ({status})")
-            } else {
-                format!("{printed} ({status})")
-            })),
-            Err(e) => Err(LaunchError::ServerFailed(format!("waiting for it: {e}"))),
+        if let Some(before) = printed.strip_suffix(READY) {
+            if before.trim().is_empty() {
+                return Ok(());
+            }
         }
+        // No ready line: it is exiting (its stdout closes before it can be waited for).
+        let status = self
+            .child
+            .wait()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| format!("waiting for it: {e}"));
+        Err(LaunchError::ServerFailed(if printed.is_empty() {
+            format!("it exited ({status})")
+        } else {
+            format!("{printed} ({status})")
+        }))
     }
 
     /// Kills a server that will not be used, and removes its socket.
@@ -262,6 +357,19 @@ mod tests {
     }
 
     #[test]
+    fn socket_names_join_as_go_does() {
+        assert_eq!(go_join(&["/run/c.sock", "ns", "g"]), "/run/c.sock/ns/g");
+        // An absolute group is appended, not a replacement of the address and namespace.
+        assert_eq!(go_join(&["/run/c.sock", "ns", "/g"]), "/run/c.sock/ns/g");
+        assert_eq!(
+            go_join(&["/run//c.sock/", "./ns", "a/../g"]),
+            "/run/c.sock/ns/g"
+        );
+        assert_eq!(go_join(&["/", "..", "g"]), "/g");
+        assert_eq!(go_join(&["rel", "..", ".."]), "..");
+    }
+
+    #[test]
     fn containers_of_a_pod_share_its_group() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -277,6 +385,7 @@ mod tests {
     #[test]
     fn a_live_server_is_joined_and_a_dead_ones_socket_replaced() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("s")).unwrap();
         let path = dir.path().join("s/abc");
         let live = bind_or_join(&path).unwrap().expect("bound");
         assert!(

@@ -22,6 +22,16 @@ fn runc_options(systemd: bool) -> Any {
     any
 }
 
+fn extension(any: &Any) -> Vec<u8> {
+    let any_bytes = any.write_to_bytes().unwrap();
+    let mut extension = Vec::new();
+    let mut e = CodedOutputStream::vec(&mut extension);
+    e.write_bytes(1, &any_bytes).unwrap();
+    e.flush().unwrap();
+    drop(e);
+    extension
+}
+
 /// A `BootstrapParams` as containerd 2.3 writes it (field order and types of bootstrap.proto).
 fn bootstrap_params(log_level: i32, options: Option<&Any>, socket_dir: Option<&str>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -38,15 +48,13 @@ fn bootstrap_params(log_level: i32, options: Option<&Any>, socket_dir: Option<&s
         w.write_string(6, "/run/containerd/containerd.sock")
             .unwrap();
         w.write_string(7, "/usr/local/bin/containerd").unwrap();
+        // An extension of another kind first (containerd may add more): skipped.
+        let mut other = Any::new();
+        other.type_url = "containerd.io/nri.v1.PluginConfig".into();
+        w.write_bytes(8, &extension(&other)).unwrap();
+        w.write_bytes(8, b"\x0a\x02\xff\xff").unwrap(); // one this build cannot read
         if let Some(any) = options {
-            let any_bytes = any.write_to_bytes().unwrap();
-            let mut extension = Vec::new();
-            {
-                let mut e = CodedOutputStream::vec(&mut extension);
-                e.write_bytes(1, &any_bytes).unwrap();
-                e.flush().unwrap();
-            }
-            w.write_bytes(8, &extension).unwrap();
+            w.write_bytes(8, &extension(any)).unwrap();
         }
         if let Some(dir) = socket_dir {
             w.write_string(9, dir).unwrap();
