@@ -5,6 +5,7 @@
 pub mod containerd;
 pub mod http;
 pub mod load;
+pub mod nerdctl;
 pub mod planes;
 pub mod workloads;
 
