@@ -74,6 +74,18 @@ fn read_shim_log(bundle: &Path) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap_or_default())
 }
 
+/// Kills the test's shim servers if the test fails before shutting them down.
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in shim_processes(&self.0) {
+            // SAFETY: signalling a shim server this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {
@@ -130,6 +142,7 @@ fn a_bootstrap_start_serves_task_api_v2_and_v3_and_shuts_down() {
     let ttrpc = dir.path().join("containerd.sock.ttrpc");
     let _containerd = UnixListener::bind(&ttrpc).unwrap();
     let id = format!("launch-{}", std::process::id());
+    let _reap = KillOnDrop(id.clone());
 
     let out = shim(
         &bundle,
