@@ -307,28 +307,28 @@ fn text_for(i: usize) -> Vec<u8> {
         .into_bytes()
 }
 
-/// IPs leased on `network` (host-local's files named by address).
-fn leases(network: &Network) -> Vec<String> {
-    std::fs::read_dir(Path::new("/var/lib/cni/networks").join(&network.name))
+/// The names in a directory (none if it does not exist).
+fn dir_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|f| f.parse::<Ipv4Addr>().is_ok())
                 .collect()
         })
         .unwrap_or_default()
 }
 
+/// IPs leased on `network` (host-local's files named by address).
+fn leases(network: &Network) -> Vec<String> {
+    dir_names(&Path::new("/var/lib/cni/networks").join(&network.name))
+        .into_iter()
+        .filter(|f| f.parse::<Ipv4Addr>().is_ok())
+        .collect()
+}
+
 fn runc_states(c: &Containerd) -> Vec<String> {
-    std::fs::read_dir(Path::new("/run/containerd/spright").join(&c.namespace))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    dir_names(&Path::new("/run/containerd/spright").join(&c.namespace))
 }
 
 fn function_containers_join_their_chain_and_bad_annotations_leave_nothing(
