@@ -3,7 +3,7 @@
 //! `features.json`, as `runc features` prints it), since containers run under runc.
 
 use super::handshake::read_info_options;
-use super::{LaunchError, RUNTIME};
+use super::{LaunchError, MAX_STDIN, RUNTIME};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
@@ -14,7 +14,7 @@ const FEATURES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/f
 pub fn info() -> Result<(), LaunchError> {
     let mut stdin = Vec::new();
     std::io::stdin()
-        .take(10 << 20)
+        .take(MAX_STDIN)
         .read_to_end(&mut stdin)
         .map_err(LaunchError::io("reading the runtime options on stdin"))?;
     let options = read_info_options(&stdin);

@@ -51,7 +51,7 @@ pub fn main() -> i32 {
     let result = if flags.version {
         println!(
             "{}:\n  Runtime: {RUNTIME}\n  Version: {}\n  Task API: v2 (containerd 1.6 to 2.2), v3 (2.3+ bootstrap)",
-            binary_name(),
+            BINARY,
             env!("CARGO_PKG_VERSION")
         );
         Ok(())
@@ -75,25 +75,11 @@ pub fn main() -> i32 {
 
 fn fail(e: &LaunchError) -> i32 {
     // containerd shows what `start` prints (stdout and stderr together) in its error.
-    eprintln!("{}: {e}", binary_name());
+    eprintln!("{}: {e}", BINARY);
     1
 }
 
-fn binary_name() -> &'static str {
-    "containerd-shim-spright-v1"
-}
+const BINARY: &str = "containerd-shim-spright-v1";
 
-/// Whether runc's options ask for a shim cgroup (`shim_cgroup`), and which.
-fn shim_cgroup(
-    flags_options: Option<&containerd_shim::protos::protobuf::well_known_types::any::Any>,
-) -> Option<String> {
-    use containerd_shim::protos::protobuf::Message;
-    let any = flags_options?;
-    if !any.type_url.ends_with("containerd.runc.v1.Options") {
-        return None;
-    }
-    containerd_shim::api::Options::parse_from_bytes(&any.value)
-        .ok()
-        .map(|o| o.shim_cgroup)
-        .filter(|c| !c.is_empty())
-}
+/// The most containerd sends on stdin (its own limit is 10 MiB as well).
+const MAX_STDIN: u64 = 10 << 20;

@@ -4,7 +4,7 @@
 //! come up is killed and its socket removed: a failed start leaves nothing running.
 
 use super::handshake::{self, LegacyInputs, Protocol, StartRequest};
-use super::{LaunchError, RUNTIME};
+use super::{LaunchError, MAX_STDIN, RUNTIME};
 use containerd_shim::Flags;
 use log::warn;
 use sha2::{Digest, Sha256};
@@ -18,8 +18,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The most containerd sends on stdin (its own limit is 10 MiB as well).
-const MAX_STDIN: u64 = 10 << 20;
 /// How long a new server may take to listen.
 const SERVER_READY: Duration = Duration::from_secs(10);
 /// Where shim sockets go unless containerd names a directory (containerd's own default).
@@ -269,7 +267,7 @@ impl Server {
     /// The shim's cgroup and OOM score, as the runc v2 shim sets them.
     fn prepare(&self, request: &StartRequest) -> Result<(), LaunchError> {
         let pid = self.child.id();
-        if let Some(cgroup) = super::shim_cgroup(request.options.as_ref()) {
+        if let Some(cgroup) = shim_cgroup(request.options.as_ref()) {
             containerd_shim::cgroup::add_task_to_cgroup(&cgroup, pid)?;
         }
         containerd_shim::cgroup::adjust_oom_score(pid)?;
@@ -319,6 +317,21 @@ impl Server {
         let _ = child.wait();
         let _ = std::fs::remove_file(socket);
     }
+}
+
+/// Whether runc's options ask for a shim cgroup (`shim_cgroup`), and which.
+fn shim_cgroup(
+    options: Option<&containerd_shim::protos::protobuf::well_known_types::any::Any>,
+) -> Option<String> {
+    use containerd_shim::protos::protobuf::Message;
+    let any = options?;
+    if !any.type_url.ends_with("containerd.runc.v1.Options") {
+        return None;
+    }
+    containerd_shim::api::Options::parse_from_bytes(&any.value)
+        .ok()
+        .map(|o| o.shim_cgroup)
+        .filter(|c| !c.is_empty())
 }
 
 #[cfg(test)]
