@@ -17,6 +17,14 @@ use std::time::{Duration, Instant};
 /// How long one nerdctl command may take before the test calls it hung.
 const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 
+/// The nerdctl commands that run CNI (ADD through the container's OCI hook, or network setup).
+const CNI_COMMANDS: [&str; 5] = ["run", "create", "start", "restart", "network"];
+
+/// Held while a CNI command runs: the CNI firewall plugin makes its shared chains
+/// (`CNI-ISOLATION-STAGE-1`, ...) by check-then-create, so two first uses at once fail with
+/// "CHAIN_USER_ADD failed (File exists)". Tests on several containerds run in parallel threads.
+static CNI_SETUP: Mutex<()> = Mutex::new(());
+
 /// The nerdctl version of `e2e/containerd/versions` (its `nerdctl` line).
 pub fn version() -> String {
     let path = versions_file();
@@ -145,6 +153,10 @@ impl<'a> Nerdctl<'a> {
     /// Runs `nerdctl <args>` with stdin from `input`, failing the test if it takes longer than
     /// a minute (a hung nerdctl is a finding, not a wait).
     pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let _cni = args
+            .first()
+            .is_some_and(|a| CNI_COMMANDS.contains(a))
+            .then(|| CNI_SETUP.lock().unwrap_or_else(|e| e.into_inner()));
         let mut cmd = self.command();
         cmd.args(args)
             .stdin(Stdio::piped())
