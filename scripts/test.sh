@@ -24,9 +24,13 @@ step "containerd versions"
 # Every containerd of the test matrix and nerdctl, into a cache outside the checkout (a warm
 # cache costs nothing; a cold one builds 2.0, 2.2, 2.3 and nerdctl with Go: about 13 minutes).
 ./e2e/containerd/fetch.sh
+step "kubernetes"
+# The test cluster's components, built from the Go module proxy into the same cache (warm:
+# nothing; cold: about N minutes).
+./e2e/kubernetes/fetch.sh
 step "images"
-# Static binaries in OCI archives for the containerd tests (no registry needed).
-./e2e/images/build.sh
+# Static binaries in OCI archives for the containerd and Kubernetes tests (no registry needed).
+./e2e/images/build.sh --with-spright
 step "test"
 # Root-only tests fail instead of skipping when CI=true.
 cargo test --workspace --locked -- --test-threads="${SPRIGHT_TEST_THREADS:-2}"

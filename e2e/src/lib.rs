@@ -4,6 +4,7 @@
 
 pub mod containerd;
 pub mod http;
+pub mod kubernetes;
 pub mod load;
 pub mod nerdctl;
 pub mod planes;

@@ -1,0 +1,153 @@
+//! The single-node Kubernetes cluster of `e2e/kubernetes/cluster.sh`, driven from tests: `up`
+//! on start, `down` on drop, kubectl with the cluster's admin kubeconfig.
+
+use crate::containerd::text;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one kubectl command may take before the test calls it hung.
+const KUBECTL_LIMIT: Duration = Duration::from_secs(120);
+
+pub fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("kubernetes/cluster.sh")
+}
+
+/// A running cluster; `cluster.sh down` when dropped.
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    /// The node's name (the cluster has one node).
+    pub node: String,
+    up: bool,
+}
+
+impl Cluster {
+    /// `cluster.sh up`, failing the test with what it printed if the cluster does not start.
+    pub fn up() -> Cluster {
+        // A cluster a failed earlier run left behind would make `up` refuse.
+        let _ = Command::new(script())
+            .arg("down")
+            .stdout(Stdio::null())
+            .status();
+        let out = Command::new(script())
+            .arg("up")
+            .output()
+            .expect("run e2e/kubernetes/cluster.sh");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            let _ = Command::new(script()).arg("down").status();
+            panic!("cluster.sh up failed ({}):\n{}", out.status, text(&out));
+        }
+        let export = |var: &str| {
+            said.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {var}=")))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("cluster.sh up printed no {var} line:\n{said}"))
+        };
+        let kubeconfig = PathBuf::from(export("KUBECONFIG"));
+        let bin = export("PATH");
+        let bin = bin.strip_suffix(":$PATH").unwrap_or(&bin);
+        let mut cluster = Cluster {
+            kubeconfig,
+            kubectl: Path::new(bin).join("kubectl"),
+            node: String::new(),
+            up: true,
+        };
+        cluster.node = cluster.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+        cluster
+    }
+
+    /// `kubectl <args>` against the cluster, failing the test if it hangs.
+    pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start kubectl");
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            use std::io::Write;
+            stdin.write_all(input.as_bytes()).expect("kubectl stdin");
+        }
+        let begun = Instant::now();
+        loop {
+            if child.try_wait().expect("wait for kubectl").is_some() {
+                return child.wait_with_output().expect("kubectl output");
+            }
+            if begun.elapsed() > KUBECTL_LIMIT {
+                let _ = child.kill();
+                panic!("kubectl {args:?} hung for {KUBECTL_LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_input(args, None)
+    }
+
+    /// `kubectl <args>`, failing the test unless it succeeds; its stdout, trimmed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub fn apply(&self, yaml: &str) -> String {
+        let out = self.kubectl_with_input(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}\n{yaml}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The last lines of each component's log, for a failure message.
+    pub fn logs(&self) -> String {
+        let dir = self
+            .kubeconfig
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("log"));
+        let mut all = String::new();
+        for c in ["kubelet", "containerd"] {
+            if let Some(d) = &dir {
+                let log = std::fs::read_to_string(d.join(format!("{c}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                all += &format!("--- {c} (last lines)\n");
+                for l in tail.into_iter().rev() {
+                    all += l;
+                    all.push('\n');
+                }
+            }
+        }
+        all
+    }
+
+    /// `cluster.sh down`; true when it succeeded.
+    pub fn down(&mut self) -> bool {
+        if !self.up {
+            return true;
+        }
+        self.up = false;
+        Command::new(script())
+            .arg("down")
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
