@@ -35,13 +35,24 @@ pub fn raw(addr: SocketAddr, raw: &[u8]) -> std::io::Result<HttpResponse> {
 
 /// One request with a body.
 pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> HttpResponse {
+    try_request(addr, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One request with a body; a connection that fails is an error, not a panic (for polling a
+/// server that is on its way up).
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
     req.extend_from_slice(body);
-    raw(addr, &req).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    raw(addr, &req)
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> HttpResponse {

@@ -1,17 +1,21 @@
 //! `configs/kubernetes/` on a real single-node cluster (e2e/kubernetes/cluster.sh: etcd,
 //! kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, containerd 2.3
 //! with the spright runtime): applied unchanged, reached through its Service, a function pod
-//! replaced, a pod with bad annotations refused with an event, and nothing left on the node
-//! after `kubectl delete -f`.
+//! replaced, a rolling update under load, the chain pod restarted, a pod with bad annotations
+//! refused with an event, and nothing left on the node after `kubectl delete -f` and
+//! `cluster.sh down`.
 //!
 //! One test: the cluster takes about a minute to start, and its steps share it in order.
 
+use spright_core::pool::Pool;
 use spright_e2e::http;
 use spright_e2e::kubernetes::Cluster;
 use spright_e2e::load::{self, Load};
 use spright_test_support::{have_root, wait_for};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/kubernetes");
@@ -40,6 +44,8 @@ fn the_manifests_run_unchanged_on_a_real_node() {
 
     serves_through_its_service(&cluster, service);
     a_deleted_function_pod_is_replaced_and_serving_resumes(&cluster, service);
+    a_rolling_update_under_load_loses_nothing_silently(&cluster, service);
+    a_restarted_chain_pod_gets_its_functions_back(&cluster, service);
     bad_annotations_get_a_clear_event(&cluster);
     deleting_the_manifests_leaves_nothing(&cluster);
     let dir = cluster
@@ -199,7 +205,7 @@ fn a_deleted_function_pod_is_replaced_and_serving_resumes(cluster: &Cluster, ser
         "/render to answer again after parse's pod was replaced",
         Duration::from_secs(30),
         || {
-            let r = http::post(service, "/render", b"one two two");
+            let r = http::try_request(service, "POST", "/render", b"one two two").ok()?;
             (r.status == 200 && r.body[..] == spright_demo_chain::expected_page(b"one two two")[..])
                 .then_some(())
         },
@@ -209,6 +215,152 @@ fn a_deleted_function_pod_is_replaced_and_serving_resumes(cluster: &Cluster, ser
     l.requests = 200;
     load::assert_all_answered("after the replacement", &load::run(l), |i| {
         spright_demo_chain::expected_page(&text_for(i))
+    });
+}
+
+/// `kubectl rollout restart` of transform (two pods) while 8 connections send: each request
+/// gets the right page or a 502 at once; none hangs; no pool buffer is left in use.
+fn a_rolling_update_under_load_loses_nothing_silently(cluster: &Cluster, service: SocketAddr) {
+    let until = Arc::new(AtomicBool::new(false));
+    let mut l = Load::new(service, "POST", "/render", text_for);
+    l.connections = 8;
+    l.requests = 1_000_000;
+    l.until = Some(until.clone());
+    let completed = l.completed.clone();
+    let load = std::thread::spawn(move || load::run(l));
+    wait_for("load to flow", Duration::from_secs(10), || {
+        (completed.load(Ordering::Relaxed) > 100).then_some(())
+    });
+    cluster.ok(&["rollout", "restart", "deployment/demo-transform"]);
+    let out = cluster.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/demo-transform",
+        "--timeout=100s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        spright_e2e::containerd::text(&out)
+    );
+    // Both new pods registered: the old ones' last requests are behind us.
+    let during = completed.load(Ordering::Relaxed);
+    wait_for(
+        "more load after the rollout",
+        Duration::from_secs(10),
+        || (completed.load(Ordering::Relaxed) > during + 200).then_some(()),
+    );
+    until.store(true, Ordering::Relaxed);
+    let outcomes = load.join().expect("load thread");
+    let mut failed = 0;
+    for (i, o) in &outcomes {
+        let took = o.finished - o.started;
+        match o.status {
+            200 => assert_eq!(
+                o.body.as_ref(),
+                spright_demo_chain::expected_page(&text_for(*i)).as_slice(),
+                "request {i} got a wrong page"
+            ),
+            502 => {
+                failed += 1;
+                assert!(
+                    took < Duration::from_secs(1),
+                    "request {i}: a 502 after {took:?}"
+                );
+            }
+            other => panic!("request {i}: status {other} after {took:?}: {:?}", o.body),
+        }
+        // The gateway's timeout is 5 s (demo-chain.yaml): nothing may wait longer.
+        assert!(took < Duration::from_secs(6), "request {i} took {took:?}");
+    }
+    eprintln!(
+        "rolling update: {} requests, {failed} failed with 502",
+        outcomes.len()
+    );
+    wait_pool_idle();
+}
+
+/// The chain pod (pool-manager and gateway) deleted: its Deployment makes a new one, the
+/// function containers exit as their data sockets close, the kubelet restarts them in their
+/// pods, and they register with the new pool-manager; nobody restarts anything by hand.
+fn a_restarted_chain_pod_gets_its_functions_back(cluster: &Cluster, service: SocketAddr) {
+    let functions = || {
+        cluster.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app in (demo-parse,demo-transform,demo-render)",
+            "-o",
+            "name",
+        ])
+    };
+    let before = functions();
+    cluster.ok(&[
+        "delete",
+        "pod",
+        "-l",
+        "app=spright-demo-chain",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    let out = cluster.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/spright-demo-chain",
+        "--timeout=100s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        spright_e2e::containerd::text(&out)
+    );
+    // The kubelet's crash-loop back-off (10 s, then doubling) paces the functions' return.
+    wait_for(
+        "/render to answer after the chain pod's restart",
+        Duration::from_secs(120),
+        || {
+            let r = http::post(service, "/render", b"x y x");
+            (r.status == 200 && r.body[..] == spright_demo_chain::expected_page(b"x y x")[..])
+                .then_some(())
+        },
+    );
+    assert_eq!(functions(), before, "the same function pods serve again");
+    let mut l = Load::new(service, "POST", "/render", text_for);
+    l.connections = 4;
+    l.requests = 200;
+    // transform's second instance may still be in its back-off: wait until both are back.
+    wait_for(
+        "both transform instances back",
+        Duration::from_secs(120),
+        || {
+            let s = status();
+            s.lines()
+                .find(|l| l.starts_with("transform "))
+                .and_then(|l| l.split_whitespace().nth(1).map(|n| n == "2"))
+                .unwrap_or(false)
+                .then_some(())
+        },
+    );
+    load::assert_all_answered("after the chain pod's restart", &load::run(l), |i| {
+        spright_demo_chain::expected_page(&text_for(i))
+    });
+}
+
+/// `spright status demo` on the node.
+fn status() -> String {
+    let out = std::process::Command::new(spright_e2e::bin_dir().join("spright"))
+        .args(["status", CHAIN])
+        .output()
+        .expect("run spright status");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_pool_idle() {
+    let pool = Pool::open(Path::new(&format!("/dev/shm/spright-{CHAIN}.pool")))
+        .expect("open the chain's pool");
+    wait_for("every pool buffer free", Duration::from_secs(10), || {
+        let s = pool.stats();
+        (s.free == s.total).then_some(())
     });
 }
 
