@@ -12,7 +12,8 @@
 #   e2e/kubernetes/cluster.sh down    deletes every pod (so CNI and the shims clean up), stops
 #                                     everything and removes what the cluster left: processes,
 #                                     mounts, network namespaces, the bridge, iptables rules,
-#                                     cgroups, leases and the state directory
+#                                     cgroups, leases and the state directory, and puts back the
+#                                     sysctls the kubelet and CNI changed
 #
 # Everything is private: state in $SPRIGHT_K8S_DIR (/var/lib/spright-kubernetes), a containerd
 # of its own (own root, state and sockets; runc keeps its state under /run/containerd/runc/k8s.io
@@ -43,6 +44,9 @@ SERVICE_CIDR=10.96.0.0/24
 API_PORT=6443
 ETCD_PORT=23790
 ETCD_PEER_PORT=23800
+# Host settings the kubelet (kernel.*, vm.*) and the bridge plugin (ip_forward) change.
+HOST_SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory kernel.keys.root_maxkeys
+  kernel.keys.root_maxbytes net.ipv4.ip_forward)
 # How long `up` waits for each component, in seconds.
 WAIT=${SPRIGHT_K8S_WAIT:-120}
 
@@ -130,6 +134,7 @@ make_pki() {
   mkdir -p "$DIR/pki"
   chmod 700 "$DIR/pki"
   openssl req -x509 -new -newkey rsa:2048 -nodes -days 30 -subj "/CN=spright-test-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
     -keyout "$DIR/pki/ca.key" -out "$DIR/pki/ca.crt" 2>/dev/null
   cert apiserver kube-apiserver "" \
     "IP:$NODE_IP,IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
@@ -161,6 +166,9 @@ state = "$DIR/containerd/state"
 [debug]
   address = "$DIR/run/containerd.sock.debug"
 
+# NRI would take over the host's /var/run/nri/nri.sock and load /opt/nri/plugins.
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
 [plugins."io.containerd.internal.v1.opt"]
   path = "$DIR/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
@@ -226,8 +234,9 @@ clientConnection: {kubeconfig: $DIR/pki/kube-proxy.kubeconfig}
 mode: iptables
 clusterCIDR: $CLUSTER_CIDR
 hostnameOverride: $NODE
-# Leave the host's conntrack sysctls alone.
-conntrack: {maxPerCore: 0}
+# Leave the host's conntrack sysctls and route_localnet alone.
+conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+iptables: {localhostNodePorts: false}
 metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:10256
 EOF
@@ -263,6 +272,12 @@ up() {
   cni_config >"$DIR/cni/10-$NETWORK.conflist"
   kubelet_config >"$DIR/kubelet.yaml"
   kube_proxy_config >"$DIR/kube-proxy.yaml"
+
+  # The kubelet and the bridge plugin set these; `down` puts them back.
+  for key in "${HOST_SYSCTLS[@]}"; do
+    printf '%s=%s\n' "$key" "$(sysctl -n "$key" 2>/dev/null)" >>"$DIR/sysctl.saved"
+  done
+  [ -d /var/log/containers ] || touch "$DIR/made-var-log-containers"
 
   local t0
   t0=$(date +%s)
@@ -378,6 +393,7 @@ down() {
   # runc state of our containers (shared root: only ids this containerd had).
   if [ -f "$DIR/run/containers" ]; then
     while read -r id; do
+      [ -n "$id" ] || continue
       for root in /run/containerd/runc/k8s.io /run/containerd/spright/k8s.io; do
         if [ -e "$root/$id" ]; then
           runc --root "$root" delete --force "$id" >/dev/null 2>&1 || true
@@ -401,6 +417,12 @@ down() {
     [ -d "$h/kubepods" ] || continue
     find "$h/kubepods" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
+  if [ -f "$DIR/sysctl.saved" ]; then
+    while IFS='=' read -r key value; do
+      [ -z "$value" ] || sysctl -q -w "$key=$value" >/dev/null 2>&1 || say "could not restore $key=$value"
+    done <"$DIR/sysctl.saved"
+  fi
+  if [ -f "$DIR/made-var-log-containers" ]; then rmdir /var/log/containers 2>/dev/null || true; fi
   rm -rf "$DIR"
   say "down"
 }
@@ -411,7 +433,7 @@ cleanup_kubelet_rules() {
   for tool in iptables ip6tables; do
     command -v "$tool" >/dev/null || continue
     for table in filter nat mangle; do
-      "$tool" -w -t "$table" -S 2>/dev/null |
+      { "$tool" -w -t "$table" -S 2>/dev/null || true; } |
         { grep -E -- '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j KUBE-(FIREWALL|KUBELET-CANARY|IPTABLES-HINT)( |$)' || true; } |
         while read -r rule; do eval "$tool -w -t $table ${rule/-A /-D }" 2>/dev/null || true; done
       for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
@@ -426,7 +448,9 @@ cleanup_kubelet_rules() {
 # their jumps; what CNI DEL of a pod did not remove.
 cleanup_cni_rules() {
   local rule chain
-  iptables -w -t nat -S POSTROUTING 2>/dev/null | { grep -F "name: \"$NETWORK\"" || true; } | while read -r rule; do
+  # iptables -S prints the comment with its quotes escaped: match the network's name alone.
+  { iptables -w -t nat -S POSTROUTING 2>/dev/null || true; } |
+    { grep -E -- "-j CNI-[0-9a-f]+" || true; } | { grep -F -- "$NETWORK" || true; } | while read -r rule; do
     chain=$(sed -n 's/.* -j \(CNI-[0-9a-f]*\).*/\1/p' <<<"$rule")
     eval "iptables -w -t nat ${rule/-A /-D }" 2>/dev/null || true
     if [ -n "$chain" ]; then

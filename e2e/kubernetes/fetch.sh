@@ -88,7 +88,11 @@ mkdir -p out/bin
 run "$go_bin" build -trimpath -ldflags "$ldflags" -o out/bin/ "${components[@]/#/k8s.io/kubernetes/cmd/}"
 run "$go_bin" build -trimpath -ldflags "-s -w" -o out/bin/etcd "go.etcd.io/etcd/server/v3"
 for c in "${components[@]}"; do
-  if [ "$c" = kubectl ]; then said=$(out/bin/kubectl version --client 2>>"$log"); else said=$(out/bin/"$c" --version 2>>"$log"); fi
+  if [ "$c" = kubectl ]; then
+    said=$(out/bin/kubectl version --client 2>>"$log") || die "kubectl does not run"
+  else
+    said=$(out/bin/"$c" --version 2>>"$log") || die "$c does not run"
+  fi
   grep -q "$KUBERNETES_VERSION" <<<"$said" || die "$c does not say it is $KUBERNETES_VERSION: $said"
 done
 out/bin/etcd --version >>"$log" 2>&1 || die "etcd --version failed"

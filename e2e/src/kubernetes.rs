@@ -4,7 +4,7 @@
 use crate::containerd::text;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long one kubectl command may take before the test calls it hung.
 const KUBECTL_LIMIT: Duration = Duration::from_secs(120);
@@ -76,16 +76,20 @@ impl Cluster {
             use std::io::Write;
             stdin.write_all(input.as_bytes()).expect("kubectl stdin");
         }
-        let begun = Instant::now();
-        loop {
-            if child.try_wait().expect("wait for kubectl").is_some() {
-                return child.wait_with_output().expect("kubectl output");
-            }
-            if begun.elapsed() > KUBECTL_LIMIT {
-                let _ = child.kill();
+        // Output is read while kubectl runs (a full pipe would stall it), on a thread, so the
+        // wait has a deadline.
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(KUBECTL_LIMIT) {
+            Ok(out) => out.expect("kubectl output"),
+            Err(_) => {
+                // SAFETY: kill(2) of the kubectl we started, which has not been reaped.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
                 panic!("kubectl {args:?} hung for {KUBECTL_LIMIT:?}");
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -30,6 +30,7 @@ fn the_manifests_run_unchanged_on_a_real_node() {
     if !have_root("the_manifests_run_unchanged_on_a_real_node") {
         return;
     }
+    let sysctls_before = host_sysctls();
     let mut cluster = Cluster::up();
     // The one step the manifests ask of a user: label the node that runs the chain.
     cluster.ok(&[
@@ -56,9 +57,31 @@ fn the_manifests_run_unchanged_on_a_real_node() {
         .to_owned();
     assert!(cluster.down(), "cluster.sh down failed");
     the_cluster_leaves_nothing(&dir);
+    assert_eq!(
+        host_sysctls(),
+        sysctls_before,
+        "cluster.sh down puts back the host's sysctls"
+    );
 }
 
-/// After `cluster.sh down`: no state, process, bridge, iptables rule or runc state of ours.
+/// The sysctls the kubelet and the bridge plugin change.
+fn host_sysctls() -> Vec<(String, String)> {
+    [
+        "kernel/panic",
+        "kernel/panic_on_oops",
+        "vm/overcommit_memory",
+        "net/ipv4/ip_forward",
+    ]
+    .into_iter()
+    .map(|k| {
+        let v = std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap_or_default();
+        (k.to_owned(), v.trim().to_owned())
+    })
+    .collect()
+}
+
+/// After `cluster.sh down`: no state, process, mount, bridge, iptables rule, cgroup or lease of
+/// ours.
 fn the_cluster_leaves_nothing(dir: &Path) {
     assert!(!dir.exists(), "cluster.sh down left {}", dir.display());
     let dir = dir.to_string_lossy().into_owned();
@@ -76,7 +99,9 @@ fn the_cluster_leaves_nothing(dir: &Path) {
         .unwrap();
     assert!(!link.status.success(), "the bridge spright-k8s0 is left");
     for tool in ["iptables-save", "ip6tables-save"] {
-        let rules = std::process::Command::new(tool).output().unwrap();
+        let Ok(rules) = std::process::Command::new(tool).output() else {
+            continue; // no such tool on this host: no such rules either
+        };
         let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
         let left: Vec<&str> = rules
             .lines()
@@ -86,6 +111,18 @@ fn the_cluster_leaves_nothing(dir: &Path) {
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&dir), "mounts left under {dir}");
+    let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|h| h.path().join("kubepods"))
+        .chain([
+            "/sys/fs/cgroup/kubepods".into(),
+            "/var/lib/cni/networks/spright-k8s".into(),
+        ])
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(left.is_empty(), "left: {left:?}");
 }
 
 /// Every Deployment rolled out and every pod Ready; the chain Service's address.
@@ -121,6 +158,16 @@ fn wait_ready(cluster: &Cluster) -> SocketAddr {
 }
 
 fn serves_through_its_service(cluster: &Cluster, service: SocketAddr) {
+    // Function pods have no readiness probe of their own (joining is the shim's and the SDK's
+    // business) and kube-proxy programs the Service's endpoints a moment later.
+    wait_for(
+        "the Service to answer /render",
+        Duration::from_secs(60),
+        || {
+            let r = http::try_request(service, "POST", "/render", b"a b a").ok()?;
+            (r.status == 200).then_some(())
+        },
+    );
     // curl, as a user would, through kube-proxy's rules.
     let out = std::process::Command::new("curl")
         .args([
@@ -276,6 +323,24 @@ fn a_rolling_update_under_load_loses_nothing_silently(cluster: &Cluster, service
     eprintln!(
         "rolling update: {} requests, {failed} failed with 502",
         outcomes.len()
+    );
+    // `rollout status` can return before the last old pod is gone: wait for two pods, both of
+    // the new ReplicaSet.
+    wait_for(
+        "the old transform pods gone",
+        Duration::from_secs(60),
+        || {
+            let hashes = cluster.ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=demo-transform",
+                "-o",
+                r#"jsonpath={range .items[*]}{.metadata.labels.pod-template-hash}{"\n"}{end}"#,
+            ]);
+            let hashes: Vec<&str> = hashes.lines().collect();
+            (hashes.len() == 2 && hashes[0] == hashes[1]).then_some(())
+        },
     );
     wait_pool_idle();
 }

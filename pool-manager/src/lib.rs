@@ -78,9 +78,10 @@ pub async fn run(
     let routing = opts.routing();
     let paths = ChainPaths::new(&opts.locations, &opts.chain.name);
     let log = log.new(o!("chain" => opts.chain.name.clone()));
-    runtime_dir::claim(&paths, &log)?;
+    let claim = runtime_dir::claim(&paths, &log)?;
     let result = serve(opts, routing, paths.clone(), log.clone(), shutdown).await;
     runtime_dir::remove_all(&paths);
+    drop(claim);
     info!(log, "stopped; runtime directory, pool and pins removed");
     result
 }

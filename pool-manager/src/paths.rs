@@ -38,6 +38,9 @@ pub struct ChainPaths {
     /// The descriptor rings of poll mode, beside the pool.
     pub rings: PathBuf,
     pub pins: Option<PathBuf>,
+    /// Held (flock) by the chain's live pool-manager: `<runtime_root>/<chain>.lock`, beside the
+    /// runtime directory so clearing that directory leaves the lock alone.
+    pub lock: PathBuf,
 }
 
 impl ChainPaths {
@@ -52,6 +55,7 @@ impl ChainPaths {
             pool: pool.clone(),
             rings: spright_core::rings::rings_path(&pool),
             pins: loc.pin_root.as_ref().map(|p| p.join(chain)),
+            lock: loc.runtime_root.join(format!("{chain}.lock")),
             runtime_dir,
         }
     }

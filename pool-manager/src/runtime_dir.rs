@@ -13,21 +13,29 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use tokio::net::UnixListener;
 
+/// The chain's claim on this node: its lock file, held until dropped, then removed.
+#[derive(Debug)]
+pub struct Claim {
+    /// Open for as long as the claim lives: the flock goes with the descriptor.
+    _lock: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Unlinked while still held: a claimer that opened the old file sees it is gone.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Makes the runtime directory ours: refuses if a live pool-manager owns the chain, clears what a
 /// dead one left behind.
-pub fn claim(paths: &ChainPaths, log: &Logger) -> anyhow::Result<()> {
-    if let Ok(text) = std::fs::read_to_string(&paths.manifest) {
-        if let Ok(m) = serde_json::from_str::<Manifest>(&text) {
-            if process_alive(m.pid) {
-                bail!(
-                    "chain {:?} already has a pool-manager (pid {}); its manifest is {}",
-                    m.chain,
-                    m.pid,
-                    paths.manifest.display()
-                );
-            }
-        }
-    }
+///
+/// Liveness is the chain's lock file (flock, released by the kernel when its holder dies), not
+/// the manifest's pid: pool-managers in containers each have their own PID namespace (every one
+/// is pid 1 in its own), so a pid says nothing about another pod's process.
+pub fn claim(paths: &ChainPaths, log: &Logger) -> anyhow::Result<Claim> {
+    let claim = lock(paths)?;
     let stale = paths.runtime_dir.exists()
         || paths.pool.exists()
         || paths.rings.exists()
@@ -43,16 +51,55 @@ pub fn claim(paths: &ChainPaths, log: &Logger) -> anyhow::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("setting the mode of {}", dir.display()))?;
     }
-    Ok(())
+    Ok(claim)
 }
 
-fn process_alive(pid: u32) -> bool {
-    if pid == 0 || pid == std::process::id() {
-        return false;
+/// Takes the chain's lock file, or says who holds it.
+fn lock(paths: &ChainPaths) -> anyhow::Result<Claim> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    if let Some(parent) = paths.lock.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
-    // SAFETY: signal 0 only checks for existence.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&paths.lock)
+            .with_context(|| format!("opening {}", paths.lock.display()))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let owner = std::fs::read_to_string(&paths.manifest)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Manifest>(&t).ok())
+                    .map(|m| format!("pid {} in its PID namespace", m.pid))
+                    .unwrap_or_else(|| "starting".to_owned());
+                bail!(
+                    "chain already has a live pool-manager on this node ({owner}): it holds {}; \
+                     a second replica of a chain on one node is not supported",
+                    paths.lock.display()
+                );
+            }
+            return Err(err).with_context(|| format!("locking {}", paths.lock.display()));
+        }
+        // The holder we waited out may have unlinked the file as it left: lock the one that is
+        // at the path now.
+        let held = file.metadata()?;
+        match std::fs::metadata(&paths.lock) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                return Ok(Claim {
+                    _lock: file,
+                    path: paths.lock.clone(),
+                });
+            }
+            _ => continue,
+        }
+    }
 }
 
 /// Removes everything of the chain: manifest, runtime directory, pool and rings files and map
@@ -133,4 +180,54 @@ pub fn publish_manifest(
     std::fs::rename(&tmp, &paths.manifest)
         .with_context(|| format!("publishing {}", paths.manifest.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::Locations;
+
+    fn paths_in(dir: &Path) -> ChainPaths {
+        let loc = Locations {
+            runtime_root: dir.join("run"),
+            pool_dir: dir.join("shm"),
+            pin_root: None,
+        };
+        std::fs::create_dir_all(&loc.pool_dir).unwrap();
+        ChainPaths::new(&loc, "c1")
+    }
+
+    fn log() -> Logger {
+        Logger::root(slog::Discard, slog::o!())
+    }
+
+    #[test]
+    fn one_live_claim_per_chain_and_its_lock_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths_in(dir.path());
+        let first = claim(&paths, &log()).expect("first claim");
+        assert!(paths.lock.exists());
+        let err = claim(&paths, &log()).expect_err("a second claim while the first lives");
+        assert!(format!("{err:#}").contains("live pool-manager"), "{err:#}");
+        drop(first);
+        assert!(
+            !paths.lock.exists(),
+            "the lock file is removed with the claim"
+        );
+        let _again = claim(&paths, &log()).expect("claim after the first is gone");
+    }
+
+    #[test]
+    fn a_dead_owner_whose_pid_is_alive_elsewhere_is_cleared() {
+        // A pool-manager in a container was pid 1 in its own PID namespace, and pid 1 is alive
+        // here too: the pid says nothing; the lock nobody holds says the owner is gone.
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths_in(dir.path());
+        std::fs::create_dir_all(&paths.function_dir).unwrap();
+        std::fs::write(&paths.manifest, r#"{"chain": "c1", "pid": 1}"#).unwrap();
+        std::fs::write(&paths.pool, b"left behind").unwrap();
+        let _claim = claim(&paths, &log()).expect("claim over a dead owner");
+        assert!(!paths.manifest.exists(), "the stale manifest is cleared");
+        assert!(!paths.pool.exists(), "the stale pool is cleared");
+    }
 }
