@@ -26,7 +26,7 @@ step "containerd versions"
 ./e2e/containerd/fetch.sh
 step "kubernetes"
 # The test cluster's components, built from the Go module proxy into the same cache (warm:
-# nothing; cold: about N minutes).
+# nothing; cold: about 8 minutes on 2 cores).
 ./e2e/kubernetes/fetch.sh
 step "images"
 # Static binaries in OCI archives for the containerd and Kubernetes tests (no registry needed).
