@@ -104,6 +104,38 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Waits for `kubectl rollout status deployment/<name>`, failing the test with the pods and
+    /// the node's logs if it does not finish within `timeout_s` seconds.
+    pub fn rolled_out(&self, deployment: &str, timeout_s: u32) {
+        let out = self.kubectl(&[
+            "rollout",
+            "status",
+            &format!("deployment/{deployment}"),
+            &format!("--timeout={timeout_s}s"),
+        ]);
+        if !out.status.success() {
+            let pods = self.kubectl(&["get", "pods", "-o", "wide"]);
+            panic!(
+                "deployment {deployment} did not roll out: {}\n{}\n{}",
+                text(&out),
+                String::from_utf8_lossy(&pods.stdout),
+                self.logs()
+            );
+        }
+    }
+
+    /// The name of the first pod with label `app=<app>`.
+    pub fn pod_of(&self, app: &str) -> String {
+        self.ok(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+    }
+
     /// `kubectl apply -f -` of `yaml`.
     pub fn apply(&self, yaml: &str) -> String {
         let out = self.kubectl_with_input(&["apply", "-f", "-"], Some(yaml));

@@ -133,19 +133,7 @@ fn wait_ready(cluster: &Cluster) -> SocketAddr {
         "demo-transform",
         "demo-render",
     ] {
-        let out = cluster.kubectl(&[
-            "rollout",
-            "status",
-            &format!("deployment/{d}"),
-            "--timeout=100s",
-        ]);
-        assert!(
-            out.status.success(),
-            "deployment {d} did not roll out: {}\n{}\n{}",
-            spright_e2e::containerd::text(&out),
-            cluster.ok(&["get", "pods", "-o", "wide"]),
-            cluster.logs()
-        );
+        cluster.rolled_out(d, 100);
     }
     let ip = cluster.ok(&[
         "get",
@@ -195,12 +183,7 @@ fn serves_through_its_service(cluster: &Cluster, service: SocketAddr) {
         spright_demo_chain::expected_page(b"a b a").as_slice(),
         "the word-count page"
     );
-    let mut l = Load::new(service, "POST", "/render", text_for);
-    l.connections = 8;
-    l.requests = 1_000;
-    load::assert_all_answered("through the Service", &load::run(l), |i| {
-        spright_demo_chain::expected_page(&text_for(i))
-    });
+    all_answered(service, "through the Service", 8, 1_000);
     // Both pods of transform's Deployment joined the chain as instances 0 and 1.
     let log = cluster.ok(&[
         "logs",
@@ -218,51 +201,18 @@ fn serves_through_its_service(cluster: &Cluster, service: SocketAddr) {
 }
 
 fn a_deleted_function_pod_is_replaced_and_serving_resumes(cluster: &Cluster, service: SocketAddr) {
-    let old = cluster.ok(&[
-        "get",
-        "pods",
-        "-l",
-        "app=demo-parse",
-        "-o",
-        "jsonpath={.items[0].metadata.name}",
-    ]);
+    let old = cluster.pod_of("demo-parse");
     cluster.ok(&["delete", "pod", &old, "--wait=true", "--timeout=60s"]);
-    let out = cluster.kubectl(&[
-        "rollout",
-        "status",
-        "deployment/demo-parse",
-        "--timeout=60s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        spright_e2e::containerd::text(&out)
-    );
-    let new = cluster.ok(&[
-        "get",
-        "pods",
-        "-l",
-        "app=demo-parse",
-        "-o",
-        "jsonpath={.items[0].metadata.name}",
-    ]);
+    cluster.rolled_out("demo-parse", 60);
+    let new = cluster.pod_of("demo-parse");
     assert_ne!(old, new, "the Deployment made a new pod");
     // The replacement registers with the pool-manager: serving resumes without anyone's help.
     wait_for(
         "/render to answer again after parse's pod was replaced",
         Duration::from_secs(30),
-        || {
-            let r = http::try_request(service, "POST", "/render", b"one two two").ok()?;
-            (r.status == 200 && r.body[..] == spright_demo_chain::expected_page(b"one two two")[..])
-                .then_some(())
-        },
+        || right_page(service, b"one two two"),
     );
-    let mut l = Load::new(service, "POST", "/render", text_for);
-    l.connections = 4;
-    l.requests = 200;
-    load::assert_all_answered("after the replacement", &load::run(l), |i| {
-        spright_demo_chain::expected_page(&text_for(i))
-    });
+    all_answered(service, "after the replacement", 4, 200);
 }
 
 /// `kubectl rollout restart` of transform (two pods) while 8 connections send: each request
@@ -279,17 +229,7 @@ fn a_rolling_update_under_load_loses_nothing_silently(cluster: &Cluster, service
         (completed.load(Ordering::Relaxed) > 100).then_some(())
     });
     cluster.ok(&["rollout", "restart", "deployment/demo-transform"]);
-    let out = cluster.kubectl(&[
-        "rollout",
-        "status",
-        "deployment/demo-transform",
-        "--timeout=100s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        spright_e2e::containerd::text(&out)
-    );
+    cluster.rolled_out("demo-transform", 100);
     // Both new pods registered: the old ones' last requests are behind us.
     let during = completed.load(Ordering::Relaxed);
     wait_for(
@@ -368,31 +308,14 @@ fn a_restarted_chain_pod_gets_its_functions_back(cluster: &Cluster, service: Soc
         "--wait=true",
         "--timeout=60s",
     ]);
-    let out = cluster.kubectl(&[
-        "rollout",
-        "status",
-        "deployment/spright-demo-chain",
-        "--timeout=100s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        spright_e2e::containerd::text(&out)
-    );
+    cluster.rolled_out("spright-demo-chain", 100);
     // The kubelet's crash-loop back-off (10 s, then doubling) paces the functions' return.
     wait_for(
         "/render to answer after the chain pod's restart",
         Duration::from_secs(120),
-        || {
-            let r = http::post(service, "/render", b"x y x");
-            (r.status == 200 && r.body[..] == spright_demo_chain::expected_page(b"x y x")[..])
-                .then_some(())
-        },
+        || right_page(service, b"x y x"),
     );
     assert_eq!(functions(), before, "the same function pods serve again");
-    let mut l = Load::new(service, "POST", "/render", text_for);
-    l.connections = 4;
-    l.requests = 200;
     // transform's second instance may still be in its back-off: wait until both are back.
     wait_for(
         "both transform instances back",
@@ -406,7 +329,21 @@ fn a_restarted_chain_pod_gets_its_functions_back(cluster: &Cluster, service: Soc
                 .then_some(())
         },
     );
-    load::assert_all_answered("after the chain pod's restart", &load::run(l), |i| {
+    all_answered(service, "after the chain pod's restart", 4, 200);
+}
+
+/// `/render` of `words` answered with its page: `Some`, for `wait_for`.
+fn right_page(service: SocketAddr, words: &[u8]) -> Option<()> {
+    let r = http::try_request(service, "POST", "/render", words).ok()?;
+    (r.status == 200 && r.body == spright_demo_chain::expected_page(words)).then_some(())
+}
+
+/// `requests` requests over `connections` connections, each answered with its page.
+fn all_answered(service: SocketAddr, what: &str, connections: usize, requests: usize) {
+    let mut l = Load::new(service, "POST", "/render", text_for);
+    l.connections = connections;
+    l.requests = requests;
+    load::assert_all_answered(what, &load::run(l), |i| {
         spright_demo_chain::expected_page(&text_for(i))
     });
 }
