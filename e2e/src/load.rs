@@ -81,6 +81,9 @@ pub fn run(load: Load) -> Vec<(usize, Outcome)> {
     })
 }
 
+/// How long one request may take before the load records it as failed (status 0).
+const REQUEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn connect(addr: SocketAddr) -> Option<http1::SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr).await.ok()?;
     stream.set_nodelay(true).ok()?;
@@ -105,7 +108,10 @@ async fn connection(load: Load, next: Arc<AtomicUsize>) -> Vec<(usize, Outcome)>
             break;
         }
         if sender.is_none() {
-            sender = connect(load.addr).await;
+            sender = tokio::time::timeout(REQUEST_LIMIT, connect(load.addr))
+                .await
+                .ok()
+                .flatten();
         }
         let started = Instant::now();
         let (status, body) = match sender.as_mut() {
@@ -117,16 +123,27 @@ async fn connection(load: Load, next: Arc<AtomicUsize>) -> Vec<(usize, Outcome)>
                     .header("host", "test")
                     .body(Full::new(Bytes::from((load.body)(i))))
                     .unwrap();
-                match s.send_request(req).await {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        match resp.into_body().collect().await {
-                            Ok(b) => (status, b.to_bytes()),
-                            Err(_) => (0, Bytes::new()),
+                let exchange = async {
+                    match s.send_request(req).await {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            match resp.into_body().collect().await {
+                                Ok(b) => (status, b.to_bytes()),
+                                Err(_) => (0, Bytes::new()),
+                            }
                         }
+                        Err(_) => (0, Bytes::new()),
                     }
-                    Err(_) => (0, Bytes::new()),
-                }
+                };
+                // A hung request is a finding to report, not a wait that never ends.
+                tokio::time::timeout(REQUEST_LIMIT, exchange)
+                    .await
+                    .unwrap_or_else(|_| {
+                        (
+                            0,
+                            Bytes::from(format!("no answer within {REQUEST_LIMIT:?}")),
+                        )
+                    })
             }
         };
         if status == 0 {

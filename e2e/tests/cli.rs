@@ -81,3 +81,39 @@ fn malformed_chain_files_are_refused_with_the_field_and_the_problem() {
         "{out}"
     );
 }
+
+#[test]
+fn status_into_a_closed_pipe_is_quiet() {
+    if !spright_test_support::have_root("status_into_a_closed_pipe_is_quiet") {
+        return;
+    }
+    let yaml = spright_e2e::demo_chain_yaml(false);
+    let chain = spright_e2e::ChainUnderTest::start(spright_e2e::ChainSpec {
+        yaml: &yaml,
+        routing: "sockmap",
+        args: &[],
+    });
+    // `spright status | head -0`: the reader is gone before anything is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(bin_dir().join("spright"))
+        .args(["status", &chain.name, "--runtime-root"])
+        .arg(&chain.runtime_root)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "said on stderr: {stderr}");
+    // Into a reader, the same command prints the chain.
+    let (ok, said) = spright(&[
+        "status",
+        &chain.name,
+        "--runtime-root",
+        chain.runtime_root.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && said.contains(&format!("chain {}", chain.name)),
+        "{said}"
+    );
+}

@@ -10,6 +10,7 @@ use spright_core::chain::{Chain, RoutingMode};
 use spright_core::logging::{self, LogFormat};
 use spright_core::manifest::Manifest;
 use spright_runner::{up, UpOptions};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -117,28 +118,33 @@ fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
     let stats =
         spright_core::protocol::query_stats(&manifest.control_socket, Duration::from_secs(2))
             .with_context(|| format!("asking the pool-manager (pid {})", manifest.pid))?;
-    println!(
+    let mut out = String::new();
+    writeln!(
+        out,
         "chain {} (routing {}, pool-manager pid {})",
         manifest.chain, manifest.routing, manifest.pid
-    );
+    )?;
     if let Ok(pool) = spright_core::Pool::open(&manifest.pool.path) {
         let s = pool.stats();
-        println!(
+        writeln!(
+            out,
             "pool {}: {} buffers, {} free, {} in transit, {} held",
             manifest.pool.path.display(),
             s.total,
             s.free,
             s.in_transit,
             s.held
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "{:<16} {:>4} {:>10} {:>10} {:>8}  pids",
         "function", "inst", "sent", "received", "refused"
-    );
+    )?;
     for f in &stats.functions {
         let pids: Vec<String> = f.pids.iter().map(u32::to_string).collect();
-        println!(
+        writeln!(
+            out,
             "{:<16} {:>4} {:>10} {:>10} {:>8}  {}",
             f.name,
             f.instances,
@@ -146,7 +152,21 @@ fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
             f.received,
             f.refused,
             pids.join(",")
-        );
+        )?;
     }
-    Ok(())
+    print_all(&out)
+}
+
+/// Writes `text` to stdout; a reader that stopped reading (`spright status | head`) is not an
+/// error.
+fn print_all(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
 }
