@@ -56,18 +56,21 @@ pub fn claim(paths: &ChainPaths, log: &Logger) -> anyhow::Result<Claim> {
 
 /// Takes the chain's lock file, or says who holds it.
 fn lock(paths: &ChainPaths) -> anyhow::Result<Claim> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     use std::os::unix::io::AsRawFd;
     if let Some(parent) = paths.lock.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     loop {
+        // 0600: flock needs only an open descriptor, so a file others could open would let
+        // them hold the chain's lock.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&paths.lock)
             .with_context(|| format!("opening {}", paths.lock.display()))?;
         // SAFETY: flock on a file descriptor we own.
@@ -206,7 +209,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths_in(dir.path());
         let first = claim(&paths, &log()).expect("first claim");
-        assert!(paths.lock.exists());
+        let mode = std::fs::metadata(&paths.lock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only the owner may open the lock");
         let err = claim(&paths, &log()).expect_err("a second claim while the first lives");
         assert!(format!("{err:#}").contains("live pool-manager"), "{err:#}");
         drop(first);
