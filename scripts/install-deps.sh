@@ -23,6 +23,7 @@ packages=(
   busybox-static                          # a shell for the test images (ctr exec, plain containers)
   containernetworking-plugins             # pod networking for the CRI tests and nerdctl (bridge, portmap, ...)
   iptables                                # nerdctl's port mapping (CNI portmap/firewall)
+  openssl                                 # the test cluster's certificates (e2e/kubernetes/cluster.sh)
   iproute2 procps psmisc python3
 )
 

@@ -149,21 +149,17 @@ impl Cluster {
 
     /// The last lines of each component's log, for a failure message.
     pub fn logs(&self) -> String {
-        let dir = self
-            .kubeconfig
-            .parent()
-            .and_then(Path::parent)
-            .map(|d| d.join("log"));
+        let Some(dir) = self.kubeconfig.parent().and_then(Path::parent) else {
+            return String::new();
+        };
         let mut all = String::new();
         for c in ["kubelet", "containerd"] {
-            if let Some(d) = &dir {
-                let log = std::fs::read_to_string(d.join(format!("{c}.log"))).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                all += &format!("--- {c} (last lines)\n");
-                for l in tail.into_iter().rev() {
-                    all += l;
-                    all.push('\n');
-                }
+            let log = std::fs::read_to_string(dir.join(format!("log/{c}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            all += &format!("--- {c} (last lines)\n");
+            for l in &lines[lines.len().saturating_sub(30)..] {
+                all += l;
+                all.push('\n');
             }
         }
         all

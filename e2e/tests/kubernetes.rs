@@ -7,7 +7,9 @@
 //!
 //! One test: the cluster takes about a minute to start, and its steps share it in order.
 
+use spright_core::manifest::{Manifest, DEFAULT_RUNTIME_ROOT};
 use spright_core::pool::Pool;
+use spright_core::protocol::query_stats;
 use spright_e2e::http;
 use spright_e2e::kubernetes::Cluster;
 use spright_e2e::load::{self, Load};
@@ -320,14 +322,7 @@ fn a_restarted_chain_pod_gets_its_functions_back(cluster: &Cluster, service: Soc
     wait_for(
         "both transform instances back",
         Duration::from_secs(120),
-        || {
-            let s = status();
-            s.lines()
-                .find(|l| l.starts_with("transform "))
-                .and_then(|l| l.split_whitespace().nth(1).map(|n| n == "2"))
-                .unwrap_or(false)
-                .then_some(())
-        },
+        || (instances("transform")? == 2).then_some(()),
     );
     all_answered(service, "after the chain pod's restart", 4, 200);
 }
@@ -348,18 +343,24 @@ fn all_answered(service: SocketAddr, what: &str, connections: usize, requests: u
     });
 }
 
-/// `spright status demo` on the node.
-fn status() -> String {
-    let out = std::process::Command::new(spright_e2e::bin_dir().join("spright"))
-        .args(["status", CHAIN])
-        .output()
-        .expect("run spright status");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The chain's manifest on the node (the pool-manager publishes it under the default root).
+fn manifest() -> Option<Manifest> {
+    Manifest::load(Path::new(DEFAULT_RUNTIME_ROOT), CHAIN).ok()
+}
+
+/// How many instances of `function` the pool-manager has registered.
+fn instances(function: &str) -> Option<u16> {
+    let stats = query_stats(&manifest()?.control_socket, Duration::from_secs(2)).ok()?;
+    stats
+        .functions
+        .into_iter()
+        .find(|f| f.name == function)
+        .map(|f| f.instances)
 }
 
 fn wait_pool_idle() {
-    let pool = Pool::open(Path::new(&format!("/dev/shm/spright-{CHAIN}.pool")))
-        .expect("open the chain's pool");
+    let manifest = manifest().expect("the chain's manifest");
+    let pool = Pool::open(&manifest.pool.path).expect("open the chain's pool");
     wait_for("every pool buffer free", Duration::from_secs(10), || {
         let s = pool.stats();
         (s.free == s.total).then_some(())
