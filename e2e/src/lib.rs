@@ -10,7 +10,7 @@ pub mod nerdctl;
 pub mod planes;
 pub mod workloads;
 
-use spright_core::manifest::Manifest;
+use spright_core::manifest::{ChainKey, Manifest};
 use spright_core::pool::{Pool, PoolStats};
 use spright_core::protocol::RouterStats;
 use std::io::{BufRead, BufReader};
@@ -176,7 +176,7 @@ impl ChainUnderTest {
     }
 
     pub fn manifest(&self) -> Manifest {
-        Manifest::load(&self.runtime_root, &self.name).expect("manifest")
+        Manifest::load(&self.runtime_root, &ChainKey::chain(&self.name)).expect("manifest")
     }
 
     pub fn stats(&self) -> RouterStats {

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use spright_core::logging::{self, LogFormat};
-use spright_core::manifest::{Manifest, ManifestError};
+use spright_core::manifest::{ChainKey, Manifest, ManifestError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,6 +14,10 @@ struct Args {
     /// The chain to serve (its pool-manager must be running).
     #[arg(long)]
     chain: String,
+    /// Which replica of the chain to serve, when several run on one node (the pool-manager's
+    /// --replica).
+    #[arg(long)]
+    replica: Option<String>,
     /// Parent of the per-chain runtime directory.
     #[arg(long, default_value = spright_core::manifest::DEFAULT_RUNTIME_ROOT)]
     runtime_root: PathBuf,
@@ -34,9 +38,14 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let log = logging::logger("gateway", args.log_format);
+    let key = match &args.replica {
+        Some(id) => ChainKey::replica(&args.chain, id),
+        None => ChainKey::parse(&args.chain),
+    }
+    .map_err(anyhow::Error::msg)?;
     let deadline = Instant::now() + Duration::from_secs(args.wait);
     let manifest = loop {
-        match Manifest::load(&args.runtime_root, &args.chain) {
+        match Manifest::load(&args.runtime_root, &key) {
             Ok(m) => break m,
             Err(ManifestError::Missing { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50))

@@ -23,6 +23,7 @@ use members::Members;
 use router::{KernelRouter, PollRouter, Relay, Router};
 use slog::{info, o, Logger};
 use spright_core::chain::{Chain, RoutingMode};
+use spright_core::manifest::ChainKey;
 use spright_core::pool::Pool;
 use spright_core::rings::POLL_INSTANCES;
 use std::future::Future;
@@ -32,6 +33,9 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone)]
 pub struct Options {
     pub chain: Chain,
+    /// Which replica of the chain this is, when several may run on one node (in Kubernetes, the
+    /// chain pod's UID); names its runtime directory, pool and pins (see `ChainKey`).
+    pub replica: Option<String>,
     /// Overrides the chain file's routing mode.
     pub routing: Option<RoutingMode>,
     pub locations: Locations,
@@ -45,10 +49,19 @@ impl Options {
     pub fn new(chain: Chain) -> Options {
         Options {
             chain,
+            replica: None,
             routing: None,
             locations: Locations::default(),
             file_mode: 0o660,
             drop_privileges: true,
+        }
+    }
+
+    /// The key that names this running chain's files.
+    pub fn key(&self) -> anyhow::Result<ChainKey> {
+        match &self.replica {
+            Some(id) => ChainKey::replica(&self.chain.name, id).map_err(anyhow::Error::msg),
+            None => Ok(ChainKey::chain(&self.chain.name)),
         }
     }
 
@@ -76,10 +89,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let routing = opts.routing();
-    let paths = ChainPaths::new(&opts.locations, &opts.chain.name);
-    let log = log.new(o!("chain" => opts.chain.name.clone()));
+    let key = opts.key()?;
+    let paths = ChainPaths::new(&opts.locations, &key);
+    let log = log.new(o!("chain" => key.to_string()));
     let claim = runtime_dir::claim(&paths, &log)?;
-    let result = serve(opts, routing, paths.clone(), log.clone(), shutdown).await;
+    runtime_dir::sweep_dead_replicas(&opts.locations, &key, &log);
+    let result = serve(opts, routing, &key, paths.clone(), log.clone(), shutdown).await;
     runtime_dir::remove_all(&paths);
     drop(claim);
     info!(log, "stopped; runtime directory, pool and pins removed");
@@ -89,6 +104,7 @@ pub async fn run(
 async fn serve(
     opts: Options,
     routing: RoutingMode,
+    key: &ChainKey,
     paths: ChainPaths,
     log: Logger,
     shutdown: impl Future<Output = ()>,
@@ -159,7 +175,7 @@ async fn serve(
         tasks.spawn(members::watch_interrupted_pushes(shared.clone()));
     }
 
-    runtime_dir::publish_manifest(&paths, &chain, routing, &shared.pool)?;
+    runtime_dir::publish_manifest(&paths, key, &chain, routing, &shared.pool)?;
     info!(log, "ready"; "manifest" => %paths.manifest.display());
 
     shutdown.await;

@@ -15,6 +15,10 @@ use std::path::PathBuf;
 struct Args {
     /// The chain file (YAML).
     chain: PathBuf,
+    /// Which replica of the chain this is, when several run on one node: names the chain's
+    /// runtime directory, pool and pins `<chain>@<replica>` (in Kubernetes, the pod's UID).
+    #[arg(long)]
+    replica: Option<String>,
     /// Routing mode, overriding the chain file: sockmap (kernel, needs BPF), user or poll.
     #[arg(long)]
     routing: Option<RoutingMode>,
@@ -43,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     let chain = Chain::load(&args.chain)?;
     let log = logging::logger("pool-manager", args.log_format);
     let mut opts = Options::new(chain);
+    opts.replica = args.replica;
     opts.routing = args.routing;
     opts.drop_privileges = !args.keep_privileges;
     opts.locations = Locations {

@@ -1,7 +1,7 @@
 //! Where a chain's pool-manager puts things on the host.
 
 use spright_core::manifest::{
-    self, CONTROL_SOCKET, FUNCTION_SOCKET_DIR, GATEWAY_SOCKET, MANIFEST_FILE,
+    self, ChainKey, CONTROL_SOCKET, FUNCTION_SOCKET_DIR, GATEWAY_SOCKET, MANIFEST_FILE,
 };
 use std::path::PathBuf;
 
@@ -26,7 +26,7 @@ impl Default for Locations {
     }
 }
 
-/// The concrete paths of one chain.
+/// The concrete paths of one running chain, all named by its key.
 #[derive(Debug, Clone)]
 pub struct ChainPaths {
     pub runtime_dir: PathBuf,
@@ -38,15 +38,15 @@ pub struct ChainPaths {
     /// The descriptor rings of poll mode, beside the pool.
     pub rings: PathBuf,
     pub pins: Option<PathBuf>,
-    /// Held (flock) by the chain's live pool-manager: `<runtime_root>/<chain>.lock`, beside the
+    /// Held (flock) by the chain's live pool-manager: `<runtime_root>/<key>.lock`, beside the
     /// runtime directory so clearing that directory leaves the lock alone.
     pub lock: PathBuf,
 }
 
 impl ChainPaths {
-    pub fn new(loc: &Locations, chain: &str) -> ChainPaths {
-        let runtime_dir = manifest::runtime_dir(&loc.runtime_root, chain);
-        let pool = loc.pool_dir.join(format!("spright-{chain}.pool"));
+    pub fn new(loc: &Locations, key: &ChainKey) -> ChainPaths {
+        let runtime_dir = manifest::runtime_dir(&loc.runtime_root, key);
+        let pool = manifest::pool_file(&loc.pool_dir, key);
         ChainPaths {
             manifest: runtime_dir.join(MANIFEST_FILE),
             control: runtime_dir.join(CONTROL_SOCKET),
@@ -54,8 +54,8 @@ impl ChainPaths {
             function_dir: runtime_dir.join(FUNCTION_SOCKET_DIR),
             pool: pool.clone(),
             rings: spright_core::rings::rings_path(&pool),
-            pins: loc.pin_root.as_ref().map(|p| p.join(chain)),
-            lock: loc.runtime_root.join(format!("{chain}.lock")),
+            pins: loc.pin_root.as_ref().map(|p| p.join(key.to_string())),
+            lock: loc.runtime_root.join(format!("{key}.lock")),
             runtime_dir,
         }
     }

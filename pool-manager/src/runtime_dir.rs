@@ -1,13 +1,13 @@
 //! The chain's runtime directory: claiming it, binding its sockets, publishing the manifest and
 //! removing everything again.
 
-use crate::paths::ChainPaths;
+use crate::paths::{ChainPaths, Locations};
 use anyhow::{bail, Context};
 use slog::{warn, Logger};
 use spright_core::chain::{Chain, RoutingMode};
 use spright_core::descriptor::ABI_VERSION;
 use spright_core::ids::{FnId, GATEWAY};
-use spright_core::manifest::{Manifest, ManifestFunction, ManifestPool};
+use spright_core::manifest::{ChainKey, Manifest, ManifestFunction, ManifestPool};
 use spright_core::pool::Pool;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -56,6 +56,23 @@ pub fn claim(paths: &ChainPaths, log: &Logger) -> anyhow::Result<Claim> {
 
 /// Takes the chain's lock file, or says who holds it.
 fn lock(paths: &ChainPaths) -> anyhow::Result<Claim> {
+    if let Some(claim) = try_lock(paths)? {
+        return Ok(claim);
+    }
+    let owner = std::fs::read_to_string(&paths.manifest)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Manifest>(&t).ok())
+        .map(|m| format!("pid {} in its PID namespace", m.pid))
+        .unwrap_or_else(|| "starting".to_owned());
+    bail!(
+        "chain already has a live pool-manager on this node ({owner}): it holds {}; \
+         give each replica of a chain on one node its own replica id (--replica)",
+        paths.lock.display()
+    )
+}
+
+/// Takes the chain's lock file if no live pool-manager holds it (`None` if one does).
+fn try_lock(paths: &ChainPaths) -> anyhow::Result<Option<Claim>> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     use std::os::unix::io::AsRawFd;
     if let Some(parent) = paths.lock.parent() {
@@ -77,16 +94,7 @@ fn lock(paths: &ChainPaths) -> anyhow::Result<Claim> {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let owner = std::fs::read_to_string(&paths.manifest)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Manifest>(&t).ok())
-                    .map(|m| format!("pid {} in its PID namespace", m.pid))
-                    .unwrap_or_else(|| "starting".to_owned());
-                bail!(
-                    "chain already has a live pool-manager on this node ({owner}): it holds {}; \
-                     a second replica of a chain on one node is not supported",
-                    paths.lock.display()
-                );
+                return Ok(None);
             }
             return Err(err).with_context(|| format!("locking {}", paths.lock.display()));
         }
@@ -95,12 +103,47 @@ fn lock(paths: &ChainPaths) -> anyhow::Result<Claim> {
         let held = file.metadata()?;
         match std::fs::metadata(&paths.lock) {
             Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                return Ok(Claim {
+                return Ok(Some(Claim {
                     _lock: file,
                     path: paths.lock.clone(),
-                });
+                }));
             }
             _ => continue,
+        }
+    }
+}
+
+/// Removes what dead replicas of `key`'s chain left on the node: a replica's pool-manager
+/// killed outright (SIGKILL, OOM) cannot clean up, and a replica id (a pod UID) never comes
+/// back to clear its own leftovers. A replica is dead when nobody holds its lock.
+pub fn sweep_dead_replicas(loc: &Locations, key: &ChainKey, log: &Logger) {
+    let Ok(entries) = std::fs::read_dir(&loc.runtime_root) else {
+        return;
+    };
+    let prefix = format!("{}{}", key.chain, spright_core::manifest::REPLICA_SEPARATOR);
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let name = name.strip_suffix(".lock").unwrap_or(&name).to_owned();
+        if name.starts_with(&prefix) && name != key.to_string() {
+            seen.insert(name);
+        }
+    }
+    for name in seen {
+        let Ok(other) = ChainKey::parse(&name) else {
+            continue;
+        };
+        let paths = ChainPaths::new(loc, &other);
+        match try_lock(&paths) {
+            Ok(Some(claim)) => {
+                warn!(log, "removing what a dead replica of this chain left behind";
+                    "replica" => %other, "runtime_dir" => %paths.runtime_dir.display());
+                remove_all(&paths);
+                drop(claim);
+            }
+            Ok(None) => {}
+            Err(e) => warn!(log, "cannot check a replica of this chain"; "replica" => %other,
+                "error" => format!("{e:#}")),
         }
     }
 }
@@ -145,6 +188,7 @@ pub fn bind_sockets(paths: &ChainPaths, chain: &Chain, mode: u32) -> anyhow::Res
 /// Writes the manifest atomically: its presence means the chain is ready.
 pub fn publish_manifest(
     paths: &ChainPaths,
+    key: &ChainKey,
     chain: &Chain,
     routing: RoutingMode,
     pool: &Pool,
@@ -153,6 +197,7 @@ pub fn publish_manifest(
     let manifest = Manifest {
         abi_version: ABI_VERSION,
         chain: chain.name.clone(),
+        replica: key.replica.clone(),
         routing,
         runtime_dir: paths.runtime_dir.clone(),
         pool: ManifestPool {
@@ -188,16 +233,27 @@ pub fn publish_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::Locations;
 
-    fn paths_in(dir: &Path) -> ChainPaths {
+    fn locations_in(dir: &Path) -> Locations {
         let loc = Locations {
             runtime_root: dir.join("run"),
             pool_dir: dir.join("shm"),
             pin_root: None,
         };
         std::fs::create_dir_all(&loc.pool_dir).unwrap();
-        ChainPaths::new(&loc, "c1")
+        loc
+    }
+
+    fn paths_in(dir: &Path) -> ChainPaths {
+        ChainPaths::new(&locations_in(dir), &ChainKey::chain("c1"))
+    }
+
+    /// What a pool-manager killed outright leaves: runtime directory, manifest, pool, lock.
+    fn leave_behind(paths: &ChainPaths) {
+        std::fs::create_dir_all(&paths.function_dir).unwrap();
+        std::fs::write(&paths.manifest, r#"{"chain": "c1", "pid": 1}"#).unwrap();
+        std::fs::write(&paths.pool, b"left behind").unwrap();
+        std::fs::write(&paths.lock, b"").unwrap();
     }
 
     fn log() -> Logger {
@@ -227,11 +283,53 @@ mod tests {
         // here too: the pid says nothing; the lock nobody holds says the owner is gone.
         let dir = tempfile::tempdir().unwrap();
         let paths = paths_in(dir.path());
-        std::fs::create_dir_all(&paths.function_dir).unwrap();
-        std::fs::write(&paths.manifest, r#"{"chain": "c1", "pid": 1}"#).unwrap();
-        std::fs::write(&paths.pool, b"left behind").unwrap();
+        leave_behind(&paths);
         let _claim = claim(&paths, &log()).expect("claim over a dead owner");
         assert!(!paths.manifest.exists(), "the stale manifest is cleared");
         assert!(!paths.pool.exists(), "the stale pool is cleared");
+    }
+
+    #[test]
+    fn replicas_of_one_chain_claim_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = locations_in(dir.path());
+        let one = ChainPaths::new(&loc, &ChainKey::replica("c1", "r1").unwrap());
+        let two = ChainPaths::new(&loc, &ChainKey::replica("c1", "r2").unwrap());
+        let _one = claim(&one, &log()).expect("first replica");
+        let _two = claim(&two, &log()).expect("a second replica beside the first");
+        for (a, b) in [
+            (&one.runtime_dir, &two.runtime_dir),
+            (&one.pool, &two.pool),
+            (&one.lock, &two.lock),
+        ] {
+            assert_ne!(a, b);
+        }
+    }
+
+    #[test]
+    fn a_dead_replica_is_swept_and_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = locations_in(dir.path());
+        let live = ChainPaths::new(&loc, &ChainKey::replica("c1", "live").unwrap());
+        let dead = ChainPaths::new(&loc, &ChainKey::replica("c1", "dead").unwrap());
+        let other_chain = ChainPaths::new(&loc, &ChainKey::replica("c2", "dead").unwrap());
+        let _live = claim(&live, &log()).unwrap();
+        std::fs::write(&live.manifest, b"{}").unwrap();
+        leave_behind(&dead);
+        leave_behind(&other_chain);
+        let me = ChainKey::replica("c1", "new").unwrap();
+        let _me = claim(&ChainPaths::new(&loc, &me), &log()).unwrap();
+        sweep_dead_replicas(&loc, &me, &log());
+        for gone in [&dead.runtime_dir, &dead.pool, &dead.lock] {
+            assert!(!gone.exists(), "{} is swept", gone.display());
+        }
+        assert!(
+            live.manifest.exists() && live.lock.exists(),
+            "a live replica is kept"
+        );
+        assert!(
+            other_chain.pool.exists() && other_chain.manifest.exists(),
+            "another chain's replicas are its own pool-managers' business"
+        );
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use slog::{info, warn, Logger};
 use spright_core::chain::{Chain, RoutingMode};
 use spright_core::logging::LogFormat;
-use spright_core::manifest::{Manifest, ManifestError};
+use spright_core::manifest::{ChainKey, Manifest, ManifestError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -185,10 +185,13 @@ async fn run_chain(
             status.map(|s| process::describe(&s)).unwrap_or_else(|e| e.to_string())
         )),
     };
-    info!(log, "stopping functions and the gateway");
+    // The gateway first: it drains (answers the requests it took, which still need the
+    // functions), then the functions stop.
+    info!(log, "stopping the gateway, then the functions");
+    let drain = Duration::from_millis(chain.timeout_ms) + STOP_GRACE;
+    process::stop(&mut gateway, drain).await;
     let _ = stop_tx.send(true);
     while functions.join_next().await.is_some() {}
-    process::stop(&mut gateway, STOP_GRACE).await;
     result
 }
 
@@ -238,7 +241,7 @@ async fn wait_manifest(
                 process::describe(&status)
             );
         }
-        match Manifest::load(&opts.runtime_root, &chain.name) {
+        match Manifest::load(&opts.runtime_root, &ChainKey::chain(&chain.name)) {
             // The manifest of a dead predecessor may linger until ours replaces it.
             Ok(m) if Some(m.pid) == pool_manager.id() => return Ok(m),
             Ok(_) | Err(ManifestError::Missing { .. }) => {}
@@ -428,8 +431,9 @@ fn print_banner(chain: &Chain, manifest: &Manifest, address: String) {
 /// After the pool-manager stopped: its pool (and rings), pins and runtime directory must be
 /// gone.
 fn check_cleanup(opts: &UpOptions, chain: &Chain, log: &Logger) {
-    let runtime_dir = spright_core::manifest::runtime_dir(&opts.runtime_root, &chain.name);
-    let pool = opts.pool_dir.join(format!("spright-{}.pool", chain.name));
+    let key = ChainKey::chain(&chain.name);
+    let runtime_dir = spright_core::manifest::runtime_dir(&opts.runtime_root, &key);
+    let pool = spright_core::manifest::pool_file(&opts.pool_dir, &key);
     let rings = spright_core::rings::rings_path(&pool);
     let pins = opts.pin_root.as_ref().map(|p| p.join(&chain.name));
     let left: Vec<&Path> = [

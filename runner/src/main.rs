@@ -58,6 +58,7 @@ enum Cmd {
     Check { chain: PathBuf },
     /// Show a running chain's instances and router counters.
     Status {
+        /// The chain's name, or `<chain>@<replica>` for one replica of several on this node.
         chain: String,
         #[arg(long, default_value = spright_core::manifest::DEFAULT_RUNTIME_ROOT)]
         runtime_root: PathBuf,
@@ -114,7 +115,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
-    let manifest = Manifest::load(runtime_root, chain)?;
+    let key = spright_core::manifest::ChainKey::parse(chain).map_err(anyhow::Error::msg)?;
+    let manifest = Manifest::load(runtime_root, &key)?;
     let stats =
         spright_core::protocol::query_stats(&manifest.control_socket, Duration::from_secs(2))
             .with_context(|| format!("asking the pool-manager (pid {})", manifest.pid))?;
@@ -122,7 +124,9 @@ fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
     writeln!(
         out,
         "chain {} (routing {}, pool-manager pid {})",
-        manifest.chain, manifest.routing, manifest.pid
+        manifest.key(),
+        manifest.routing,
+        manifest.pid
     )?;
     if let Ok(pool) = spright_core::Pool::open(&manifest.pool.path) {
         let s = pool.stats();

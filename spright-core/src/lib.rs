@@ -21,5 +21,5 @@ pub use descriptor::{
     Descriptor, DescriptorFramer, Kind, RefuseReason, ReplyError, DESCRIPTOR_SIZE,
 };
 pub use ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, GATEWAY};
-pub use manifest::Manifest;
+pub use manifest::{ChainKey, Manifest};
 pub use pool::{BufferRef, DescriptorError, Pool, PoolError, PoolSpec};

@@ -375,7 +375,9 @@ impl Chain {
     }
 }
 
-fn check_name(name: &str, max: usize) -> Result<(), String> {
+/// Checks a name of the chain file's kind: 1 to `max` lowercase letters, digits and '-', not
+/// leading with '-'.
+pub(crate) fn check_name(name: &str, max: usize) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
     }
