@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone)]
 pub struct TaskService {
@@ -141,7 +141,8 @@ impl TaskService {
                     containerd_shim::asynchronous::util::mount_rootfs(m, &rootfs).await?;
                 }
             }
-            let (plan, own_pid_namespace) = wire(&bundle, &self.inner.runtime_root)?;
+            let (plan, own_pid_namespace) =
+                wire_when_published(&bundle, &self.inner.runtime_root).await?;
             let fifos = Fifos {
                 stdin: req.stdin.clone(),
                 stdout: req.stdout.clone(),
@@ -343,10 +344,40 @@ fn read_pid(path: &Path) -> Result<u32, Error> {
         .map_err(|_| Error::Other(format!("{} holds no pid: {text:?}", path.display())))
 }
 
+/// How long a function of a replica pod (`spright.io/functions`) waits for the pool-manager
+/// started beside it in the pod to publish the chain.
+const REPLICA_POD_WAIT: Duration = Duration::from_secs(30);
+
+/// [`wire`], waiting for the chain where the container is started beside its own pool-manager.
+async fn wire_when_published(bundle: &Path, runtime_root: &Path) -> Result<(Plan, bool), Error> {
+    let deadline = Instant::now() + REPLICA_POD_WAIT;
+    loop {
+        match wire(bundle, runtime_root) {
+            Err(Unwired::NotYet(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(Unwired::NotYet(e) | Unwired::Failed(e)) => return Err(e),
+            Ok(wired) => return Ok(wired),
+        }
+    }
+}
+
+enum Unwired {
+    /// The chain is not published yet, and this container may wait for it.
+    NotYet(Error),
+    Failed(Error),
+}
+
+impl From<Error> for Unwired {
+    fn from(e: Error) -> Unwired {
+        Unwired::Failed(e)
+    }
+}
+
 /// Applies the container's SPRIGHT annotations to its bundle's spec, and says whether the
 /// container gets a PID namespace of its own. The spec is read as JSON and written back only
 /// for a function, with nothing but spright's parts changed.
-fn wire(bundle: &Path, runtime_root: &Path) -> Result<(Plan, bool), Error> {
+fn wire(bundle: &Path, runtime_root: &Path) -> Result<(Plan, bool), Unwired> {
     let config = bundle.join("config.json");
     let read = |e: String| Error::InvalidArgument(format!("reading {}: {e}", config.display()));
     let text = std::fs::read(&config).map_err(|e| read(e.to_string()))?;
@@ -358,8 +389,17 @@ fn wire(bundle: &Path, runtime_root: &Path) -> Result<(Plan, bool), Error> {
             ns.iter()
                 .any(|n| n["type"] == "pid" && n.get("path").is_none_or(|p| p == ""))
         });
-    let plan = wiring::plan(&wiring::annotations(&spec), runtime_root)
-        .map_err(|e| Error::InvalidArgument(format!("spright: {e}")))?;
+    let annotations = wiring::annotations(&spec);
+    let plan = wiring::plan(&annotations, runtime_root).map_err(|e| {
+        let waits = matches!(e, wiring::WiringError::NoChain { .. })
+            && wiring::waits_for_its_chain(&annotations);
+        let e = Error::InvalidArgument(format!("spright: {e}"));
+        if waits {
+            Unwired::NotYet(e)
+        } else {
+            Unwired::Failed(e)
+        }
+    })?;
     if let Plan::Function(w) = &plan {
         wiring::apply(&mut spec, w);
         let out = serde_json::to_vec(&spec).map_err(|e| Error::Other(e.to_string()))?;

@@ -8,16 +8,26 @@
 
 use serde_json::{json, Value};
 use spright_core::chain::RoutingMode;
-use spright_core::manifest::{Manifest, ManifestError};
+use spright_core::manifest::{ChainKey, Manifest, ManifestError, MANIFEST_FILE, REPLICA_SEPARATOR};
 use spright_core::rings::rings_path;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub const CHAIN: &str = "spright.io/chain";
 pub const FUNCTION: &str = "spright.io/function";
+/// Joins a function pod to one replica of its chain, when several run on the node.
+pub const REPLICA: &str = "spright.io/replica";
+/// Makes a pod one whole replica of its chain: the named containers are its functions (by
+/// container name), the others (pool-manager, gateway) run plain, and the replica is the pod's
+/// own (keyed by its UID).
+pub const FUNCTIONS: &str = "spright.io/functions";
 const PREFIX: &str = "spright.io/";
+const KNOWN: [&str; 4] = [CHAIN, FUNCTION, REPLICA, FUNCTIONS];
 /// Set by the CRI plugin: "sandbox" for a pod's pause container.
 const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// Set by the CRI plugin on every container of a pod.
+pub const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+pub const SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 
 /// Where a function container finds the pool (and in poll mode the rings, the SDK looks beside
 /// the pool) and its registration socket.
@@ -29,10 +39,18 @@ pub const SOCKET_IN_CONTAINER: &str = "/run/spright/function.sock";
 /// annotation and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum WiringError {
-    #[error(
-        "annotation {FUNCTION}={function:?} needs {CHAIN} too (which chain is it a function of?)"
-    )]
-    FunctionWithoutChain { function: String },
+    #[error("annotation {key}={value:?} needs {CHAIN} too (which chain is it a function of?)")]
+    FunctionWithoutChain { key: String, value: String },
+    #[error("annotations {FUNCTIONS} (a pod that is a whole replica of its chain) and {other} (a function pod joining a replica elsewhere) exclude each other")]
+    Conflicting { other: &'static str },
+    #[error("annotation {FUNCTIONS} needs the CRI annotation {annotation}, which this containerd does not set (containerd 1.7 or later does)")]
+    NoCriAnnotation { annotation: &'static str },
+    #[error("chain {chain:?} has {count} replicas on this node ({replicas}): say which this function joins with annotation {REPLICA}, or run the chain's functions in its replica pods ({FUNCTIONS})")]
+    Ambiguous {
+        chain: String,
+        count: usize,
+        replicas: String,
+    },
     #[error("annotation {CHAIN}={chain:?} needs {FUNCTION} too (which of the chain's functions is this?)")]
     ChainWithoutFunction { chain: String },
     #[error("annotation {key}={value:?} is malformed: {problem}")]
@@ -41,11 +59,13 @@ pub enum WiringError {
         value: String,
         problem: String,
     },
-    #[error("unknown annotation {key} (spright knows {CHAIN} and {FUNCTION})")]
+    #[error(
+        "unknown annotation {key} (spright knows {CHAIN}, {FUNCTION}, {REPLICA} and {FUNCTIONS})"
+    )]
     Unknown { key: String },
-    #[error("chain {chain:?} (annotation {CHAIN}) is not running on this node: {source}")]
+    #[error("chain {chain} (annotation {CHAIN}) is not running on this node: {source}")]
     NoChain {
-        chain: String,
+        chain: ChainKey,
         source: ManifestError,
     },
     #[error("function {function:?} (annotation {FUNCTION}) is not declared in chain {chain:?}, which has: {declared}")]
@@ -81,6 +101,8 @@ pub enum Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionWiring {
     pub chain: String,
+    /// The replica of the chain joined, when it has several on the node.
+    pub replica: Option<String>,
     pub function: String,
     pub pool: PathBuf,
     /// The descriptor rings, for a chain in poll mode.
@@ -94,33 +116,43 @@ pub fn plan(
     runtime_root: &Path,
 ) -> Result<Plan, WiringError> {
     for key in annotations.keys() {
-        if key.starts_with(PREFIX) && key != CHAIN && key != FUNCTION {
+        if key.starts_with(PREFIX) && !KNOWN.contains(&key.as_str()) {
             return Err(WiringError::Unknown { key: key.clone() });
         }
     }
-    let chain = annotations.get(CHAIN);
-    let function = annotations.get(FUNCTION);
     let sandbox = annotations
         .get(CONTAINER_TYPE)
         .is_some_and(|t| t == "sandbox");
-    let (chain, function) = match (chain, function) {
-        (None, None) => return Ok(Plan::Plain),
-        (None, Some(f)) => {
-            return Err(WiringError::FunctionWithoutChain {
-                function: f.clone(),
-            })
-        }
-        (Some(c), f) => (c, f),
+    let Some(chain) = annotations.get(CHAIN) else {
+        return match [FUNCTION, FUNCTIONS, REPLICA]
+            .into_iter()
+            .find_map(|k| Some((k, annotations.get(k)?)))
+        {
+            Some((key, value)) => Err(WiringError::FunctionWithoutChain {
+                key: key.to_owned(),
+                value: value.clone(),
+            }),
+            None => Ok(Plan::Plain),
+        };
     };
     check_name(CHAIN, chain)?;
-    let manifest = Manifest::load(runtime_root, chain).map_err(|source| WiringError::NoChain {
-        chain: chain.clone(),
-        source,
-    })?;
+    if let Some(list) = annotations.get(FUNCTIONS) {
+        return plan_replica_pod(annotations, runtime_root, chain, list, sandbox);
+    }
+    let key = match annotations.get(REPLICA) {
+        Some(id) => ChainKey::replica(chain, id).map_err(|problem| WiringError::Malformed {
+            key: REPLICA.to_owned(),
+            value: id.clone(),
+            problem,
+        })?,
+        None => the_replica_on_this_node(runtime_root, chain)?,
+    };
+    let manifest = load(runtime_root, &key)?;
+    let function = annotations.get(FUNCTION);
     if sandbox {
         // Pod annotations reach the sandbox too; the function annotation may be per pod.
         if let Some(f) = function {
-            check_declared(&manifest, chain, f)?;
+            check_declared(&manifest, f)?;
         }
         return Ok(Plan::Sandbox {
             chain: chain.clone(),
@@ -129,20 +161,141 @@ pub fn plan(
     let function = function.ok_or_else(|| WiringError::ChainWithoutFunction {
         chain: chain.clone(),
     })?;
-    let socket = check_declared(&manifest, chain, function)?;
-    check_mountable(chain, &manifest.pool.path, FileKind::Pool, runtime_root)?;
-    check_mountable(chain, &socket, FileKind::Socket, runtime_root)?;
+    wire_function(runtime_root, &manifest, function)
+}
+
+/// Whether creating this container should wait for its chain to be published: a function in a
+/// replica pod is started beside its own pool-manager, which may not be ready yet.
+pub fn waits_for_its_chain(annotations: &HashMap<String, String>) -> bool {
+    annotations.contains_key(FUNCTIONS)
+        && annotations
+            .get(CONTAINER_TYPE)
+            .is_none_or(|t| t != "sandbox")
+}
+
+/// A container of a pod that is one whole replica of its chain.
+fn plan_replica_pod(
+    annotations: &HashMap<String, String>,
+    runtime_root: &Path,
+    chain: &str,
+    list: &str,
+    sandbox: bool,
+) -> Result<Plan, WiringError> {
+    for other in [FUNCTION, REPLICA] {
+        if annotations.contains_key(other) {
+            return Err(WiringError::Conflicting { other });
+        }
+    }
+    let functions = function_list(list)?;
+    if sandbox {
+        // The replica's pool-manager is one of the pod's containers: nothing runs yet.
+        return Ok(Plan::Sandbox {
+            chain: chain.to_owned(),
+        });
+    }
+    let name = annotations
+        .get(CONTAINER_NAME)
+        .ok_or(WiringError::NoCriAnnotation {
+            annotation: CONTAINER_NAME,
+        })?;
+    if !functions.contains(&name.as_str()) {
+        return Ok(Plan::Plain);
+    }
+    let uid = annotations
+        .get(SANDBOX_UID)
+        .ok_or(WiringError::NoCriAnnotation {
+            annotation: SANDBOX_UID,
+        })?;
+    let key = ChainKey::replica(chain, uid).map_err(|problem| WiringError::Malformed {
+        key: SANDBOX_UID.to_owned(),
+        value: uid.clone(),
+        problem,
+    })?;
+    let manifest = load(runtime_root, &key)?;
+    wire_function(runtime_root, &manifest, name)
+}
+
+/// The value of `spright.io/functions`: container names, comma separated, each once.
+fn function_list(list: &str) -> Result<Vec<&str>, WiringError> {
+    let malformed = |problem: String| WiringError::Malformed {
+        key: FUNCTIONS.to_owned(),
+        value: list.to_owned(),
+        problem,
+    };
+    let names: Vec<&str> = list.split(',').map(str::trim).collect();
+    for (i, name) in names.iter().enumerate() {
+        check_name(FUNCTIONS, name)
+            .map_err(|_| malformed(format!("{name:?}: a list of container names, each 1 to 48 lowercase letters, digits and '-', separated by ','")))?;
+        if names[..i].contains(name) {
+            return Err(malformed(format!("{name:?} is listed twice")));
+        }
+    }
+    Ok(names)
+}
+
+/// The copy of `chain` a function pod that names no replica joins: the chain run once per node
+/// (keyed by its name alone) if it runs, else its one replica here. Replicas beside it are pods
+/// of their own (`spright.io/functions`) and wire their own functions; between several
+/// replicas a function pod must say which (`spright.io/replica`).
+fn the_replica_on_this_node(runtime_root: &Path, chain: &str) -> Result<ChainKey, WiringError> {
+    let plain = ChainKey::chain(chain);
+    if Manifest::path_in(&spright_core::manifest::runtime_dir(runtime_root, &plain)).is_file() {
+        return Ok(plain);
+    }
+    let prefix = format!("{chain}{REPLICA_SEPARATOR}");
+    let mut found: Vec<String> = std::fs::read_dir(runtime_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&prefix))
+        .filter(|name| runtime_root.join(name).join(MANIFEST_FILE).is_file())
+        .collect();
+    found.sort();
+    match found.len() {
+        0 => Ok(plain),
+        1 => ChainKey::parse(&found[0]).map_err(|problem| WiringError::Malformed {
+            key: CHAIN.to_owned(),
+            value: found[0].clone(),
+            problem,
+        }),
+        count => Err(WiringError::Ambiguous {
+            chain: chain.to_owned(),
+            count,
+            replicas: found.join(", "),
+        }),
+    }
+}
+
+fn load(runtime_root: &Path, key: &ChainKey) -> Result<Manifest, WiringError> {
+    Manifest::load(runtime_root, key).map_err(|source| WiringError::NoChain {
+        chain: key.clone(),
+        source,
+    })
+}
+
+/// The mounts and environment of `function` of a running chain.
+fn wire_function(
+    runtime_root: &Path,
+    manifest: &Manifest,
+    function: &str,
+) -> Result<Plan, WiringError> {
+    let key = manifest.key();
+    let socket = check_declared(manifest, function)?;
+    check_mountable(&key, &manifest.pool.path, FileKind::Pool, runtime_root)?;
+    check_mountable(&key, &socket, FileKind::Socket, runtime_root)?;
     let rings = match manifest.routing {
         RoutingMode::Poll => {
             let rings = rings_path(&manifest.pool.path);
-            check_mountable(chain, &rings, FileKind::Rings, runtime_root)?;
+            check_mountable(&key, &rings, FileKind::Rings, runtime_root)?;
             Some(rings)
         }
         RoutingMode::Sockmap | RoutingMode::User => None,
     };
     Ok(Plan::Function(FunctionWiring {
-        chain: chain.clone(),
-        function: function.clone(),
+        chain: key.chain.clone(),
+        replica: key.replica.clone(),
+        function: function.to_owned(),
         pool: manifest.pool.path.clone(),
         rings,
         socket,
@@ -157,23 +310,24 @@ enum FileKind {
 }
 
 /// What the shim bind-mounts must be what a pool-manager makes: regular files named
-/// `spright-<chain>.pool` (and `.pool.rings`), and a socket inside the chain's runtime
-/// directory; not a symlink,
-/// owned by root. A manifest someone else wrote cannot get other host files mounted.
+/// `spright-<key>.pool` (and `.pool.rings`), and a socket inside the chain's runtime
+/// directory; not a symlink, owned by root. A manifest someone else wrote cannot get other host
+/// files mounted.
 fn check_mountable(
-    chain: &str,
+    key: &ChainKey,
     path: &Path,
     kind: FileKind,
     runtime_root: &Path,
 ) -> Result<(), WiringError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let chain = key.to_string();
     let suspicious = |problem: &str| WiringError::Suspicious {
-        chain: chain.to_owned(),
+        chain: chain.clone(),
         path: path.to_owned(),
         problem: problem.to_owned(),
     };
     let meta = std::fs::symlink_metadata(path).map_err(|_| WiringError::Missing {
-        chain: chain.to_owned(),
+        chain: chain.clone(),
         path: path.to_owned(),
     })?;
     if meta.file_type().is_symlink() {
@@ -199,7 +353,7 @@ fn check_mountable(
             if !meta.file_type().is_socket() {
                 return Err(suspicious("not a socket"));
             }
-            let dir = std::fs::canonicalize(runtime_root.join(chain))
+            let dir = std::fs::canonicalize(spright_core::manifest::runtime_dir(runtime_root, key))
                 .map_err(|_| suspicious("outside the chain's runtime directory"))?;
             let real = std::fs::canonicalize(path)
                 .map_err(|_| suspicious("outside the chain's runtime directory"))?;
@@ -230,17 +384,13 @@ fn check_name(key: &str, value: &str) -> Result<(), WiringError> {
 }
 
 /// The function's registration socket, if the chain declares it.
-fn check_declared(
-    manifest: &Manifest,
-    chain: &str,
-    function: &str,
-) -> Result<PathBuf, WiringError> {
+fn check_declared(manifest: &Manifest, function: &str) -> Result<PathBuf, WiringError> {
     check_name(FUNCTION, function)?;
     manifest
         .function(function)
         .map(|f| f.socket.clone())
         .ok_or_else(|| WiringError::Undeclared {
-            chain: chain.to_owned(),
+            chain: manifest.key().to_string(),
             function: function.to_owned(),
             declared: manifest
                 .functions
@@ -292,6 +442,9 @@ fn set_env(process: &mut Value, wiring: &FunctionWiring) {
         .filter(|e| !e.as_str().is_some_and(|e| e.starts_with("SPRIGHT_")))
         .collect();
     env.push(json!(format!("SPRIGHT_CHAIN={}", wiring.chain)));
+    if let Some(replica) = &wiring.replica {
+        env.push(json!(format!("SPRIGHT_REPLICA={replica}")));
+    }
     env.push(json!(format!("SPRIGHT_FUNCTION={}", wiring.function)));
     env.push(json!(format!("SPRIGHT_POOL={POOL_IN_CONTAINER}")));
     env.push(json!(format!("SPRIGHT_SOCKET={SOCKET_IN_CONTAINER}")));

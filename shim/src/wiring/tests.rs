@@ -10,14 +10,20 @@ fn runtime_root() -> tempfile::TempDir {
 
 fn runtime_root_routing(routing: RoutingMode) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("shop");
+    publish(root.path(), &ChainKey::chain("shop"), routing);
+    root
+}
+
+/// Publishes chain "shop" under `key` in `root`, as its pool-manager would.
+fn publish(root: &Path, key: &ChainKey, routing: RoutingMode) {
+    let dir = spright_core::manifest::runtime_dir(root, key);
     std::fs::create_dir_all(dir.join("fn")).unwrap();
     let chain = Chain::parse(
         "chain: shop\npool: {buffers: 4, buffer_size: 4KiB}\nfunctions: [{name: cart, id: 1}, {name: ads, id: 2}]\nroutes: [{path: /, function: cart}]\n",
         "t",
     )
     .unwrap();
-    let pool = root.path().join("spright-shop.pool");
+    let pool = spright_core::manifest::pool_file(root, key);
     std::fs::write(&pool, b"").unwrap();
     if routing == RoutingMode::Poll {
         std::fs::write(rings_path(&pool), b"").unwrap();
@@ -39,6 +45,7 @@ fn runtime_root_routing(routing: RoutingMode) -> tempfile::TempDir {
     let manifest = Manifest {
         abi_version: 1,
         chain: "shop".into(),
+        replica: key.replica.clone(),
         routing,
         runtime_dir: dir.clone(),
         pool: ManifestPool {
@@ -59,7 +66,6 @@ fn runtime_root_routing(routing: RoutingMode) -> tempfile::TempDir {
         serde_json::to_vec(&manifest).unwrap(),
     )
     .unwrap();
-    root
 }
 
 fn pairs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -181,7 +187,17 @@ fn bad_annotations_say_which_and_why() {
         (&[(CHAIN, "Shop!"), (FUNCTION, "ads")], "spright.io/chain=\"Shop!\" is malformed"),
         (&[(CHAIN, "shop"), (FUNCTION, "")], "spright.io/function=\"\" is malformed"),
         (&[(CHAIN, "shop"), (FUNCTION, "ads"), ("spright.io/fn", "x")], "unknown annotation spright.io/fn"),
-        (&[(CHAIN, "ghost"), (FUNCTION, "ads")], "chain \"ghost\" (annotation spright.io/chain) is not running"),
+        (&[(CHAIN, "ghost"), (FUNCTION, "ads")], "chain ghost (annotation spright.io/chain) is not running"),
+        (&[(FUNCTIONS, "cart")], "spright.io/functions=\"cart\" needs spright.io/chain"),
+        (&[(REPLICA, "r1")], "spright.io/replica=\"r1\" needs spright.io/chain"),
+        (&[(CHAIN, "shop"), (FUNCTION, "ads"), (REPLICA, "R1")], "spright.io/replica=\"R1\" is malformed"),
+        (&[(CHAIN, "shop"), (FUNCTION, "ads"), (REPLICA, "r9")], "chain shop@r9 (annotation spright.io/chain) is not running"),
+        (&[(CHAIN, "shop"), (FUNCTIONS, "cart"), (FUNCTION, "cart")], "spright.io/functions (a pod that is a whole replica of its chain) and spright.io/function"),
+        (&[(CHAIN, "shop"), (FUNCTIONS, "cart"), (REPLICA, "r1")], "and spright.io/replica"),
+        (&[(CHAIN, "shop"), (FUNCTIONS, "cart,,ads")], "spright.io/functions=\"cart,,ads\" is malformed: \"\""),
+        (&[(CHAIN, "shop"), (FUNCTIONS, "cart,cart")], "\"cart\" is listed twice"),
+        (&[(CHAIN, "shop"), (FUNCTIONS, "cart")], "needs the CRI annotation io.kubernetes.cri.container-name"),
+        (&[(CHAIN, "shop"), (FUNCTIONS, "cart"), (CONTAINER_NAME, "cart")], "needs the CRI annotation io.kubernetes.cri.sandbox-uid"),
         (&[(CHAIN, "shop"), (FUNCTION, "search")], "function \"search\" (annotation spright.io/function) is not declared in chain \"shop\", which has: cart, ads"),
     ];
     for (given, needle) in cases {
@@ -233,4 +249,144 @@ fn annotations_are_read_from_any_spec() {
         annotations(&odd).get(CHAIN).map(String::as_str),
         Some("shop")
     );
+}
+
+/// The CRI annotations of container `name` in the pod with UID `uid`.
+fn in_pod<'a>(uid: &'a str, name: &'a str, more: &[(&'a str, &'a str)]) -> HashMap<String, String> {
+    let mut a = vec![
+        (CONTAINER_TYPE, "container"),
+        (CONTAINER_NAME, name),
+        (SANDBOX_UID, uid),
+    ];
+    a.extend_from_slice(more);
+    pairs(&a)
+}
+
+#[test]
+fn a_replica_pod_wires_its_listed_containers_into_its_own_replica() {
+    let root = tempfile::tempdir().unwrap();
+    let uid = "0f8c7d62-3b9e-4c8a-9a43-5d2f2f4b7e10";
+    let pod = [(CHAIN, "shop"), (FUNCTIONS, "cart, ads")];
+    // The sandbox comes first, before the replica's pool-manager runs: nothing to check.
+    let mut sandbox = in_pod(uid, "", &pod);
+    sandbox.insert(CONTAINER_TYPE.into(), "sandbox".into());
+    assert_eq!(
+        plan(&sandbox, root.path()).unwrap(),
+        Plan::Sandbox {
+            chain: "shop".into()
+        }
+    );
+    // A function container before the pool-manager has published: the caller may wait.
+    let cart = in_pod(uid, "cart", &pod);
+    assert!(waits_for_its_chain(&cart));
+    assert!(!waits_for_its_chain(&sandbox));
+    assert!(matches!(
+        plan(&cart, root.path()),
+        Err(WiringError::NoChain { .. })
+    ));
+
+    let key = ChainKey::replica("shop", uid).unwrap();
+    publish(root.path(), &key, RoutingMode::Sockmap);
+    // Another replica of the chain on the node changes nothing for this pod.
+    publish(
+        root.path(),
+        &ChainKey::replica("shop", "other").unwrap(),
+        RoutingMode::Sockmap,
+    );
+    let Plan::Function(w) = plan(&cart, root.path()).unwrap() else {
+        panic!("cart is a function")
+    };
+    assert_eq!(w.function, "cart");
+    assert_eq!(w.replica.as_deref(), Some(uid));
+    assert_eq!(
+        w.socket,
+        root.path().join(format!("shop@{uid}/fn/cart.sock"))
+    );
+    assert_eq!(w.pool, root.path().join(format!("spright-shop@{uid}.pool")));
+    let mut spec = json!({"process": {"args": ["/bin/cart"]}});
+    apply(&mut spec, &w);
+    let env = spec["process"]["env"].as_array().unwrap();
+    assert!(
+        env.contains(&json!(format!("SPRIGHT_REPLICA={uid}"))),
+        "{env:?}"
+    );
+
+    // The pod's other containers (its pool-manager and gateway) run plain.
+    assert_eq!(
+        plan(&in_pod(uid, "gateway", &pod), root.path()).unwrap(),
+        Plan::Plain
+    );
+    // A listed container the chain does not declare is refused by name.
+    let err = plan(
+        &in_pod(uid, "search", &[(CHAIN, "shop"), (FUNCTIONS, "search")]),
+        root.path(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("\"search\"") && err.contains("cart, ads"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_function_pod_joins_the_one_replica_on_its_node_or_the_one_it_names() {
+    let root = tempfile::tempdir().unwrap();
+    let ads = pairs(&[(CHAIN, "shop"), (FUNCTION, "ads")]);
+    publish(
+        root.path(),
+        &ChainKey::replica("shop", "r1").unwrap(),
+        RoutingMode::Sockmap,
+    );
+    // Another chain's replica is no concern of this one.
+    std::fs::create_dir_all(root.path().join("shopping@r9")).unwrap();
+    std::fs::write(root.path().join("shopping@r9/manifest.json"), b"{}").unwrap();
+    let Plan::Function(w) = plan(&ads, root.path()).unwrap() else {
+        panic!("ads is a function")
+    };
+    assert_eq!(w.replica.as_deref(), Some("r1"));
+
+    publish(
+        root.path(),
+        &ChainKey::replica("shop", "r2").unwrap(),
+        RoutingMode::Sockmap,
+    );
+    let err = plan(&ads, root.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("chain \"shop\" has 2 replicas on this node (shop@r1, shop@r2)")
+            && err.contains(REPLICA),
+        "{err}"
+    );
+    let mut named = ads.clone();
+    named.insert(REPLICA.into(), "r2".into());
+    // The chain run once per node, beside replicas, is the one a function pod joins unasked.
+    publish(root.path(), &ChainKey::chain("shop"), RoutingMode::Sockmap);
+    let Plan::Function(w) = plan(&ads, root.path()).unwrap() else {
+        panic!("ads is a function")
+    };
+    assert_eq!(
+        (w.replica, w.socket),
+        (None, root.path().join("shop/fn/ads.sock"))
+    );
+    let Plan::Function(w) = plan(&named, root.path()).unwrap() else {
+        panic!("ads is a function")
+    };
+    assert_eq!(w.socket, root.path().join("shop@r2/fn/ads.sock"));
+}
+
+#[test]
+fn one_replicas_manifest_cannot_mount_anothers_files() {
+    let root = tempfile::tempdir().unwrap();
+    let one = ChainKey::replica("shop", "r1").unwrap();
+    let two = ChainKey::replica("shop", "r2").unwrap();
+    publish(root.path(), &one, RoutingMode::Sockmap);
+    publish(root.path(), &two, RoutingMode::Sockmap);
+    // r2's manifest rewritten to name r1's pool: it is not r2's pool file.
+    let path = root.path().join("shop@r2/manifest.json");
+    let mut m: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m.pool.path = spright_core::manifest::pool_file(root.path(), &one);
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let named = pairs(&[(CHAIN, "shop"), (FUNCTION, "ads"), (REPLICA, "r2")]);
+    let err = plan(&named, root.path()).unwrap_err().to_string();
+    assert!(err.contains("not the chain's pool file"), "{err}");
 }
