@@ -94,7 +94,7 @@ async fn connect(addr: SocketAddr) -> Option<http1::SendRequest<Full<Bytes>>> {
 
 async fn connection(load: Load, next: Arc<AtomicUsize>) -> Vec<(usize, Outcome)> {
     let mut out = Vec::new();
-    let mut sender = None;
+    let mut sender: Option<http1::SendRequest<Full<Bytes>>> = None;
     loop {
         if load
             .until
@@ -106,6 +106,14 @@ async fn connection(load: Load, next: Arc<AtomicUsize>) -> Vec<(usize, Outcome)>
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= load.requests {
             break;
+        }
+        // A connection the server closed between requests (`Connection: close`, a draining
+        // gateway) is replaced before sending, as any client's connection pool does: no
+        // request was lost on it.
+        if let Some(s) = sender.as_mut() {
+            if s.ready().await.is_err() {
+                sender = None;
+            }
         }
         if sender.is_none() {
             sender = tokio::time::timeout(REQUEST_LIMIT, connect(load.addr))

@@ -245,3 +245,33 @@ fn an_exhausted_pool_gives_503_with_retry_after() {
         chain.stop();
     }
 }
+
+#[test]
+fn stopping_a_chain_answers_the_requests_it_took_first() {
+    for routing in common::modes("stopping_a_chain_answers_the_requests_it_took_first") {
+        let chain = common::start(common::TESTFN_YAML, routing, &[]);
+        let addr = chain.addr;
+        let slow = std::thread::spawn(move || http::post(addr, "/back/sleep?ms=1500", b"late"));
+        wait_for(
+            "the slow request in flight",
+            Duration::from_secs(10),
+            || (chain.metric("spright_gateway_in_flight_requests") == 1).then_some(()),
+        );
+        let asked = Instant::now();
+        // Ctrl-C: the gateway drains before the functions stop.
+        chain.stop();
+        let r = slow.join().expect("slow request");
+        assert_eq!(r.status, 200, "{routing}: {}", r.text());
+        assert_eq!(r.text(), "late", "{routing}");
+        assert_eq!(r.header("connection"), Some("close"), "{routing}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "{routing}: the stop waited {:?}",
+            asked.elapsed()
+        );
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "{routing}: the gateway no longer accepts"
+        );
+    }
+}

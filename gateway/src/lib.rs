@@ -17,6 +17,7 @@ use dispatch::Dispatcher;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use metrics::Metrics;
 use slog::{info, warn, Logger};
 use spright_core::ids::{Endpoint, FnId};
@@ -97,7 +98,9 @@ impl Bound {
         self.listener.local_addr().expect("bound listener")
     }
 
-    /// Serves until `shutdown` resolves or the pool-manager goes away.
+    /// Serves until `shutdown` resolves or the pool-manager goes away. On `shutdown` the gateway
+    /// drains: it stops accepting, closes idle keep-alive connections, and answers the requests
+    /// it already took (each `Connection: close`) for up to its timeout and a second.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Bound {
             gateway,
@@ -114,6 +117,7 @@ impl Bound {
             .max_buf_size(MAX_HEAD)
             .keep_alive(true);
         let builder = Arc::new(builder);
+        let connections = GracefulShutdown::new();
         tokio::pin!(shutdown);
         let result = loop {
             tokio::select! {
@@ -132,13 +136,29 @@ impl Bound {
                     let _ = stream.set_nodelay(true);
                     let gw = gateway.clone();
                     let builder = builder.clone();
+                    let watcher = connections.watcher();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| http::handle(gw.clone(), req));
-                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(connection).await;
                     });
                 }
             }
         };
+        drop(listener);
+        if result.is_ok() {
+            let open = connections.count();
+            let drain = gateway.timeout + Duration::from_secs(1);
+            if tokio::time::timeout(drain, connections.shutdown())
+                .await
+                .is_err()
+            {
+                warn!(gateway.log, "connections still open after draining; closing them";
+                    "drain" => ?drain);
+            } else if open > 0 {
+                info!(gateway.log, "drained"; "connections" => open);
+            }
+        }
         receive.abort();
         events.abort();
         result

@@ -13,7 +13,7 @@ use spright_core::ids::{Endpoint, FnId, GATEWAY};
 use spright_core::protocol::Event;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -61,7 +61,39 @@ struct Instance {
     log: Logger,
     rejected: AtomicU64,
     refused: AtomicU64,
+    activity: Arc<Activity>,
 }
+
+/// What a stopping instance watches to know the chain has stopped sending to it.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Descriptors received so far.
+    received: AtomicU64,
+    /// Requests being handled now.
+    handling: AtomicUsize,
+}
+
+/// Counts a request as being handled while it lives.
+struct Handling(Arc<Activity>);
+
+impl Handling {
+    fn new(activity: &Arc<Activity>) -> Handling {
+        activity.handling.fetch_add(1, Ordering::Relaxed);
+        Handling(activity.clone())
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// After SIGTERM, an instance serves on until it has been quiet this long (nothing received,
+/// nothing being handled)...
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
+/// ...or for at most this long.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 impl Instance {
     fn me(&self) -> Endpoint {
@@ -399,22 +431,45 @@ pub fn run<H: Handler>(handler: H) -> Result<(), SdkError> {
             .build()?
     };
     runtime.block_on(async {
+        let activity = Arc::new(Activity::default());
+        let serving = serve_counting(handler, activity.clone());
+        tokio::pin!(serving);
         tokio::select! {
-            r = serve(handler) => r,
-            _ = spright_core::signals::shutdown() => Ok(()),
+            r = &mut serving => return r,
+            _ = spright_core::signals::shutdown() => {}
+        }
+        // Told to stop, most often together with the gateway (a pod deleted, `spright up`
+        // stopped): the gateway drains the requests it took, and they still need this
+        // instance. Serve on until the chain stops sending, then leave.
+        let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+        loop {
+            let seen = activity.received.load(Ordering::Relaxed);
+            tokio::select! {
+                r = &mut serving => return r.or(Ok(())),
+                _ = tokio::time::sleep(DRAIN_QUIET) => {}
+            }
+            let quiet = activity.received.load(Ordering::Relaxed) == seen
+                && activity.handling.load(Ordering::Relaxed) == 0;
+            if quiet || tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
         }
     })
 }
 
 /// Registers from the environment and serves `handler`.
 pub async fn serve<H: Handler>(handler: H) -> Result<(), SdkError> {
+    serve_counting(handler, Arc::default()).await
+}
+
+async fn serve_counting<H: Handler>(handler: H, activity: Arc<Activity>) -> Result<(), SdkError> {
     let format = std::env::var("SPRIGHT_LOG_FORMAT")
         .ok()
         .and_then(|f| f.parse().ok())
         .unwrap_or_default();
     let log = spright_core::logging::logger("function", format);
     let member = Member::from_env().await?;
-    serve_member(member, handler, log).await
+    serve_member_counting(member, handler, log, activity).await
 }
 
 /// Serves `handler` as an already registered member.
@@ -422,6 +477,15 @@ pub async fn serve_member<H: Handler>(
     member: Member,
     handler: H,
     log: Logger,
+) -> Result<(), SdkError> {
+    serve_member_counting(member, handler, log, Arc::default()).await
+}
+
+async fn serve_member_counting<H: Handler>(
+    member: Member,
+    handler: H,
+    log: Logger,
+    activity: Arc<Activity>,
 ) -> Result<(), SdkError> {
     let (info, sender, mut receiver, mut events) = member.into_parts();
     let log = log.new(slog::o!(
@@ -440,6 +504,7 @@ pub async fn serve_member<H: Handler>(
         log: log.clone(),
         rejected: AtomicU64::new(0),
         refused: AtomicU64::new(0),
+        activity,
     });
     let handler = Arc::new(handler);
     let events_done = {
@@ -500,6 +565,7 @@ fn on_event(instance: &Instance, event: Event) {
 /// Handles one received descriptor. Nothing in the pool is touched before the descriptor is
 /// validated and its buffer claimed.
 fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, d: Descriptor) {
+    instance.activity.received.fetch_add(1, Ordering::Relaxed);
     let pool = &instance.info.pool;
     let me = instance.me();
     let claim = |d: &Descriptor| -> Option<Option<Lease>> {
@@ -540,7 +606,9 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, d: Descripto
             };
             let ctx = context(instance, &d, Arc::from(message.request_line()));
             let (instance, handler) = (instance.clone(), handler.clone());
+            let handling = Handling::new(&instance.activity);
             tokio::spawn(async move {
+                let _handling = handling;
                 let result = match handler.handle(message, ctx.clone()).await {
                     Ok(r) => Ok(r),
                     Err(e) => {
