@@ -2,12 +2,13 @@
 //! kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, containerd 2.3
 //! with the spright runtime): applied unchanged, reached through its Service, a function pod
 //! replaced, a rolling update under load, the chain pod restarted, a pod with bad annotations
-//! refused with an event, and nothing left on the node after `kubectl delete -f` and
-//! `cluster.sh down`.
+//! refused with an event, two whole replicas of the chain on the node behind one Service
+//! (`configs/kubernetes/replicas/`) and one of them lost, and nothing left on the node after
+//! `kubectl delete -f` and `cluster.sh down`.
 //!
 //! One test: the cluster takes about a minute to start, and its steps share it in order.
 
-use spright_core::manifest::{Manifest, DEFAULT_RUNTIME_ROOT};
+use spright_core::manifest::{ChainKey, Manifest, DEFAULT_RUNTIME_ROOT};
 use spright_core::pool::Pool;
 use spright_core::protocol::query_stats;
 use spright_e2e::http;
@@ -21,6 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/kubernetes");
+const REPLICAS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../configs/kubernetes/replicas"
+);
 const CHAIN: &str = "demo";
 
 fn text_for(i: usize) -> Vec<u8> {
@@ -50,6 +55,7 @@ fn the_manifests_run_unchanged_on_a_real_node() {
     a_rolling_update_under_load_loses_nothing_silently(&cluster, service);
     a_restarted_chain_pod_gets_its_functions_back(&cluster, service);
     bad_annotations_get_a_clear_event(&cluster);
+    two_replicas_share_the_node_behind_one_service(&cluster);
     deleting_the_manifests_leaves_nothing(&cluster);
     let dir = cluster
         .kubeconfig
@@ -137,10 +143,14 @@ fn wait_ready(cluster: &Cluster) -> SocketAddr {
     ] {
         cluster.rolled_out(d, 100);
     }
+    service_address(cluster, "spright-demo")
+}
+
+fn service_address(cluster: &Cluster, service: &str) -> SocketAddr {
     let ip = cluster.ok(&[
         "get",
         "service",
-        "spright-demo",
+        service,
         "-o",
         "jsonpath={.spec.clusterIP}",
     ]);
@@ -345,7 +355,7 @@ fn all_answered(service: SocketAddr, what: &str, connections: usize, requests: u
 
 /// The chain's manifest on the node (the pool-manager publishes it under the default root).
 fn manifest() -> Option<Manifest> {
-    Manifest::load(Path::new(DEFAULT_RUNTIME_ROOT), CHAIN).ok()
+    Manifest::load(Path::new(DEFAULT_RUNTIME_ROOT), &ChainKey::chain(CHAIN)).ok()
 }
 
 /// How many instances of `function` the pool-manager has registered.
@@ -427,29 +437,259 @@ fn deleting_the_manifests_leaves_nothing(cluster: &Cluster) {
             .is_empty()
             .then_some(())
     });
-    // The pool-manager cleans up when its container stops; the shim unmounts what it mounted.
-    wait_for(
-        "the chain's runtime directory, pool and pins gone",
-        Duration::from_secs(30),
-        || {
-            let left: Vec<String> = [
-                format!("/run/spright/{CHAIN}"),
-                format!("/dev/shm/spright-{CHAIN}.pool"),
-                format!("/sys/fs/bpf/spright/{CHAIN}"),
-            ]
+    nothing_left_of(CHAIN);
+}
+
+/// No runtime directory, pool, pins, lock or mount of `key` (a chain's name, or a replica's
+/// `<chain>@`) on the node. The pool-manager cleans up when its container stops; the shim
+/// unmounts what it mounted.
+fn nothing_left_of(key: &str) {
+    let ours = |dir: &str, prefix: String| -> Vec<String> {
+        std::fs::read_dir(dir)
             .into_iter()
-            .filter(|p| Path::new(p).exists())
-            .collect();
-            left.is_empty().then_some(())
-        },
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .map(|n| format!("{dir}/{n}"))
+            .collect()
+    };
+    let left = || {
+        let mut left = ours("/run/spright", key.to_owned());
+        left.extend(ours("/dev/shm", format!("spright-{key}")));
+        left.extend(ours("/sys/fs/bpf/spright", key.to_owned()));
+        left
+    };
+    wait_for(
+        &format!("the runtime directories, pools and pins of {key} gone"),
+        Duration::from_secs(30),
+        || left().is_empty().then_some(()),
     );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let ours: Vec<&str> = mounts
+    let mounted: Vec<&str> = mounts
         .lines()
         .filter(|l| {
-            l.contains(&format!("/run/spright/{CHAIN}"))
-                || l.contains(&format!("spright-{CHAIN}.pool"))
+            l.contains(&format!("/run/spright/{key}")) || l.contains(&format!("spright-{key}"))
         })
         .collect();
-    assert!(ours.is_empty(), "mounts left: {ours:#?}");
+    assert!(mounted.is_empty(), "mounts left: {mounted:#?}");
+}
+
+/// A pod of the replicas' Deployment that is not being deleted.
+struct Replica {
+    pod: String,
+    uid: String,
+    gateway: SocketAddr,
+}
+
+impl Replica {
+    fn key(&self) -> ChainKey {
+        ChainKey::replica(CHAIN, &self.uid).expect("a pod UID is a replica id")
+    }
+
+    fn manifest(&self) -> Option<Manifest> {
+        Manifest::load(Path::new(DEFAULT_RUNTIME_ROOT), &self.key()).ok()
+    }
+
+    /// Requests this replica's gateway answered with 200, on any route.
+    fn answered(&self) -> u64 {
+        let text = http::get(self.gateway, "/metrics").text();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("spright_http_requests_total{") && l.contains(r#"code="200""#)
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+fn live_replicas(cluster: &Cluster) -> Vec<Replica> {
+    let out = cluster.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=spright-demo-replicas",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name}|{.metadata.uid}|{.status.podIP}|{.metadata.deletionTimestamp}{"\n"}{end}"#,
+    ]);
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            // With an address, and no deletion time (a pod on its way out).
+            (f.len() == 4 && !f[2].is_empty() && f[3].is_empty()).then(|| Replica {
+                pod: f[0].to_owned(),
+                uid: f[1].to_owned(),
+                gateway: format!("{}:8080", f[2]).parse().expect("pod IP"),
+            })
+        })
+        .collect()
+}
+
+/// Both replicas Ready, each with its three functions registered in its own pool-manager.
+fn wait_two_replicas(cluster: &Cluster) -> Vec<Replica> {
+    cluster.rolled_out("spright-demo-replicas", 100);
+    let replicas = wait_for("two live replicas", Duration::from_secs(60), || {
+        let r = live_replicas(cluster);
+        (r.len() == 2).then_some(r)
+    });
+    for r in &replicas {
+        wait_for(
+            &format!("replica {} with parse, transform and render", r.pod),
+            Duration::from_secs(60),
+            || {
+                let stats =
+                    query_stats(&r.manifest()?.control_socket, Duration::from_secs(2)).ok()?;
+                stats
+                    .functions
+                    .iter()
+                    .all(|f| f.instances == 1)
+                    .then_some(())
+            },
+        );
+    }
+    replicas
+}
+
+/// `configs/kubernetes/replicas/`: two whole replicas of the chain on this one node (beside the
+/// chain the other manifests run, under the same name): their files never collide, each answers
+/// right, the Service spreads requests over both, and deleting one under load costs at most its
+/// requests in flight while the other serves on.
+fn two_replicas_share_the_node_behind_one_service(cluster: &Cluster) {
+    cluster.ok(&["apply", "-f", REPLICAS]);
+    let replicas = wait_two_replicas(cluster);
+    let service = service_address(cluster, "spright-demo-replicas");
+    let [one, two] = [&replicas[0], &replicas[1]];
+    let (m1, m2) = (one.manifest().unwrap(), two.manifest().unwrap());
+    assert_ne!(m1.runtime_dir, m2.runtime_dir);
+    assert_ne!(m1.pool.path, m2.pool.path);
+    for (r, m) in [(one, &m1), (two, &m2)] {
+        assert_eq!(m.replica.as_deref(), Some(r.uid.as_str()));
+        let pins = Path::new("/sys/fs/bpf/spright").join(r.key().to_string());
+        assert!(pins.is_dir(), "{} has its own pins", r.pod);
+    }
+    assert!(
+        manifest().is_some(),
+        "the chain of the other manifests still runs beside the replicas"
+    );
+
+    // Each replica answers right through its own gateway.
+    for r in &replicas {
+        wait_for(
+            &format!("replica {} to answer", r.pod),
+            Duration::from_secs(30),
+            || right_page(r.gateway, b"left right left"),
+        );
+        all_answered(r.gateway, &format!("replica {}", r.pod), 4, 200);
+    }
+    // The Service spreads new connections over both (kube-proxy picks an endpoint per
+    // connection): 100 requests, each on a connection of its own.
+    wait_for(
+        "the replicas' Service to answer",
+        Duration::from_secs(60),
+        || right_page(service, b"a b"),
+    );
+    let before = [one.answered(), two.answered()];
+    for i in 0..100 {
+        let r = http::request(service, "POST", "/render", &text_for(i));
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.body, spright_demo_chain::expected_page(&text_for(i)));
+    }
+    let spread = [one.answered() - before[0], two.answered() - before[1]];
+    eprintln!("replicas: the Service sent {spread:?} of 100 requests to each");
+    assert!(
+        spread.iter().all(|&n| n > 0) && spread.iter().sum::<u64>() == 100,
+        "the Service spreads requests over both replicas: {spread:?}"
+    );
+
+    // One replica deleted while 8 connections send through the Service.
+    let connections = 8;
+    let until = Arc::new(AtomicBool::new(false));
+    let mut l = Load::new(service, "POST", "/render", text_for);
+    l.connections = connections;
+    l.requests = 1_000_000;
+    l.until = Some(until.clone());
+    let completed = l.completed.clone();
+    let load = std::thread::spawn(move || load::run(l));
+    wait_for("load to flow", Duration::from_secs(10), || {
+        (completed.load(Ordering::Relaxed) > 200).then_some(())
+    });
+    let survivor_before = two.answered();
+    cluster.ok(&["delete", "pod", &one.pod, "--wait=true", "--timeout=60s"]);
+    let survivor_during = two.answered() - survivor_before;
+    nothing_left_of(&one.key().to_string());
+    let replaced = wait_two_replicas(cluster);
+    assert!(
+        replaced.iter().all(|r| r.uid != one.uid),
+        "the Deployment made a new replica"
+    );
+    let after = completed.load(Ordering::Relaxed);
+    wait_for(
+        "load after the replacement",
+        Duration::from_secs(10),
+        || (completed.load(Ordering::Relaxed) > after + 200).then_some(()),
+    );
+    until.store(true, Ordering::Relaxed);
+    let outcomes = load.join().expect("load thread");
+    let mut failed = 0;
+    for (i, o) in &outcomes {
+        let took = o.finished - o.started;
+        if o.status == 200 {
+            assert_eq!(
+                o.body.as_ref(),
+                spright_demo_chain::expected_page(&text_for(*i)).as_slice(),
+                "request {i} got a wrong page"
+            );
+        } else {
+            // A request in flight on the lost replica: 502 from its draining gateway, or its
+            // connection closed (status 0); either at once.
+            failed += 1;
+            eprintln!(
+                "replica lost: request {i}: status {} after {took:?}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.body)
+            );
+            assert!(
+                matches!(o.status, 0 | 502) && took < Duration::from_secs(1),
+                "request {i}: status {} after {took:?}: {:?}",
+                o.status,
+                o.body
+            );
+        }
+        assert!(took < Duration::from_secs(6), "request {i} took {took:?}");
+    }
+    eprintln!(
+        "replica lost: {} requests, {failed} failed; the other replica answered {survivor_during} \
+         while the lost one was deleted",
+        outcomes.len()
+    );
+    assert!(
+        failed <= connections,
+        "losing a replica costs at most its requests in flight (one per connection): {failed} failed"
+    );
+    assert!(
+        survivor_during > 0,
+        "the other replica served while one was being deleted"
+    );
+
+    cluster.ok(&["delete", "-f", REPLICAS, "--wait=true", "--timeout=100s"]);
+    wait_for("the replicas' pods gone", Duration::from_secs(100), || {
+        cluster
+            .ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=spright-demo-replicas",
+                "-o",
+                "name",
+            ])
+            .is_empty()
+            .then_some(())
+    });
+    for r in &replaced {
+        nothing_left_of(&r.key().to_string());
+    }
+    assert!(
+        manifest().is_some(),
+        "the other chain of the same name is untouched"
+    );
 }
