@@ -147,21 +147,46 @@ impl Bound {
         };
         drop(listener);
         if result.is_ok() {
-            let open = connections.count();
-            let drain = gateway.timeout + Duration::from_secs(1);
-            if tokio::time::timeout(drain, connections.shutdown())
-                .await
-                .is_err()
-            {
-                warn!(gateway.log, "connections still open after draining; closing them";
-                    "drain" => ?drain);
-            } else if open > 0 {
-                info!(gateway.log, "drained"; "connections" => open);
-            }
+            drain(&gateway, connections).await;
         }
         receive.abort();
         events.abort();
         result
+    }
+}
+
+/// How often a draining gateway looks at what it still has in flight.
+const DRAIN_TICK: Duration = Duration::from_millis(100);
+
+/// Asks every connection to finish (idle HTTP/1 connections close, busy ones after their
+/// response, HTTP/2 ones get GOAWAY) and waits until they have, or until nothing has been in
+/// flight in the chain for two ticks (a client may hold an idle HTTP/2 connection open for as
+/// long as it likes), or for the gateway's timeout and a second at most.
+async fn drain(gateway: &Gateway, connections: GracefulShutdown) {
+    let open = connections.count();
+    let limit = gateway.timeout + Duration::from_secs(1);
+    let deadline = tokio::time::sleep(limit);
+    let closed = connections.shutdown();
+    tokio::pin!(deadline, closed);
+    let mut idle_ticks = 0;
+    loop {
+        tokio::select! {
+            _ = &mut closed => break,
+            _ = &mut deadline => {
+                warn!(gateway.log, "requests still in flight after draining; closing them";
+                    "in_flight" => gateway.dispatcher.in_flight(), "drain" => ?limit);
+                return;
+            }
+            _ = tokio::time::sleep(DRAIN_TICK) => {
+                idle_ticks = if gateway.dispatcher.in_flight() == 0 { idle_ticks + 1 } else { 0 };
+                if idle_ticks >= 2 {
+                    break;
+                }
+            }
+        }
+    }
+    if open > 0 {
+        info!(gateway.log, "drained"; "connections" => open);
     }
 }
 
