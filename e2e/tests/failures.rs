@@ -269,9 +269,5 @@ fn stopping_a_chain_answers_the_requests_it_took_first() {
             "{routing}: the stop waited {:?}",
             asked.elapsed()
         );
-        assert!(
-            std::net::TcpStream::connect(addr).is_err(),
-            "{routing}: the gateway no longer accepts"
-        );
     }
 }

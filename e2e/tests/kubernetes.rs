@@ -588,6 +588,19 @@ fn two_replicas_share_the_node_behind_one_service(cluster: &Cluster) {
         Duration::from_secs(60),
         || right_page(service, b"a b"),
     );
+    // kube-proxy programs the second endpoint a moment after the rollout: wait until a
+    // request has reached each replica through the Service.
+    let start = [one.answered(), two.answered()];
+    wait_for(
+        "the Service to send requests to both replicas",
+        Duration::from_secs(60),
+        || {
+            for i in 0..10 {
+                right_page(service, &text_for(i))?;
+            }
+            (one.answered() > start[0] && two.answered() > start[1]).then_some(())
+        },
+    );
     let before = [one.answered(), two.answered()];
     for i in 0..100 {
         let r = http::request(service, "POST", "/render", &text_for(i));

@@ -29,6 +29,7 @@ impl Default for Locations {
 /// The concrete paths of one running chain, all named by its key.
 #[derive(Debug, Clone)]
 pub struct ChainPaths {
+    pub key: ChainKey,
     pub runtime_dir: PathBuf,
     pub manifest: PathBuf,
     pub control: PathBuf,
@@ -55,7 +56,8 @@ impl ChainPaths {
             pool: pool.clone(),
             rings: spright_core::rings::rings_path(&pool),
             pins: loc.pin_root.as_ref().map(|p| p.join(key.to_string())),
-            lock: loc.runtime_root.join(format!("{key}.lock")),
+            lock: manifest::lock_file(&loc.runtime_root, key),
+            key: key.clone(),
             runtime_dir,
         }
     }

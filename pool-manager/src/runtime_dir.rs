@@ -56,17 +56,32 @@ pub fn claim(paths: &ChainPaths, log: &Logger) -> anyhow::Result<Claim> {
 
 /// Takes the chain's lock file, or says who holds it.
 fn lock(paths: &ChainPaths) -> anyhow::Result<Claim> {
-    if let Some(claim) = try_lock(paths)? {
-        return Ok(claim);
+    let key = &paths.key;
+    // A lock held with no manifest beside it may be a moment's check (the shim asking whether
+    // the chain lives, another pool-manager sweeping dead replicas), not an owner: ask again
+    // for a second before calling it one.
+    let patience = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        if let Some(claim) = try_lock(paths)? {
+            return Ok(claim);
+        }
+        if paths.manifest.exists() || std::time::Instant::now() >= patience {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let hint = if key.replica.is_none() {
+        "; give each replica of a chain on one node its own replica id (--replica)"
+    } else {
+        ""
+    };
     let owner = std::fs::read_to_string(&paths.manifest)
         .ok()
         .and_then(|t| serde_json::from_str::<Manifest>(&t).ok())
         .map(|m| format!("pid {} in its PID namespace", m.pid))
         .unwrap_or_else(|| "starting".to_owned());
     bail!(
-        "chain already has a live pool-manager on this node ({owner}): it holds {}; \
-         give each replica of a chain on one node its own replica id (--replica)",
+        "chain {key} already has a live pool-manager on this node ({owner}): it holds {}{hint}",
         paths.lock.display()
     )
 }
@@ -113,19 +128,18 @@ fn try_lock(paths: &ChainPaths) -> anyhow::Result<Option<Claim>> {
     }
 }
 
-/// Removes what dead replicas of `key`'s chain left on the node: a replica's pool-manager
-/// killed outright (SIGKILL, OOM) cannot clean up, and a replica id (a pod UID) never comes
-/// back to clear its own leftovers. A replica is dead when nobody holds its lock.
+/// Removes what dead replicas left on the node, of any chain: a replica's pool-manager killed
+/// outright (SIGKILL, OOM) cannot clean up, and a replica id (a pod UID) never comes back to
+/// clear its own leftovers. A replica is dead when nobody holds its lock.
 pub fn sweep_dead_replicas(loc: &Locations, key: &ChainKey, log: &Logger) {
     let Ok(entries) = std::fs::read_dir(&loc.runtime_root) else {
         return;
     };
-    let prefix = format!("{}{}", key.chain, spright_core::manifest::REPLICA_SEPARATOR);
     let mut seen = std::collections::BTreeSet::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let name = name.strip_suffix(".lock").unwrap_or(&name).to_owned();
-        if name.starts_with(&prefix) && name != key.to_string() {
+        if name.contains(spright_core::manifest::REPLICA_SEPARATOR) && name != key.to_string() {
             seen.insert(name);
         }
     }
@@ -320,7 +334,14 @@ mod tests {
         let me = ChainKey::replica("c1", "new").unwrap();
         let _me = claim(&ChainPaths::new(&loc, &me), &log()).unwrap();
         sweep_dead_replicas(&loc, &me, &log());
-        for gone in [&dead.runtime_dir, &dead.pool, &dead.lock] {
+        // A replica id never comes back: the dead replicas of any chain are swept.
+        for gone in [
+            &dead.runtime_dir,
+            &dead.pool,
+            &dead.lock,
+            &other_chain.runtime_dir,
+            &other_chain.pool,
+        ] {
             assert!(!gone.exists(), "{} is swept", gone.display());
         }
         assert!(
@@ -328,8 +349,12 @@ mod tests {
             "a live replica is kept"
         );
         assert!(
-            other_chain.pool.exists() && other_chain.manifest.exists(),
-            "another chain's replicas are its own pool-managers' business"
+            spright_core::manifest::is_live(&loc.runtime_root, &live.key),
+            "and still held"
+        );
+        assert!(
+            !spright_core::manifest::is_live(&loc.runtime_root, &dead.key),
+            "a swept replica is not live"
         );
     }
 }

@@ -64,13 +64,33 @@ struct Instance {
     activity: Arc<Activity>,
 }
 
-/// What a stopping instance watches to know the chain has stopped sending to it.
+/// What a stopping instance watches to know the chain has nothing left for it.
 #[derive(Debug, Default)]
 struct Activity {
     /// Descriptors received so far.
     received: AtomicU64,
     /// Requests being handled now.
     handling: AtomicUsize,
+    /// The gateway has left: nothing that reaches this instance can be answered any more.
+    gateway_gone: std::sync::atomic::AtomicBool,
+    /// The chain's pool and the gateway's timeout, once registered.
+    chain: std::sync::OnceLock<(Arc<spright_core::pool::Pool>, Duration)>,
+}
+
+impl Activity {
+    /// Nothing in flight anywhere in the chain: every pool buffer free and no handler of ours
+    /// running. Judged on the pool, not on this instance alone: a later stage of a sequence
+    /// sees nothing while an earlier one is still working on a request.
+    fn chain_idle(&self) -> bool {
+        if self.gateway_gone.load(Ordering::Relaxed) {
+            return true;
+        }
+        let pool_idle = self.chain.get().is_none_or(|(pool, _)| {
+            let s = pool.stats();
+            s.free == s.total
+        });
+        pool_idle && self.handling.load(Ordering::Relaxed) == 0
+    }
 }
 
 /// Counts a request as being handled while it lives.
@@ -89,11 +109,11 @@ impl Drop for Handling {
     }
 }
 
-/// After SIGTERM, an instance serves on until it has been quiet this long (nothing received,
-/// nothing being handled)...
+/// After SIGTERM, an instance serves on until the chain has been idle this long (nothing
+/// received, no pool buffer in use)...
 const DRAIN_QUIET: Duration = Duration::from_millis(250);
-/// ...or for at most this long.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// ...or for the gateway's timeout and a second at most (the gateway's own drain bound).
+const DRAIN_MARGIN: Duration = Duration::from_secs(1);
 
 impl Instance {
     fn me(&self) -> Endpoint {
@@ -440,16 +460,22 @@ pub fn run<H: Handler>(handler: H) -> Result<(), SdkError> {
         }
         // Told to stop, most often together with the gateway (a pod deleted, `spright up`
         // stopped): the gateway drains the requests it took, and they still need this
-        // instance. Serve on until the chain stops sending, then leave.
-        let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+        // instance. Serve on until the chain is idle, then leave.
+        let timeout = activity.chain.get().map_or(Duration::ZERO, |(_, t)| *t);
+        let deadline = tokio::time::Instant::now() + timeout + DRAIN_MARGIN;
         loop {
             let seen = activity.received.load(Ordering::Relaxed);
             tokio::select! {
-                r = &mut serving => return r.or(Ok(())),
+                r = &mut serving => {
+                    // Stopping anyway: the chain going away meanwhile is no failure.
+                    if let Err(e) = r {
+                        eprintln!("spright: while stopping: {e}");
+                    }
+                    return Ok(());
+                }
                 _ = tokio::time::sleep(DRAIN_QUIET) => {}
             }
-            let quiet = activity.received.load(Ordering::Relaxed) == seen
-                && activity.handling.load(Ordering::Relaxed) == 0;
+            let quiet = activity.received.load(Ordering::Relaxed) == seen && activity.chain_idle();
             if quiet || tokio::time::Instant::now() >= deadline {
                 return Ok(());
             }
@@ -506,6 +532,10 @@ async fn serve_member_counting<H: Handler>(
         refused: AtomicU64::new(0),
         activity,
     });
+    let _ = instance
+        .activity
+        .chain
+        .set((instance.info.pool.clone(), instance.timeout));
     let handler = Arc::new(handler);
     let events_done = {
         let instance = instance.clone();
@@ -543,6 +573,12 @@ fn on_event(instance: &Instance, event: Event) {
         ..
     } = event
     {
+        if function == GATEWAY.0 && remaining == 0 {
+            instance
+                .activity
+                .gateway_gone
+                .store(true, Ordering::Relaxed);
+        }
         let mut pending = instance.pending.lock().unwrap();
         let dead: Vec<u32> = pending
             .iter()

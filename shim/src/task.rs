@@ -356,7 +356,13 @@ async fn wire_when_published(bundle: &Path, runtime_root: &Path) -> Result<(Plan
             Err(Unwired::NotYet(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
-            Err(Unwired::NotYet(e) | Unwired::Failed(e)) => return Err(e),
+            Err(Unwired::NotYet(e)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{e} (waited {REPLICA_POD_WAIT:?} for the pool-manager of this pod to \
+                     publish it: is it the pod's first container, a sidecar?)"
+                )))
+            }
+            Err(Unwired::Failed(e)) => return Err(e),
             Ok(wired) => return Ok(wired),
         }
     }
@@ -391,8 +397,13 @@ fn wire(bundle: &Path, runtime_root: &Path) -> Result<(Plan, bool), Unwired> {
         });
     let annotations = wiring::annotations(&spec);
     let plan = wiring::plan(&annotations, runtime_root).map_err(|e| {
-        let waits = matches!(e, wiring::WiringError::NoChain { .. })
-            && wiring::waits_for_its_chain(&annotations);
+        let waits = matches!(
+            e,
+            wiring::WiringError::NoChain {
+                source: spright_core::manifest::ManifestError::Missing { .. },
+                ..
+            }
+        ) && wiring::waits_for_its_chain(&annotations);
         let e = Error::InvalidArgument(format!("spright: {e}"));
         if waits {
             Unwired::NotYet(e)

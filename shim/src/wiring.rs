@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 use spright_core::chain::RoutingMode;
-use spright_core::manifest::{ChainKey, Manifest, ManifestError, MANIFEST_FILE, REPLICA_SEPARATOR};
+use spright_core::manifest::{ChainKey, Manifest, ManifestError, REPLICA_SEPARATOR};
 use spright_core::rings::rings_path;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -149,6 +149,7 @@ pub fn plan(
     };
     let manifest = load(runtime_root, &key)?;
     let function = annotations.get(FUNCTION);
+    check_key(&manifest, &key)?;
     if sandbox {
         // Pod annotations reach the sandbox too; the function annotation may be per pod.
         if let Some(f) = function {
@@ -212,7 +213,22 @@ fn plan_replica_pod(
         problem,
     })?;
     let manifest = load(runtime_root, &key)?;
+    check_key(&manifest, &key)?;
     wire_function(runtime_root, &manifest, name)
+}
+
+/// A manifest must describe the chain it was found for: the key it names decides which
+/// files are checked as the chain's own, so one replica's manifest could otherwise get another
+/// replica's (or chain's) pool and socket mounted.
+fn check_key(manifest: &Manifest, key: &ChainKey) -> Result<(), WiringError> {
+    if &manifest.key() == key {
+        return Ok(());
+    }
+    Err(WiringError::Suspicious {
+        chain: key.to_string(),
+        path: Manifest::path_in(&manifest.runtime_dir),
+        problem: format!("a manifest of chain {}", manifest.key()),
+    })
 }
 
 /// The value of `spright.io/functions`: container names, comma separated, each once.
@@ -243,26 +259,28 @@ fn the_replica_on_this_node(runtime_root: &Path, chain: &str) -> Result<ChainKey
         return Ok(plain);
     }
     let prefix = format!("{chain}{REPLICA_SEPARATOR}");
-    let mut found: Vec<String> = std::fs::read_dir(runtime_root)
+    // Live replicas only: one killed outright leaves its directory until it is swept.
+    let mut found: Vec<ChainKey> = std::fs::read_dir(runtime_root)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with(&prefix))
-        .filter(|name| runtime_root.join(name).join(MANIFEST_FILE).is_file())
+        .filter_map(|name| ChainKey::parse(&name).ok())
+        .filter(|key| spright_core::manifest::is_live(runtime_root, key))
         .collect();
-    found.sort();
+    found.sort_by_key(ChainKey::to_string);
     match found.len() {
         0 => Ok(plain),
-        1 => ChainKey::parse(&found[0]).map_err(|problem| WiringError::Malformed {
-            key: CHAIN.to_owned(),
-            value: found[0].clone(),
-            problem,
-        }),
+        1 => Ok(found.remove(0)),
         count => Err(WiringError::Ambiguous {
             chain: chain.to_owned(),
             count,
-            replicas: found.join(", "),
+            replicas: found
+                .iter()
+                .map(ChainKey::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }

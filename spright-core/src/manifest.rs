@@ -37,8 +37,11 @@ impl ChainKey {
         }
     }
 
-    /// A replica of `chain`, checking the id (1 to 64 lowercase letters, digits and '-').
+    /// A replica of `chain`, checking both (a chain name, and an id of 1 to 64 lowercase
+    /// letters, digits and '-').
     pub fn replica(chain: &str, id: &str) -> Result<ChainKey, String> {
+        crate::chain::check_name(chain, crate::chain::MAX_CHAIN_NAME)
+            .map_err(|p| format!("chain name {p}"))?;
         check_replica_id(id)?;
         Ok(ChainKey {
             chain: chain.to_owned(),
@@ -52,11 +55,13 @@ impl ChainKey {
             Some((c, r)) => (c, Some(r)),
             None => (key, None),
         };
-        crate::chain::check_name(chain, crate::chain::MAX_CHAIN_NAME)
-            .map_err(|p| format!("chain name {p}"))?;
         match replica {
             Some(id) => ChainKey::replica(chain, id),
-            None => Ok(ChainKey::chain(chain)),
+            None => {
+                crate::chain::check_name(chain, crate::chain::MAX_CHAIN_NAME)
+                    .map_err(|p| format!("chain name {p}"))?;
+                Ok(ChainKey::chain(chain))
+            }
         }
     }
 }
@@ -130,6 +135,24 @@ pub enum ManifestError {
 /// The runtime directory of a running chain under `root`.
 pub fn runtime_dir(root: &Path, key: &ChainKey) -> PathBuf {
     root.join(key.to_string())
+}
+
+/// The lock file a running chain's pool-manager holds (flock) for as long as it lives: beside
+/// the runtime directory, under `root`.
+pub fn lock_file(root: &Path, key: &ChainKey) -> PathBuf {
+    root.join(format!("{key}.lock"))
+}
+
+/// Whether a live pool-manager holds `key`'s lock. Asked with a shared lock taken and dropped
+/// at once, so it never keeps a starting pool-manager out for longer than an instant.
+pub fn is_live(root: &Path, key: &ChainKey) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let Ok(file) = std::fs::File::open(lock_file(root, key)) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; closing the file releases it.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    !free
 }
 
 /// The pool file of a running chain, in `dir`; its descriptor rings (poll mode) are beside it.
@@ -206,6 +229,10 @@ mod tests {
         }
         assert!(ChainKey::replica("demo", &"a".repeat(MAX_REPLICA_ID + 1)).is_err());
         assert!(ChainKey::replica("demo", &"a".repeat(MAX_REPLICA_ID)).is_ok());
+        assert!(
+            ChainKey::replica("../x", "r").is_err(),
+            "the chain name is checked too"
+        );
     }
 
     #[test]

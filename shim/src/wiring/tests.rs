@@ -68,6 +68,15 @@ fn publish(root: &Path, key: &ChainKey, routing: RoutingMode) {
     .unwrap();
 }
 
+/// Holds `key`'s lock as its live pool-manager would, for as long as the file lives.
+fn hold(root: &Path, key: &ChainKey) -> std::fs::File {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::File::create(spright_core::manifest::lock_file(root, key)).unwrap();
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+    file
+}
+
 fn pairs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
@@ -333,11 +342,14 @@ fn a_replica_pod_wires_its_listed_containers_into_its_own_replica() {
 fn a_function_pod_joins_the_one_replica_on_its_node_or_the_one_it_names() {
     let root = tempfile::tempdir().unwrap();
     let ads = pairs(&[(CHAIN, "shop"), (FUNCTION, "ads")]);
-    publish(
-        root.path(),
-        &ChainKey::replica("shop", "r1").unwrap(),
-        RoutingMode::Sockmap,
-    );
+    let r1 = ChainKey::replica("shop", "r1").unwrap();
+    publish(root.path(), &r1, RoutingMode::Sockmap);
+    let _r1 = hold(root.path(), &r1);
+    // A replica killed outright left its directory behind: it is not live, so not joined.
+    let dead = ChainKey::replica("shop", "dead").unwrap();
+    publish(root.path(), &dead, RoutingMode::Sockmap);
+    // Nor does a stray directory that names no replica get in the way.
+    std::fs::create_dir_all(root.path().join("shop@Not_A_Replica")).unwrap();
     // Another chain's replica is no concern of this one.
     std::fs::create_dir_all(root.path().join("shopping@r9")).unwrap();
     std::fs::write(root.path().join("shopping@r9/manifest.json"), b"{}").unwrap();
@@ -346,11 +358,9 @@ fn a_function_pod_joins_the_one_replica_on_its_node_or_the_one_it_names() {
     };
     assert_eq!(w.replica.as_deref(), Some("r1"));
 
-    publish(
-        root.path(),
-        &ChainKey::replica("shop", "r2").unwrap(),
-        RoutingMode::Sockmap,
-    );
+    let r2 = ChainKey::replica("shop", "r2").unwrap();
+    publish(root.path(), &r2, RoutingMode::Sockmap);
+    let _r2 = hold(root.path(), &r2);
     let err = plan(&ads, root.path()).unwrap_err().to_string();
     assert!(
         err.contains("chain \"shop\" has 2 replicas on this node (shop@r1, shop@r2)")
@@ -389,4 +399,14 @@ fn one_replicas_manifest_cannot_mount_anothers_files() {
     let named = pairs(&[(CHAIN, "shop"), (FUNCTION, "ads"), (REPLICA, "r2")]);
     let err = plan(&named, root.path()).unwrap_err().to_string();
     assert!(err.contains("not the chain's pool file"), "{err}");
+
+    // r2's manifest replaced by r1's, wholesale (its key, pool and socket): the key it was
+    // found under is not the one it names.
+    let r1 = std::fs::read(root.path().join("shop@r1/manifest.json")).unwrap();
+    std::fs::write(&path, r1).unwrap();
+    let err = plan(&named, root.path()).unwrap_err().to_string();
+    assert!(err.contains("a manifest of chain shop@r1"), "{err}");
+    let pod = in_pod("r2", "ads", &[(CHAIN, "shop"), (FUNCTIONS, "ads")]);
+    let err = plan(&pod, root.path()).unwrap_err().to_string();
+    assert!(err.contains("a manifest of chain shop@r1"), "{err}");
 }
