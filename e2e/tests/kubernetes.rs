@@ -230,52 +230,11 @@ fn a_deleted_function_pod_is_replaced_and_serving_resumes(cluster: &Cluster, ser
 /// `kubectl rollout restart` of transform (two pods) while 8 connections send: each request
 /// gets the right page or a 502 at once; none hangs; no pool buffer is left in use.
 fn a_rolling_update_under_load_loses_nothing_silently(cluster: &Cluster, service: SocketAddr) {
-    let until = Arc::new(AtomicBool::new(false));
-    let mut l = Load::new(service, "POST", "/render", text_for);
-    l.connections = 8;
-    l.requests = 1_000_000;
-    l.until = Some(until.clone());
-    let completed = l.completed.clone();
-    let load = std::thread::spawn(move || load::run(l));
-    wait_for("load to flow", Duration::from_secs(10), || {
-        (completed.load(Ordering::Relaxed) > 100).then_some(())
+    let (requests, failed) = under_load(service, 8, &[502], || {
+        cluster.ok(&["rollout", "restart", "deployment/demo-transform"]);
+        cluster.rolled_out("demo-transform", 100);
     });
-    cluster.ok(&["rollout", "restart", "deployment/demo-transform"]);
-    cluster.rolled_out("demo-transform", 100);
-    // Both new pods registered: the old ones' last requests are behind us.
-    let during = completed.load(Ordering::Relaxed);
-    wait_for(
-        "more load after the rollout",
-        Duration::from_secs(10),
-        || (completed.load(Ordering::Relaxed) > during + 200).then_some(()),
-    );
-    until.store(true, Ordering::Relaxed);
-    let outcomes = load.join().expect("load thread");
-    let mut failed = 0;
-    for (i, o) in &outcomes {
-        let took = o.finished - o.started;
-        match o.status {
-            200 => assert_eq!(
-                o.body.as_ref(),
-                spright_demo_chain::expected_page(&text_for(*i)).as_slice(),
-                "request {i} got a wrong page"
-            ),
-            502 => {
-                failed += 1;
-                assert!(
-                    took < Duration::from_secs(1),
-                    "request {i}: a 502 after {took:?}"
-                );
-            }
-            other => panic!("request {i}: status {other} after {took:?}: {:?}", o.body),
-        }
-        // The gateway's timeout is 5 s (demo-chain.yaml): nothing may wait longer.
-        assert!(took < Duration::from_secs(6), "request {i} took {took:?}");
-    }
-    eprintln!(
-        "rolling update: {} requests, {failed} failed with 502",
-        outcomes.len()
-    );
+    eprintln!("rolling update: {requests} requests, {failed} failed with 502");
     // `rollout status` can return before the last old pod is gone: wait for two pods, both of
     // the new ReplicaSet.
     wait_for(
@@ -351,6 +310,61 @@ fn all_answered(service: SocketAddr, what: &str, connections: usize, requests: u
     load::assert_all_answered(what, &load::run(l), |i| {
         spright_demo_chain::expected_page(&text_for(i))
     });
+}
+
+/// `connections` connections send `/render` through `service` while `during` runs (from once
+/// the load flows until 200 more requests after it). Every request gets its right page, or fails
+/// with a status in `fails_with` (0: its connection closed) within a second; none takes over
+/// 6 s (the gateway's timeout is 5 s). Returns how many requests were sent and how many failed.
+fn under_load(
+    service: SocketAddr,
+    connections: usize,
+    fails_with: &[u16],
+    during: impl FnOnce(),
+) -> (usize, usize) {
+    let until = Arc::new(AtomicBool::new(false));
+    let mut l = Load::new(service, "POST", "/render", text_for);
+    l.connections = connections;
+    l.requests = 1_000_000;
+    l.until = Some(until.clone());
+    let completed = l.completed.clone();
+    let load = std::thread::spawn(move || load::run(l));
+    wait_for("load to flow", Duration::from_secs(10), || {
+        (completed.load(Ordering::Relaxed) > 100).then_some(())
+    });
+    during();
+    let after = completed.load(Ordering::Relaxed);
+    wait_for("more load afterwards", Duration::from_secs(10), || {
+        (completed.load(Ordering::Relaxed) > after + 200).then_some(())
+    });
+    until.store(true, Ordering::Relaxed);
+    let outcomes = load.join().expect("load thread");
+    let mut failed = 0;
+    for (i, o) in &outcomes {
+        let took = o.finished - o.started;
+        if o.status == 200 {
+            assert_eq!(
+                o.body.as_ref(),
+                spright_demo_chain::expected_page(&text_for(*i)).as_slice(),
+                "request {i} got a wrong page"
+            );
+        } else {
+            failed += 1;
+            eprintln!(
+                "request {i}: status {} after {took:?}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.body)
+            );
+            assert!(
+                fails_with.contains(&o.status) && took < Duration::from_secs(1),
+                "request {i}: status {} after {took:?}: {:?}",
+                o.status,
+                o.body
+            );
+        }
+        assert!(took < Duration::from_secs(6), "request {i} took {took:?}");
+    }
+    (outcomes.len(), failed)
 }
 
 /// The chain's manifest on the node (the pool-manager publishes it under the default root).
@@ -614,66 +628,25 @@ fn two_replicas_share_the_node_behind_one_service(cluster: &Cluster) {
         "the Service spreads requests over both replicas: {spread:?}"
     );
 
-    // One replica deleted while 8 connections send through the Service.
+    // One replica deleted while 8 connections send through the Service. A request in flight
+    // on it may fail: 502 from its draining gateway, or its connection closed (status 0).
     let connections = 8;
-    let until = Arc::new(AtomicBool::new(false));
-    let mut l = Load::new(service, "POST", "/render", text_for);
-    l.connections = connections;
-    l.requests = 1_000_000;
-    l.until = Some(until.clone());
-    let completed = l.completed.clone();
-    let load = std::thread::spawn(move || load::run(l));
-    wait_for("load to flow", Duration::from_secs(10), || {
-        (completed.load(Ordering::Relaxed) > 200).then_some(())
+    let mut survivor_during = 0;
+    let mut replaced = Vec::new();
+    let (requests, failed) = under_load(service, connections, &[0, 502], || {
+        let survivor_before = two.answered();
+        cluster.ok(&["delete", "pod", &one.pod, "--wait=true", "--timeout=60s"]);
+        survivor_during = two.answered() - survivor_before;
+        nothing_left_of(&one.key().to_string());
+        replaced = wait_two_replicas(cluster);
     });
-    let survivor_before = two.answered();
-    cluster.ok(&["delete", "pod", &one.pod, "--wait=true", "--timeout=60s"]);
-    let survivor_during = two.answered() - survivor_before;
-    nothing_left_of(&one.key().to_string());
-    let replaced = wait_two_replicas(cluster);
     assert!(
         replaced.iter().all(|r| r.uid != one.uid),
         "the Deployment made a new replica"
     );
-    let after = completed.load(Ordering::Relaxed);
-    wait_for(
-        "load after the replacement",
-        Duration::from_secs(10),
-        || (completed.load(Ordering::Relaxed) > after + 200).then_some(()),
-    );
-    until.store(true, Ordering::Relaxed);
-    let outcomes = load.join().expect("load thread");
-    let mut failed = 0;
-    for (i, o) in &outcomes {
-        let took = o.finished - o.started;
-        if o.status == 200 {
-            assert_eq!(
-                o.body.as_ref(),
-                spright_demo_chain::expected_page(&text_for(*i)).as_slice(),
-                "request {i} got a wrong page"
-            );
-        } else {
-            // A request in flight on the lost replica: 502 from its draining gateway, or its
-            // connection closed (status 0); either at once.
-            failed += 1;
-            eprintln!(
-                "replica lost: request {i}: status {} after {took:?}: {}",
-                o.status,
-                String::from_utf8_lossy(&o.body)
-            );
-            assert!(
-                matches!(o.status, 0 | 502) && took < Duration::from_secs(1),
-                "request {i}: status {} after {took:?}: {:?}",
-                o.status,
-                o.body
-            );
-        }
-        assert!(took < Duration::from_secs(6), "request {i} took {took:?}");
-    }
     eprintln!(
-        "replica lost: {} requests, {failed} failed; the other replica answered {survivor_during} \
-         while the lost one was deleted",
-        outcomes.len()
+        "replica lost: {requests} requests, {failed} failed; the other replica answered \
+         {survivor_during} while the lost one was deleted"
     );
     assert!(
         failed <= connections,

@@ -63,7 +63,7 @@ pub enum WiringError {
         "unknown annotation {key} (spright knows {CHAIN}, {FUNCTION}, {REPLICA} and {FUNCTIONS})"
     )]
     Unknown { key: String },
-    #[error("chain {chain} (annotation {CHAIN}) is not running on this node: {source}")]
+    #[error("chain \"{chain}\" (annotation {CHAIN}) is not running on this node: {source}")]
     NoChain {
         chain: ChainKey,
         source: ManifestError,

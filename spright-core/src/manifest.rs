@@ -118,7 +118,7 @@ pub struct ManifestFunction {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("chain {chain} has no manifest at {path} (is its pool-manager running?)")]
+    #[error("chain \"{chain}\" has no manifest at {path} (is its pool-manager running?)")]
     Missing { chain: ChainKey, path: PathBuf },
     #[error("cannot read manifest {path}: {source}")]
     Read {
