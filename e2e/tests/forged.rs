@@ -19,7 +19,7 @@ fn forged_descriptors(routing: &'static str) {
         .enable_all()
         .build()
         .unwrap();
-    let refusals = rt.block_on(async {
+    let mut refusals = rt.block_on(async {
         let member = Member::register(&rogue_socket, Some(&manifest.pool.path))
             .await
             .expect("rogue registers");
@@ -76,9 +76,11 @@ fn forged_descriptors(routing: &'static str) {
         let mut lie = base(1, Kind::Request);
         lie.src_fn = GATEWAY.0;
         sender.send_raw(&lie).unwrap();
+        // 5. A function the chain does not have: no destination, not "forbidden".
+        sender.send_raw(&base(500, Kind::Request)).unwrap();
 
         let mut refusals = Vec::new();
-        while refusals.len() < 2 {
+        while refusals.len() < 3 {
             let got = tokio::time::timeout(
                 Duration::from_secs(5),
                 receiver.next_batch(|d| refusals.push(d)),
@@ -89,6 +91,12 @@ fn forged_descriptors(routing: &'static str) {
         }
         refusals
     });
+    let unknown = refusals.pop().unwrap();
+    assert_eq!(
+        (unknown.refusal().unwrap().0, unknown.dst_fn),
+        (Some(RefuseReason::NoDestination), 500),
+        "{routing}: {unknown:?}"
+    );
     for r in &refusals {
         assert_eq!(r.kind(), Some(Kind::Refused), "{routing}: {r:?}");
         assert_eq!(
@@ -111,7 +119,7 @@ fn forged_descriptors(routing: &'static str) {
     );
     let stats = chain.stats();
     let rogue = stats.functions.iter().find(|f| f.name == "rogue").unwrap();
-    assert_eq!(rogue.refused, 2, "{routing}: {stats:?}");
+    assert_eq!(rogue.refused, 3, "{routing}: {stats:?}");
     assert_eq!(
         chain.pids("back"),
         vec![back_pid],

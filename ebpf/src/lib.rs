@@ -6,7 +6,8 @@
 //! pool-manager drop its privileges after setup.
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, SockHash};
-use aya::programs::SkMsg;
+use aya::programs::{BtfTracePoint, SkMsg};
+use aya::Btf;
 use aya::{Ebpf, EbpfLoader, Pod};
 use spright_core::ids::{Endpoint, FnId, InstanceId, MAX_FUNCTIONS, MAX_INSTANCES};
 use std::os::fd::AsRawFd;
@@ -76,6 +77,8 @@ pub struct ChainCounters {
     pub malformed: u64,
     /// Sends from a socket with no registered identity.
     pub unknown_sender: u64,
+    /// Refusals not handed back because their sender left twice the queue limit unread.
+    pub overflow: u64,
 }
 
 // SAFETY: plain repr(C) integers without padding, mirrored from the C side.
@@ -96,12 +99,17 @@ pub struct Sproxy {
     stats: PerCpuArray<MapData, FnCounters>,
     totals: PerCpuArray<MapData, ChainCounters>,
     transit: Array<MapData, u64>,
+    known: Array<MapData, u8>,
+    backlog: Array<MapData, u32>,
+    owners: HashMap<MapData, u64, u32>,
+    /// Socket cookie of each registered endpoint (router key), to forget it in `owners`.
+    cookies: std::collections::HashMap<u32, u64>,
     pinned: Option<PathBuf>,
     // Keeps the program (and its attachment to `socks`) alive; dropped last.
     _ebpf: Ebpf,
 }
 
-const MAPS: [&str; 7] = [
+const MAPS: [&str; 10] = [
     "socks",
     "identities",
     "allow",
@@ -109,7 +117,13 @@ const MAPS: [&str; 7] = [
     "stats",
     "totals",
     "transit",
+    "known",
+    "backlog",
+    "owners",
 ];
+
+/// Descriptors one socket may have queued unread unless the chain says otherwise.
+pub const DEFAULT_QUEUE_LIMIT: u32 = 1024;
 
 /// Where the pool's buffers are, so SPROXY can record which socket each buffer was routed to.
 #[derive(Debug, Clone, Copy, Default)]
@@ -123,13 +137,20 @@ impl Sproxy {
     /// Loads SPROXY and attaches it to a fresh sockhash. With `pin_dir`, the maps are also
     /// pinned there (in bpffs) so `bpftool map dump pinned <dir>/<map>` shows them; the pins
     /// are removed on drop.
-    pub fn load(pin_dir: Option<&Path>, pool: Option<PoolGeometry>) -> Result<Sproxy, SproxyError> {
+    /// `queue_limit` is the most descriptors one socket may have queued unread (at least 1).
+    pub fn load(
+        pin_dir: Option<&Path>,
+        pool: Option<PoolGeometry>,
+        queue_limit: u32,
+    ) -> Result<Sproxy, SproxyError> {
         let mut loader = EbpfLoader::new();
         let pool = pool.unwrap_or_default();
+        let queue_limit = queue_limit.max(1);
         loader
             .override_global("pool_data_start", &pool.data_start, true)
             .override_global("pool_buffer_size", &pool.buffer_size, true)
             .override_global("pool_buffer_count", &pool.buffer_count, true)
+            .override_global("queue_limit", &queue_limit, true)
             .map_max_entries("transit", pool.buffer_count.max(1));
         let mut ebpf = loader.load(SPROXY_OBJECT)?;
         if let Some(dir) = pin_dir {
@@ -157,10 +178,17 @@ impl Sproxy {
                 PerCpuArray::try_from(take("stats")?).map_err(map_err("stats"))?,
                 PerCpuArray::try_from(take("totals")?).map_err(map_err("totals"))?,
                 Array::try_from(take("transit")?).map_err(map_err("transit"))?,
+                Array::try_from(take("known")?).map_err(map_err("known"))?,
+                Array::try_from(take("backlog")?).map_err(map_err("backlog"))?,
+                HashMap::try_from(take("owners")?).map_err(map_err("owners"))?,
             ))
         })();
-        let (socks, identities, allow, instances, stats, totals, transit): (
+        #[allow(clippy::type_complexity)]
+        let (socks, identities, allow, instances, stats, totals, transit, known, backlog, owners): (
             SockHash<MapData, u32>,
+            _,
+            _,
+            _,
             _,
             _,
             _,
@@ -184,6 +212,10 @@ impl Sproxy {
             stats,
             totals,
             transit,
+            known,
+            backlog,
+            owners,
+            cookies: Default::default(),
             pinned: pin_dir.map(Path::to_owned),
             _ebpf: ebpf,
         };
@@ -194,6 +226,20 @@ impl Sproxy {
             .try_into()?;
         program.load()?;
         program.attach(sproxy.socks.fd())?;
+        // The read side of the queue bound. Detached (with everything else) when dropped, and
+        // by the kernel when this process dies.
+        let btf = Btf::from_sys_fs().map_err(|e| {
+            SproxyError::Limit(format!(
+                "SPROXY needs the kernel's BTF (/sys/kernel/btf/vmlinux) to bound socket queues: {e}"
+            ))
+        })?;
+        let reads: &mut BtfTracePoint = sproxy
+            ._ebpf
+            .program_mut("backlog_after_read")
+            .ok_or(SproxyError::Missing("program backlog_after_read"))?
+            .try_into()?;
+        reads.load("sock_recv_length", &btf)?;
+        reads.attach()?;
         Ok(sproxy)
     }
 
@@ -221,6 +267,28 @@ impl Sproxy {
         Ok(())
     }
 
+    /// Marks the chain's function ids (the gateway's included): a destination not among them
+    /// is refused as having no destination rather than as forbidden.
+    pub fn set_functions(&mut self, ids: impl IntoIterator<Item = u16>) -> Result<(), SproxyError> {
+        for id in ids {
+            if id >= MAX_FUNCTIONS {
+                return Err(SproxyError::Limit(format!(
+                    "function id {id} is over SPROXY's limit of {}",
+                    MAX_FUNCTIONS - 1
+                )));
+            }
+            self.known.set(id as u32, 1, 0).map_err(map_err("known"))?;
+        }
+        Ok(())
+    }
+
+    /// Descriptors queued unread at `endpoint`'s socket, as SPROXY counts them.
+    pub fn backlog(&self, endpoint: Endpoint) -> u32 {
+        self.backlog
+            .get(&backlog_slot(endpoint), 0)
+            .unwrap_or_default()
+    }
+
     /// Registers a function socket: its identity (by local port) first, then the socket itself,
     /// so SPROXY never sees a registered socket it cannot identify.
     pub fn insert_socket(
@@ -243,12 +311,24 @@ impl Sproxy {
         self.identities
             .insert(local_port as u32, value, 0)
             .map_err(map_err("identities"))?;
+        // A new socket starts with an empty queue; the read side finds it by its cookie.
+        let cookie = socket_cookie(socket).map_err(|e| {
+            SproxyError::Limit(format!("cannot read the socket's cookie (SO_COOKIE): {e}"))
+        })?;
+        let slot = backlog_slot(endpoint);
+        self.backlog.set(slot, 0, 0).map_err(map_err("backlog"))?;
+        self.owners
+            .insert(cookie, slot, 0)
+            .map_err(map_err("owners"))?;
+        self.cookies.insert(endpoint.router_key(), cookie);
         let inserted = self
             .socks
             .insert(endpoint.router_key(), socket.as_raw_fd(), 0)
             .map_err(map_err("socks"));
         if inserted.is_err() {
             let _ = self.identities.remove(&(local_port as u32));
+            let _ = self.owners.remove(&cookie);
+            self.cookies.remove(&endpoint.router_key());
         }
         inserted
     }
@@ -258,6 +338,9 @@ impl Sproxy {
     pub fn remove_socket(&mut self, endpoint: Endpoint, local_port: u16) {
         let _ = self.socks.remove(&endpoint.router_key());
         let _ = self.identities.remove(&(local_port as u32));
+        if let Some(cookie) = self.cookies.remove(&endpoint.router_key()) {
+            let _ = self.owners.remove(&cookie);
+        }
     }
 
     /// Sets the instances SPROXY load-balances `function`'s descriptors over.
@@ -314,8 +397,34 @@ impl Sproxy {
             .fold(ChainCounters::default(), |a, c| ChainCounters {
                 malformed: a.malformed + c.malformed,
                 unknown_sender: a.unknown_sender + c.unknown_sender,
+                overflow: a.overflow + c.overflow,
             }))
     }
+}
+
+/// An endpoint's slot in SPROXY's `backlog` map.
+fn backlog_slot(endpoint: Endpoint) -> u32 {
+    endpoint.function.0 as u32 * MAX_INSTANCES as u32 + endpoint.instance.0 as u32
+}
+
+/// The kernel's unique, never reused id of a socket.
+fn socket_cookie(socket: &impl AsRawFd) -> std::io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`, which outlives the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
 }
 
 impl Drop for Sproxy {

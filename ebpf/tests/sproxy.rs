@@ -89,8 +89,12 @@ struct Setup {
     f2: Member,
 }
 
+/// The queue bound of the test chain: small, so that tests reach it.
+const QUEUE_LIMIT: u32 = 8;
+
 fn setup() -> Setup {
-    let mut sproxy = Sproxy::load(None, None).expect("load SPROXY");
+    let mut sproxy = Sproxy::load(None, None, QUEUE_LIMIT).expect("load SPROXY");
+    sproxy.set_functions([0, 1, 2, 5]).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let gateway = join(&mut sproxy, &listener, 0, 0);
     let f1 = join(&mut sproxy, &listener, 1, 0);
@@ -200,11 +204,17 @@ fn a_forbidden_destination_is_refused_counted_and_the_sender_keeps_working() {
     );
     send(&mut gateway, &descriptor(1, 10));
     assert_eq!(recv(&mut f1).request_id, 10);
+    // A function the chain does not have: no destination either, not "forbidden".
+    send(&mut gateway, &descriptor(7, 11));
+    assert_eq!(
+        recv(&mut gateway).refusal().unwrap().0,
+        Some(RefuseReason::NoDestination)
+    );
 
     let c1 = sproxy.counters(FnId(1)).unwrap();
     assert_eq!((c1.refused, c1.sent), (1, 1));
     let c0 = sproxy.counters(FnId(0)).unwrap();
-    assert_eq!((c0.refused, c0.sent), (1, 1));
+    assert_eq!((c0.refused, c0.sent), (2, 1));
 }
 
 #[test]
@@ -233,12 +243,16 @@ fn malformed_sends_go_to_the_audit_peer_and_do_not_poison() {
     assert_nothing_for(&f2);
     assert_eq!(sproxy.chain_counters().unwrap().malformed, 1);
 
-    // A descriptor written in two pieces is held until whole, then routed.
+    // A descriptor written in two pieces is two malformed sends, never one joined descriptor.
     let d = descriptor(2, 3);
     f1.socket.write_all(&d.as_bytes()[..20]).unwrap();
-    assert_nothing_for(&f2);
+    std::thread::sleep(Duration::from_millis(20)); // two sends, not one (nothing waits on it)
     f1.socket.write_all(&d.as_bytes()[20..]).unwrap();
-    assert_eq!(recv(&mut f2).request_id, 3);
+    let mut pieces = vec![0u8; DESCRIPTOR_SIZE];
+    f1.peer.read_exact(&mut pieces).unwrap();
+    assert_eq!(pieces, d.as_bytes());
+    assert_nothing_for(&f2);
+    assert_eq!(sproxy.chain_counters().unwrap().malformed, 3);
 
     let mut bad = descriptor(2, 11);
     bad.version = 99;
@@ -271,10 +285,6 @@ fn instances_share_the_load_and_replies_reach_the_named_instance() {
         .unwrap();
     f2.socket.set_nonblocking(true).unwrap();
     f2b.socket.set_nonblocking(true).unwrap();
-    let total = 400;
-    for i in 0..total {
-        send(&mut f1, &descriptor(2, i));
-    }
     let drain = |m: &Member| {
         let mut n = 0;
         let mut buf = [0u8; 4096];
@@ -286,7 +296,16 @@ fn instances_share_the_load_and_replies_reach_the_named_instance() {
             }
         }
     };
-    let (a, b) = (drain(&f2), drain(&f2b));
+    // In rounds no larger than one queue's limit, so that none is refused as busy.
+    let total = 400;
+    let (mut a, mut b) = (0, 0);
+    for round in 0..total / QUEUE_LIMIT as u64 {
+        for i in 0..QUEUE_LIMIT as u64 {
+            send(&mut f1, &descriptor(2, round * 100 + i));
+        }
+        a += drain(&f2);
+        b += drain(&f2b);
+    }
     assert_eq!(a + b, total as usize, "every descriptor delivered once");
     assert!(a > 0 && b > 0, "both instances got work: {a} and {b}");
 
@@ -320,7 +339,8 @@ fn the_socket_each_buffer_was_routed_to_is_recorded() {
         buffer_size: 4096,
         buffer_count: 8,
     };
-    let mut sproxy = Sproxy::load(None, Some(geometry)).expect("load SPROXY");
+    let mut sproxy = Sproxy::load(None, Some(geometry), QUEUE_LIMIT).expect("load SPROXY");
+    sproxy.set_functions([0, 1]).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut gateway = join(&mut sproxy, &listener, 0, 0);
     let mut f1 = join(&mut sproxy, &listener, 1, 0);
@@ -335,18 +355,107 @@ fn the_socket_each_buffer_was_routed_to_is_recorded() {
     assert_eq!(sproxy.transit(2), Some((7, f1.endpoint.router_key())));
     assert_eq!(sproxy.transit(3), None);
 
-    // A refusal records that the buffer went back to its sender.
+    // A refusal records nothing: the descriptor did not pass, so it changes no record (a
+    // forged one must not redirect the clean-up's attention).
     let mut r = descriptor(0, 6);
-    r.offset = 8192 + 5 * 4096;
+    r.offset = 8192 + 2 * 4096;
     r.generation = 9;
     send(&mut f1, &r);
     assert_eq!(recv(&mut f1).kind(), Some(Kind::Refused));
-    assert_eq!(sproxy.transit(5), Some((9, f1.endpoint.router_key())));
+    assert_eq!(sproxy.transit(2), Some((7, f1.endpoint.router_key())));
 
     // Offsets outside the pool record nothing.
     let mut out = descriptor(1, 7);
     out.offset = 8192 + 8 * 4096;
     send(&mut gateway, &out);
     recv(&mut f1);
-    assert!((0..8).filter_map(|i| sproxy.transit(i)).count() == 2);
+    assert!((0..8).filter_map(|i| sproxy.transit(i)).count() == 1);
+}
+
+fn drain_all(m: &Member) -> usize {
+    m.socket.set_nonblocking(true).unwrap();
+    let mut n = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        match (&m.socket).read(&mut buf) {
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    m.socket.set_nonblocking(false).unwrap();
+    assert_eq!(n % DESCRIPTOR_SIZE, 0);
+    n / DESCRIPTOR_SIZE
+}
+
+#[test]
+fn a_receiver_that_stops_reading_holds_at_most_its_queue_limit() {
+    if !have_root("a_receiver_that_stops_reading_holds_at_most_its_queue_limit") {
+        return;
+    }
+    let Setup {
+        sproxy, mut f1, f2, ..
+    } = setup();
+    // f2 reads nothing while f1 sends three times its limit.
+    let total = 3 * QUEUE_LIMIT as u64;
+    for i in 0..total {
+        send(&mut f1, &descriptor(2, i));
+    }
+    assert_eq!(sproxy.backlog(f2.endpoint), QUEUE_LIMIT);
+    let mut busy = 0;
+    for _ in 0..total - QUEUE_LIMIT as u64 {
+        let r = recv(&mut f1);
+        assert_eq!(
+            r.refusal(),
+            Some((Some(RefuseReason::Busy), Some(Kind::Request)))
+        );
+        busy += 1;
+    }
+    assert_eq!(busy, total - QUEUE_LIMIT as u64);
+    assert_eq!(
+        drain_all(&f2),
+        QUEUE_LIMIT as usize,
+        "the first {QUEUE_LIMIT} queued"
+    );
+    // Reading empties the count; f2 takes work again.
+    assert_eq!(sproxy.backlog(f2.endpoint), 0);
+    send(&mut f1, &descriptor(2, 1000));
+    let mut f2 = f2;
+    assert_eq!(recv(&mut f2).request_id, 1000);
+    let c = sproxy.counters(FnId(1)).unwrap();
+    assert_eq!((c.sent, c.refused), (QUEUE_LIMIT as u64 + 1, busy));
+}
+
+#[test]
+fn a_sender_that_ignores_its_refusals_overflows_to_the_audit_peer() {
+    if !have_root("a_sender_that_ignores_its_refusals_overflows_to_the_audit_peer") {
+        return;
+    }
+    let Setup {
+        sproxy,
+        mut f1,
+        mut f2,
+        ..
+    } = setup();
+    // Forbidden sends, refusals never read: twice the limit come back, the rest go to the
+    // pool-manager's end of the socket (plain TCP, bounded by its buffers).
+    let total = 5 * QUEUE_LIMIT as usize;
+    for i in 0..total {
+        send(&mut f1, &descriptor(0, i as u64));
+    }
+    let own = 2 * QUEUE_LIMIT as usize;
+    assert_eq!(sproxy.backlog(f1.endpoint), own as u32);
+    assert_eq!(
+        sproxy.chain_counters().unwrap().overflow,
+        (total - own) as u64
+    );
+    let mut audit = vec![0u8; (total - own) * DESCRIPTOR_SIZE];
+    f1.peer
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    f1.peer.read_exact(&mut audit).unwrap();
+    assert_eq!(drain_all(&f1), own);
+    // And it still works once it reads.
+    send(&mut f1, &descriptor(2, 77));
+    assert_eq!(recv(&mut f2).request_id, 77);
 }

@@ -273,6 +273,7 @@ async fn through_chain(
                     }
                 }
                 return match reason {
+                    Some(RefuseReason::Busy) => busy(gw.name_of(function)),
                     Some(RefuseReason::NoDestination) | None => error(
                         StatusCode::BAD_GATEWAY,
                         format!("function {} is not registered", gw.name_of(function)),
@@ -289,6 +290,17 @@ async fn through_chain(
             }
         }
     }
+}
+
+/// Back-pressure: the function's queue is full. The client may retry after a second.
+fn busy(function: &str) -> Response<Body> {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("function {function} is busy (its queue is full)"),
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn too_large(room: usize) -> Response<Body> {
@@ -312,6 +324,10 @@ fn failed(code: Option<ReplyError>) -> Response<Body> {
         Some(ReplyError::DownstreamTimeout) => (
             StatusCode::GATEWAY_TIMEOUT,
             "a function downstream did not answer in time",
+        ),
+        Some(ReplyError::DownstreamBusy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a function downstream is busy (its queue is full)",
         ),
         None => (
             StatusCode::BAD_GATEWAY,

@@ -127,9 +127,27 @@ impl Collector for ChainCollector {
                 ConstGauge::new(f.instances as i64).encode(m.encode_family(&labels)?)?;
             }
         }
+        {
+            let mut m = encoder.encode_descriptor(
+                "spright_function_queued_descriptors",
+                "Descriptors queued unread at a function's instances (bounded by pool.queue_limit each)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for f in &router.functions {
+                let labels = [("function", f.name.as_str())];
+                ConstGauge::new(f.queued as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
         ConstCounter::new(router.malformed).encode(encoder.encode_descriptor(
             "spright_router_malformed_messages",
             "Sends on function sockets that were not one descriptor",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(router.overflow).encode(encoder.encode_descriptor(
+            "spright_router_overflow_refusals",
+            "Refusals not handed back because their sender left twice its queue limit unread",
             None,
             MetricType::Counter,
         )?)?;

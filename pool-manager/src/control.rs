@@ -42,16 +42,25 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
 }
 
 pub fn stats(shared: &Shared) -> RouterStats {
-    let pids = shared.members.lock().unwrap().pids();
+    let (pids, instances) = {
+        let members = shared.members.lock().unwrap();
+        (members.pids(), members.instance_ids())
+    };
     let router = shared.router.lock().unwrap();
     let pids_of = |id: u16| pids.get(&id).cloned().unwrap_or_default();
-    let mut functions = vec![router.function_stats(GATEWAY, "gateway", pids_of(0))];
+    let stats_of = |id: u16, name: &str| {
+        let none = Vec::new();
+        let ids = instances.get(&id).unwrap_or(&none);
+        router.function_stats(FnId(id), name, pids_of(id), ids)
+    };
+    let mut functions = vec![stats_of(GATEWAY.0, "gateway")];
     for f in &shared.chain.functions {
-        functions.push(router.function_stats(FnId(f.id), &f.name, pids_of(f.id)));
+        functions.push(stats_of(f.id, &f.name));
     }
     RouterStats {
         routing: Some(shared.routing),
         functions,
         malformed: router.malformed(),
+        overflow: router.overflow(),
     }
 }

@@ -28,6 +28,7 @@ use spright_core::pool::Pool;
 use spright_core::rings::POLL_INSTANCES;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -118,7 +119,13 @@ async fn serve(
                 "setting up kernel routing (use --routing user where BPF is unavailable)",
             )?,
         )),
-        RoutingMode::User => Router::User(Arc::new(Relay::new(chain.allow_list(), *pool.layout()))),
+        RoutingMode::User => Router::User(Arc::new(Relay::new(
+            chain.allow_list(),
+            std::iter::once(spright_core::ids::GATEWAY.0)
+                .chain(chain.functions.iter().map(|f| f.id)),
+            chain.pool.queue_limit,
+            *pool.layout(),
+        ))),
         RoutingMode::Poll => {
             // The chain file may say another mode: its instance counts were not checked for this.
             if let Some(f) = chain
@@ -174,6 +181,7 @@ async fn serve(
     if routing == RoutingMode::Poll {
         tasks.spawn(members::watch_interrupted_pushes(shared.clone()));
     }
+    tasks.spawn(reclaim_stale_transit(shared.clone()));
 
     runtime_dir::publish_manifest(&paths, key, &chain, routing, &shared.pool)?;
     info!(log, "ready"; "manifest" => %paths.manifest.display());
@@ -185,4 +193,23 @@ async fn serve(
     tasks.abort_all();
     members::close_all(&shared);
     Ok(())
+}
+
+/// How often the pool is looked over for buffers stuck in transit.
+const STALE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// For the life of the chain: frees buffers that stayed in transit, unchanged, for longer than
+/// a request may live (the chain's timeout and a second), whatever left them there (a receiver
+/// that rejected the descriptor, a forged or lost one).
+async fn reclaim_stale_transit(shared: Arc<Shared>) {
+    let stale_after = Duration::from_millis(shared.chain.timeout_ms) + Duration::from_secs(1);
+    let mut stale = sweep::StaleTransit::new(stale_after);
+    loop {
+        tokio::time::sleep(STALE_CHECK_EVERY).await;
+        let reclaimed = stale.check(&shared.pool, std::time::Instant::now());
+        if !reclaimed.is_empty() {
+            slog::warn!(shared.log, "reclaimed buffers left in transit past the chain's timeout";
+                "buffers" => reclaimed.len(), "after_ms" => stale_after.as_millis() as u64);
+        }
+    }
 }

@@ -64,7 +64,8 @@ fn main() -> anyhow::Result<()> {
     .enable_all()
     .build()
     .context("starting the async runtime")?;
-    let result = runtime.block_on(run(opts, log.clone(), spright_core::signals::shutdown()));
+    let result =
+        runtime.block_on(async { run(opts, log.clone(), spright_core::signals::shutdown()).await });
     if let Err(e) = &result {
         slog::error!(log, "pool-manager failed"; "error" => format!("{e:#}"));
     }

@@ -59,6 +59,14 @@ impl Members {
             .unwrap_or_default()
     }
 
+    /// The registered instances, by function.
+    pub fn instance_ids(&self) -> BTreeMap<u16, Vec<InstanceId>> {
+        self.by_function
+            .iter()
+            .map(|(&f, m)| (f, m.keys().map(|&i| InstanceId(i)).collect()))
+            .collect()
+    }
+
     /// Pids of the registered instances, by function.
     pub fn pids(&self) -> BTreeMap<u16, Vec<u32>> {
         self.by_function
@@ -117,8 +125,34 @@ impl DataListener {
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "data socket pair not accepted"))??;
         client.set_nodelay(true)?;
         peer.set_nodelay(true)?;
+        // Our end carries plain TCP only (the relay's writes, the audit path's reads): fixed
+        // buffers, instead of autotuning up to megabytes, bound what a receiver that stops
+        // reading (or a sender that floods the audit path) can pin in the kernel.
+        for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+            set_buffer(&peer, option, PEER_BUFFER)?;
+        }
         Ok((client, peer))
     }
+}
+
+/// Socket buffer size of the pool-manager's end of each data socket (the kernel doubles it).
+const PEER_BUFFER: libc::c_int = 64 * 1024;
+
+fn set_buffer(socket: &TcpStream, option: libc::c_int, bytes: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt reads `bytes` (a c_int, as its length says) during the call only.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub async fn accept_loop(
@@ -406,11 +440,19 @@ async fn serve_member(
     reason
 }
 
-/// Kernel mode: SPROXY passes what it cannot parse to the socket's TCP peer, which is ours.
-/// Poll mode: nothing should arrive at all (descriptors go through the rings). Log it, count it
-/// (SPROXY already did), and notice the socket closing.
+/// How often the audit path logs about one instance, at most.
+const AUDIT_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Kernel mode: SPROXY passes to the socket's TCP peer, which is ours, what it cannot parse and
+/// the refusals of a sender that does not read its own queue. Poll mode: nothing should arrive
+/// at all (descriptors go through the rings). Read and drop it (reading is what keeps the
+/// sender's socket from filling), count it (SPROXY already did), log it now and then, and
+/// notice the socket closing. Buffers those descriptors named are reclaimed by the stale
+/// transit sweep.
 async fn audit_loop(shared: Arc<Shared>, endpoint: Endpoint, mut peer: OwnedReadHalf) {
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut unlogged = 0u64;
+    let mut last_log: Option<Instant> = None;
     loop {
         match peer.read(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -418,8 +460,13 @@ async fn audit_loop(shared: Arc<Shared>, endpoint: Endpoint, mut peer: OwnedRead
                 if let Router::Poll(p) = &*shared.router.lock().unwrap() {
                     p.rings.note_malformed();
                 }
-                warn!(shared.log, "function sent a malformed message (not one descriptor through its router)";
-                    "function" => shared.chain.name_of(endpoint.function), "instance" => endpoint.instance.0, "bytes" => n)
+                unlogged += n as u64;
+                if last_log.is_none_or(|at| at.elapsed() >= AUDIT_LOG_EVERY) {
+                    warn!(shared.log, "function sent what its router would not route (malformed sends, or refusals it left unread)";
+                        "function" => shared.chain.name_of(endpoint.function), "instance" => endpoint.instance.0, "bytes" => unlogged);
+                    unlogged = 0;
+                    last_log = Some(Instant::now());
+                }
             }
         }
     }

@@ -1,8 +1,10 @@
-//! Reclaiming the buffers of an instance that went away.
+//! Reclaiming buffers: those of an instance that went away (at once, when it leaves), and any
+//! buffer left in transit longer than a request may live (however it got stuck).
 
 use spright_core::ids::Endpoint;
-use spright_core::pool::{Holder, Pool};
-use std::collections::BTreeSet;
+use spright_core::pool::{BufferState, Holder, Pool};
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 /// Frees every buffer `gone` held, and every buffer whose descriptor sat in its queue: the
 /// router recorded `gone` as where the buffer was last routed at its current generation
@@ -23,12 +25,17 @@ pub fn sweep(
             }
             Holder::InTransit { function } => {
                 let routed = routed_to(index);
-                routed == Some((state.generation, gone.router_key()))
+                let sent_by_gone =
+                    pool.sent_by(index) == Some((state.generation, gone.router_key()));
+                // The record alone is not enough: a forged descriptor could have written it.
+                // The buffer must also be on its way to the dead instance's function, or have
+                // been sent by the dead instance (a refusal waiting in its own queue).
+                (routed == Some((state.generation, gone.router_key()))
+                    && (function == gone.function.0 || sent_by_gone))
                     || (function_left && function == gone.function.0)
                     // Sent by the dead instance but never routed: its descriptor died with it
                     // (say, in its send backlog), so nobody will ever claim the buffer.
-                    || (routed.map(|(g, _)| g) != Some(state.generation)
-                        && pool.sent_by(index) == Some((state.generation, gone.router_key())))
+                    || (routed.map(|(g, _)| g) != Some(state.generation) && sent_by_gone)
             }
             Holder::Free => false,
         };
@@ -39,6 +46,47 @@ pub fn sweep(
         }
     });
     requests
+}
+
+/// Finds buffers that stay in transit, unchanged, for longer than `stale_after` (the chain's
+/// timeout and a margin): a descriptor was rejected by its receiver, forged, or lost, and no
+/// request can still be waiting for it. Such a buffer is freed by compare-and-swap on the very
+/// state seen first, so a buffer that moved on in between is left alone, and a descriptor of it
+/// that does arrive later fails its claim (the generation moved on).
+pub struct StaleTransit {
+    stale_after: Duration,
+    seen: HashMap<u32, (BufferState, Instant)>,
+}
+
+impl StaleTransit {
+    pub fn new(stale_after: Duration) -> StaleTransit {
+        StaleTransit {
+            stale_after,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// One look at the pool; returns the requests whose buffers were reclaimed.
+    pub fn check(&mut self, pool: &Pool, now: Instant) -> BTreeSet<u64> {
+        let mut still = HashMap::with_capacity(self.seen.len());
+        let mut reclaimed = BTreeSet::new();
+        pool.for_each_used(|index, state, owner| {
+            if !matches!(state.holder, Holder::InTransit { .. }) {
+                return;
+            }
+            let since = match self.seen.get(&index) {
+                Some(&(seen, at)) if seen == state => at,
+                _ => now,
+            };
+            if now.duration_since(since) >= self.stale_after && pool.reclaim(index, state) {
+                reclaimed.insert(owner);
+            } else {
+                still.insert(index, (state, since));
+            }
+        });
+        self.seen = still;
+        reclaimed
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +138,53 @@ mod tests {
             2,
             "f2's and the gateway's buffers stay"
         );
+    }
+
+    #[test]
+    fn a_forged_record_does_not_make_the_sweep_free_another_functions_buffer() {
+        let (_dir, pool) = pool();
+        let f1 = Endpoint::new(FnId(1), InstanceId(0));
+        let rogue = Endpoint::new(FnId(9), InstanceId(0));
+        // f1's reply on its way to the gateway; a forged descriptor made the router record it
+        // as routed to the rogue, at the right generation.
+        let b = pool.alloc(f1, 40).unwrap();
+        assert!(pool.send(b, f1, GATEWAY));
+        let forged = (b.generation, rogue.router_key());
+        let r = sweep(&pool, rogue, true, |i| (i == b.index).then_some(forged));
+        assert!(r.is_empty(), "the gateway's reply was freed: {r:?}");
+        assert_eq!(pool.stats().in_transit, 1);
+    }
+
+    #[test]
+    fn a_buffer_stuck_in_transit_is_reclaimed_after_the_deadline_only() {
+        let (_dir, pool) = pool();
+        let gw = Endpoint::new(GATEWAY, InstanceId(0));
+        let f1 = Endpoint::new(FnId(1), InstanceId(0));
+        let stuck = pool.alloc(gw, 50).unwrap();
+        assert!(pool.send(stuck, gw, f1.function));
+        let moving = pool.alloc(gw, 51).unwrap();
+        assert!(pool.send(moving, gw, f1.function));
+        pool.alloc(gw, 52).unwrap(); // held: never the stale sweep's business
+
+        let t0 = Instant::now();
+        let mut stale = StaleTransit::new(Duration::from_secs(5));
+        assert!(stale.check(&pool, t0).is_empty());
+        // The second one is claimed and sent on meanwhile: a new state, a new clock.
+        let mut d = Descriptor::request(f1.function, 51);
+        pool.describe(moving, &mut d);
+        let claimed = pool.claim(&d, f1).unwrap().unwrap();
+        assert!(pool.send(claimed, f1, GATEWAY));
+        assert!(stale.check(&pool, t0 + Duration::from_secs(4)).is_empty());
+        let r = stale.check(&pool, t0 + Duration::from_secs(6));
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![50]);
+        assert_eq!(pool.stats().in_transit, 1);
+        let r = stale.check(&pool, t0 + Duration::from_secs(10));
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![51]);
+        assert_eq!(pool.stats().in_use(), 1, "the held buffer stays");
+        // A late descriptor for the reclaimed buffer cannot claim it.
+        let mut late = Descriptor::request(f1.function, 50);
+        pool.describe(stuck, &mut late);
+        assert!(pool.claim(&late, f1).is_err());
     }
 
     #[test]

@@ -89,7 +89,10 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let result = runtime.block_on(up(opts, log.clone(), spright_core::signals::shutdown()));
+            // The handlers go in before anything starts: a Ctrl-C right after the banner stops
+            // the chain cleanly instead of killing the runner.
+            let result = runtime
+                .block_on(async { up(opts, log.clone(), spright_core::signals::shutdown()).await });
             drop(log);
             result
         }

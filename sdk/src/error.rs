@@ -39,6 +39,10 @@ pub enum CallError {
         function: String,
         reason: Option<RefuseReason>,
     },
+    /// Back-pressure: the callee's queue is full (`pool.queue_limit`); retrying later may
+    /// succeed, retrying at once will probably not.
+    #[error("{function} is busy (its queue is full); try again later")]
+    Busy { function: String },
     #[error("{function} went away while handling the call")]
     Gone { function: String },
     #[error("{function} did not answer within {ms} ms")]

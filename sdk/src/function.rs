@@ -734,6 +734,7 @@ fn reply_error_text(status: u8) -> &'static str {
         Some(ReplyError::PoolExhausted) => "the pool was exhausted",
         Some(ReplyError::DownstreamUnavailable) => "a function downstream is unavailable",
         Some(ReplyError::DownstreamTimeout) => "a function downstream timed out",
+        Some(ReplyError::DownstreamBusy) => "a function downstream is busy",
         None => "unknown error",
     }
 }
@@ -823,19 +824,27 @@ fn refused(instance: &Arc<Instance>, d: Descriptor) {
                 .is_some_and(|p| p.callee == d.dst_fn && p.request_id == d.request_id);
             if ours {
                 if let Some(p) = pending.remove(&d.call_id) {
-                    let _ = p.reply.send(Err(CallError::Refused { function, reason }));
+                    let error = match reason {
+                        Some(RefuseReason::Busy) => CallError::Busy { function },
+                        _ => CallError::Refused { function, reason },
+                    };
+                    let _ = p.reply.send(Err(error));
                 }
             }
         }
         Some(Kind::Request) => {
-            // The next function of a sequence is not there: tell the gateway now rather than
-            // let the request time out.
+            // The next function of a sequence is not there (or too busy to take it): tell the
+            // gateway now rather than let the request time out.
+            let code = match reason {
+                Some(RefuseReason::Busy) => ReplyError::DownstreamBusy,
+                _ => ReplyError::DownstreamUnavailable,
+            };
             let instance = instance.clone();
             tokio::spawn(async move {
                 let reply = Descriptor {
                     version: ABI_VERSION,
                     kind: Kind::Reply as u8,
-                    status: ReplyError::DownstreamUnavailable as u8,
+                    status: code as u8,
                     dst_fn: GATEWAY.0,
                     dst_instance: d.origin_instance,
                     origin_instance: d.origin_instance,

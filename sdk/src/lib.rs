@@ -34,3 +34,4 @@ pub use error::{CallError, SdkError};
 pub use function::{run, serve, serve_member, BodyWriter, Context, Error, Handler};
 pub use lease::Lease;
 pub use message::{Message, Reply, Request, Response};
+pub use sender::Sender;

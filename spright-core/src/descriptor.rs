@@ -55,6 +55,9 @@ pub enum RefuseReason {
     NoDestination = 2,
     /// The router could not parse the descriptor (bad version).
     BadDescriptor = 3,
+    /// The destination instance has as many descriptors queued unread as the chain allows
+    /// (`pool.queue_limit`): back-pressure, worth retrying later.
+    Busy = 4,
 }
 
 impl RefuseReason {
@@ -63,6 +66,7 @@ impl RefuseReason {
             1 => Some(RefuseReason::Forbidden),
             2 => Some(RefuseReason::NoDestination),
             3 => Some(RefuseReason::BadDescriptor),
+            4 => Some(RefuseReason::Busy),
             _ => None,
         }
     }
@@ -72,6 +76,7 @@ impl RefuseReason {
             RefuseReason::Forbidden => "forbidden by the chain's allow list",
             RefuseReason::NoDestination => "no instance registered",
             RefuseReason::BadDescriptor => "malformed descriptor",
+            RefuseReason::Busy => "destination busy (its queue is full)",
         }
     }
 }
@@ -88,6 +93,8 @@ pub enum ReplyError {
     DownstreamUnavailable = 3,
     /// A call downstream did not answer in time.
     DownstreamTimeout = 4,
+    /// A function downstream was busy (its queue full): back-pressure, worth retrying later.
+    DownstreamBusy = 5,
 }
 
 impl ReplyError {
@@ -97,6 +104,7 @@ impl ReplyError {
             2 => Some(ReplyError::PoolExhausted),
             3 => Some(ReplyError::DownstreamUnavailable),
             4 => Some(ReplyError::DownstreamTimeout),
+            5 => Some(ReplyError::DownstreamBusy),
             _ => None,
         }
     }

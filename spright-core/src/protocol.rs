@@ -84,6 +84,9 @@ pub struct RouterStats {
     pub functions: Vec<FunctionStats>,
     /// Messages the router could not parse (sent to the audit path).
     pub malformed: u64,
+    /// Refusals not handed back because their sender left twice the queue limit unread.
+    #[serde(default)]
+    pub overflow: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -102,6 +105,9 @@ pub struct FunctionStats {
     pub received: u64,
     /// Descriptors this function sent that the router refused.
     pub refused: u64,
+    /// Descriptors queued unread at its instances now (at most the queue limit each).
+    #[serde(default)]
+    pub queued: u64,
 }
 
 /// Asks a pool-manager's control socket for its router stats (blocking, with a deadline).

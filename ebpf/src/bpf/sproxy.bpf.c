@@ -6,17 +6,27 @@
 // 48-byte descriptor (docs/abi.md). SPROXY:
 //   1. identifies the sender from the socket itself (its local port, registered by the
 //      pool-manager), never from the descriptor, and stamps src_fn/src_instance;
-//   2. checks (sender, destination) against the chain's allow map;
+//   2. checks that the destination is a function of the chain, then (sender, destination)
+//      against the chain's allow map;
 //   3. picks a destination instance (the one named, or one of the function's instances);
-//   4. redirects the descriptor into that socket's receive queue and counts it.
+//   4. refuses it as BUSY if that instance already has queue_limit descriptors unread;
+//   5. redirects the descriptor into that socket's receive queue and counts it.
 // A descriptor it will not deliver is marked REFUSED with a reason and redirected back into the
 // sender's own receive queue. It never returns SK_DROP: a dropped send leaves the socket's
-// verdict cached and every later send on it fails with EACCES. What cannot even be parsed is
-// passed to the socket's TCP peer, which the pool-manager holds and audits; a short write is
-// held back (corked) until the rest of its descriptor arrives.
+// verdict cached and every later send on it fails with EACCES. What cannot be parsed (any send
+// that is not exactly 48 bytes), and a refusal for a sender that leaves 2 x queue_limit of its
+// own descriptors unread, are passed to the socket's TCP peer, which the pool-manager holds and
+// audits: that path is plain TCP, bounded by socket buffers and flow control.
+//
+// Redirected data is not bounded by the receiver's socket buffer, so SPROXY bounds it: a
+// second program (on the sock_recv_length tracepoint, which follows every receive on a socket)
+// copies the queue length the kernel keeps (sk_psock.msg_tot_len) into `backlog` after each
+// read of a chain socket, and SPROXY adds one for each descriptor it queues. A receiver that
+// stops reading stops the count from falling: its queue holds at most queue_limit.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 
 #define MAX_FUNCTIONS 1024
 #define MAX_INSTANCES 64
@@ -27,6 +37,8 @@
 #define REFUSE_FORBIDDEN 1
 #define REFUSE_NO_DESTINATION 2
 #define REFUSE_BAD_DESCRIPTOR 3
+#define REFUSE_BUSY 4
+#define DESCRIPTOR_SIZE 48
 
 // Mirrors spright_core::descriptor::Descriptor.
 struct descriptor {
@@ -70,7 +82,18 @@ struct fn_stats {
 struct chain_stats {
 	__u64 malformed;
 	__u64 unknown_sender;
+	// Refusals passed to the audit path because their sender was not reading its own queue.
+	__u64 overflow;
 };
+
+// The two fields of kernel structures the backlog program reads, relocated against the
+// running kernel's BTF when loaded (CO-RE).
+struct sk_psock {
+	__u32 msg_tot_len;
+} __attribute__((preserve_access_index));
+struct sock {
+	void *sk_user_data;
+} __attribute__((preserve_access_index));
 
 // Function sockets, keyed by endpoint (fn << 16 | instance).
 struct {
@@ -88,6 +111,32 @@ struct {
 	__type(key, __u32);
 	__type(value, struct endpoint);
 } identities SEC(".maps");
+
+// The chain's functions (the gateway included), by id: a destination not in it is refused as
+// NO_DESTINATION, not FORBIDDEN.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_FUNCTIONS);
+	__type(key, __u32);
+	__type(value, __u8);
+} known SEC(".maps");
+
+// Per registered socket (fn * MAX_INSTANCES + instance): descriptors queued and not yet read.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_FUNCTIONS * MAX_INSTANCES);
+	__type(key, __u32);
+	__type(value, __u32);
+} backlog SEC(".maps");
+
+// Socket cookie of a registered socket -> its backlog slot: how the read side finds the
+// chain's sockets among every sockmap socket on the host.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FUNCTIONS * MAX_INSTANCES);
+	__type(key, __u64);
+	__type(value, __u32);
+} owners SEC(".maps");
 
 // Allowed (source, destination) pairs, key (src << 16 | dst).
 struct {
@@ -126,6 +175,8 @@ struct {
 volatile const __u64 pool_data_start = 0;
 volatile const __u32 pool_buffer_size = 0;
 volatile const __u32 pool_buffer_count = 0;
+// Descriptors one socket may have queued unread (set by the loader from the chain file).
+volatile const __u32 queue_limit = 1024;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -154,47 +205,59 @@ static __always_inline void record_transit(struct descriptor *d, __u32 key)
 		*slot = ((__u64)d->generation << 32) | key;
 }
 
-static __always_inline int audit(int malformed)
+#define AUDIT_MALFORMED 0
+#define AUDIT_UNKNOWN_SENDER 1
+#define AUDIT_OVERFLOW 2
+
+// Passes the send to the socket's TCP peer (the pool-manager), counting why.
+static __always_inline int audit(int why)
 {
 	__u32 zero = 0;
 	struct chain_stats *t = bpf_map_lookup_elem(&totals, &zero);
 	if (t) {
-		if (malformed)
+		if (why == AUDIT_MALFORMED)
 			t->malformed++;
-		else
+		else if (why == AUDIT_UNKNOWN_SENDER)
 			t->unknown_sender++;
+		else
+			t->overflow++;
 	}
 	return SK_PASS;
+}
+
+static __always_inline __u32 *backlog_of(__u16 fn, __u32 instance)
+{
+	if (fn >= MAX_FUNCTIONS || instance >= MAX_INSTANCES)
+		return 0;
+	__u32 slot = (__u32)fn * MAX_INSTANCES + instance;
+	return bpf_map_lookup_elem(&backlog, &slot);
 }
 
 SEC("sk_msg")
 int sproxy(struct sk_msg_md *msg)
 {
-	if (msg->size < sizeof(struct descriptor)) {
-		// A short write: hold the bytes until the whole descriptor is there, then run again.
-		bpf_msg_cork_bytes(msg, sizeof(struct descriptor));
-		return SK_PASS;
-	}
+	// Exactly one descriptor per send. A short write is not held back for the next one: two
+	// partial sends joined would route bytes the sender never framed as one descriptor.
 	if (msg->size != sizeof(struct descriptor))
-		return audit(1);
+		return audit(AUDIT_MALFORMED);
 
 	void *data = (void *)(long)msg->data;
 	void *end = (void *)(long)msg->data_end;
 	if (data + sizeof(struct descriptor) > end) {
 		// The descriptor straddles two pages of the socket's buffer: make it contiguous.
 		if (bpf_msg_pull_data(msg, 0, sizeof(struct descriptor), 0))
-			return audit(1);
+			return audit(AUDIT_MALFORMED);
 		data = (void *)(long)msg->data;
 		end = (void *)(long)msg->data_end;
 		if (data + sizeof(struct descriptor) > end)
-			return audit(1);
+			return audit(AUDIT_MALFORMED);
 	}
 	struct descriptor *d = data;
 
 	__u32 port = msg->local_port;
 	struct endpoint *found = bpf_map_lookup_elem(&identities, &port);
 	if (!found)
-		return audit(0);
+		return audit(AUDIT_UNKNOWN_SENDER);
 	// Copied at once: the map element may be reused if the entry is replaced meanwhile.
 	struct endpoint self = *found;
 	d->src_fn = self.fn;
@@ -204,6 +267,13 @@ int sproxy(struct sk_msg_md *msg)
 	__u8 reason;
 	if (d->version != ABI_VERSION || d->kind == KIND_REFUSED) {
 		reason = REFUSE_BAD_DESCRIPTOR;
+		goto refuse;
+	}
+
+	__u32 dst_fn = d->dst_fn;
+	__u8 *is_known = dst_fn < MAX_FUNCTIONS ? bpf_map_lookup_elem(&known, &dst_fn) : 0;
+	if (!is_known || !*is_known) {
+		reason = REFUSE_NO_DESTINATION;
 		goto refuse;
 	}
 
@@ -226,11 +296,18 @@ int sproxy(struct sk_msg_md *msg)
 		d->dst_instance = instance;
 	}
 
+	__u32 *queued = backlog_of(d->dst_fn, instance);
+	if (queued && *queued >= queue_limit) {
+		reason = REFUSE_BUSY;
+		goto refuse;
+	}
 	__u32 key = ((__u32)d->dst_fn << 16) | instance;
 	if (bpf_msg_redirect_hash(msg, &socks, &key, BPF_F_INGRESS) != SK_PASS) {
 		reason = REFUSE_NO_DESTINATION;
 		goto refuse;
 	}
+	if (queued)
+		__sync_fetch_and_add(queued, 1);
 	record_transit(d, key);
 	if (src_stats) {
 		src_stats->sent++;
@@ -247,11 +324,41 @@ refuse:
 	d->kind = KIND_REFUSED;
 	if (src_stats)
 		src_stats->refused++;
+	// Twice the limit: a sender that reads its queue always hears of its refusals, even with a
+	// full queue of real work; one that does not read it stops costing kernel memory here.
+	__u32 *own = backlog_of(self.fn, self.instance);
+	if (own && *own >= 2 * queue_limit)
+		return audit(AUDIT_OVERFLOW);
 	__u32 back = ((__u32)self.fn << 16) | self.instance;
 	if (bpf_msg_redirect_hash(msg, &socks, &back, BPF_F_INGRESS) != SK_PASS)
-		return audit(0);
-	record_transit(d, back);
+		return audit(AUDIT_UNKNOWN_SENDER);
+	if (own)
+		__sync_fetch_and_add(own, 1);
 	return SK_PASS;
+}
+
+// After every receive on a socket (the sock_recv_length tracepoint fires for each recvmsg,
+// read and recv): if the socket is one of this chain's, its backlog becomes what the kernel
+// says is still queued. A receiver that reads around the tracepoint (io_uring, splice) only
+// keeps its own count high, and so its own senders refused as busy.
+SEC("tp_btf/sock_recv_length")
+int backlog_after_read(unsigned long long *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u32 *slot = bpf_map_lookup_elem(&owners, &cookie);
+	if (!slot)
+		return 0;
+	// sk_user_data is the socket's sk_psock, with flags in its low 3 bits.
+	unsigned long user_data = (unsigned long)BPF_CORE_READ(sk, sk_user_data);
+	struct sk_psock *psock = (struct sk_psock *)(user_data & ~7UL);
+	if (!psock)
+		return 0;
+	__u32 queued_bytes = BPF_CORE_READ(psock, msg_tot_len);
+	__u32 *queued = bpf_map_lookup_elem(&backlog, slot);
+	if (queued)
+		*queued = queued_bytes / DESCRIPTOR_SIZE;
+	return 0;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

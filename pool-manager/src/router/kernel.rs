@@ -25,8 +25,12 @@ impl KernelRouter {
             buffer_size: pool.buffer_size,
             buffer_count: pool.buffer_count,
         };
-        let mut sproxy = Sproxy::load(pins, Some(geometry))?;
+        let mut sproxy = Sproxy::load(pins, Some(geometry), chain.pool.queue_limit)?;
         sproxy.set_allow_list(chain.allow_list())?;
+        sproxy.set_functions(
+            std::iter::once(spright_core::ids::GATEWAY.0)
+                .chain(chain.functions.iter().map(|f| f.id)),
+        )?;
         Ok(KernelRouter { sproxy })
     }
 }

@@ -129,8 +129,36 @@ impl Router {
         }
     }
 
-    pub fn function_stats(&self, function: FnId, name: &str, pids: Vec<u32>) -> FunctionStats {
+    /// Descriptors queued unread at `endpoint`.
+    pub fn queued(&self, endpoint: Endpoint) -> u64 {
+        match self {
+            Router::Kernel(k) => k.sproxy.backlog(endpoint) as u64,
+            Router::User(r) => r.queued(endpoint) as u64,
+            Router::Poll(p) => p.rings.queued(endpoint),
+        }
+    }
+
+    /// Refusals dropped because their sender was not reading its own queue.
+    pub fn overflow(&self) -> u64 {
+        match self {
+            Router::Kernel(k) => k.sproxy.chain_counters().map(|c| c.overflow).unwrap_or(0),
+            Router::User(r) => r.overflow(),
+            Router::Poll(_) => 0, // a full own ring fails the send itself
+        }
+    }
+
+    pub fn function_stats(
+        &self,
+        function: FnId,
+        name: &str,
+        pids: Vec<u32>,
+        instances: &[InstanceId],
+    ) -> FunctionStats {
         let c = self.counters(function);
+        let queued = instances
+            .iter()
+            .map(|&i| self.queued(Endpoint::new(function, i)))
+            .sum();
         FunctionStats {
             id: function.0,
             name: name.to_owned(),
@@ -140,6 +168,7 @@ impl Router {
             sent_bytes: c.sent_bytes,
             received: c.received,
             refused: c.refused,
+            queued,
         }
     }
 }

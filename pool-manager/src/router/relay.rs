@@ -7,8 +7,8 @@ use spright_core::descriptor::{Descriptor, DescriptorFramer, Kind, RefuseReason,
 use spright_core::ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, MAX_FUNCTIONS};
 use spright_core::pool::PoolLayout;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -23,15 +23,41 @@ struct AtomicCounters {
 
 #[derive(Default)]
 struct Table {
+    known: HashSet<u16>,
     allow: HashSet<u32>,
     instances: HashMap<u16, Vec<u16>>,
-    writers: HashMap<u32, mpsc::UnboundedSender<Descriptor>>,
+    writers: HashMap<u32, Writer>,
+}
+
+/// The way to one instance's socket: descriptors wait in the channel until its writer task
+/// has them on the socket; `queued` counts them, so a receiver that stops reading (and so
+/// stops its socket from taking more) holds at most the chain's queue limit here.
+struct Writer {
+    tx: mpsc::UnboundedSender<Descriptor>,
+    queued: Arc<AtomicU32>,
+}
+
+impl Writer {
+    /// Queues `d` unless `limit` are already waiting.
+    fn offer(&self, d: Descriptor, limit: u32) -> Result<(), RefuseReason> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(RefuseReason::Busy);
+        }
+        self.tx.send(d).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            RefuseReason::NoDestination
+        })
+    }
 }
 
 pub struct Relay {
     table: RwLock<Table>,
     counters: Vec<AtomicCounters>,
     malformed: AtomicU64,
+    /// Refusals dropped because their sender left twice the queue limit unread.
+    overflow: AtomicU64,
+    queue_limit: u32,
     pool: PoolLayout,
     /// Per buffer: where its last descriptor was routed, `generation << 32 | endpoint key`.
     transit: Vec<AtomicU64>,
@@ -41,8 +67,16 @@ pub struct Relay {
 const WRITE_BATCH: usize = 128;
 
 impl Relay {
-    pub fn new(allow: impl IntoIterator<Item = (u16, u16)>, pool: PoolLayout) -> Relay {
+    /// `functions` are the chain's function ids (the gateway's included); `queue_limit` the
+    /// most descriptors waiting for one instance.
+    pub fn new(
+        allow: impl IntoIterator<Item = (u16, u16)>,
+        functions: impl IntoIterator<Item = u16>,
+        queue_limit: u32,
+        pool: PoolLayout,
+    ) -> Relay {
         let table = Table {
+            known: functions.into_iter().collect(),
             allow: allow
                 .into_iter()
                 .map(|(s, d)| ((s as u32) << 16) | d as u32)
@@ -55,6 +89,8 @@ impl Relay {
                 .map(|_| AtomicCounters::default())
                 .collect(),
             malformed: AtomicU64::new(0),
+            overflow: AtomicU64::new(0),
+            queue_limit: queue_limit.max(1),
             transit: (0..pool.buffer_count).map(|_| AtomicU64::new(0)).collect(),
             pool,
         }
@@ -82,12 +118,13 @@ impl Relay {
     /// Starts writing to a new instance through `writer`.
     pub fn add(&self, endpoint: Endpoint, writer: OwnedWriteHalf) {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(rx, writer));
+        let queued = Arc::new(AtomicU32::new(0));
+        tokio::spawn(write_loop(rx, writer, queued.clone()));
         self.table
             .write()
             .unwrap()
             .writers
-            .insert(endpoint.router_key(), tx);
+            .insert(endpoint.router_key(), Writer { tx, queued });
     }
 
     pub fn remove(&self, endpoint: Endpoint) {
@@ -118,6 +155,21 @@ impl Relay {
 
     pub fn malformed(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Descriptors waiting to be written to `endpoint`'s socket.
+    pub fn queued(&self, endpoint: Endpoint) -> u32 {
+        self.table
+            .read()
+            .unwrap()
+            .writers
+            .get(&endpoint.router_key())
+            .map(|w| w.queued.load(Ordering::Acquire))
+            .unwrap_or(0)
+    }
+
+    pub fn overflow(&self) -> u64 {
+        self.overflow.load(Ordering::Relaxed)
     }
 
     /// Reads what `from` sends until its socket closes, routing each descriptor.
@@ -151,9 +203,12 @@ impl Relay {
         if let Some(c) = self.counters.get(from.function.0 as usize) {
             c.refused.fetch_add(1, Ordering::Relaxed);
         }
+        // No transit record for a refusal: the descriptor did not pass. Twice the limit, so
+        // that a sender that reads hears of its refusals even with a full queue of work.
         if let Some(w) = table.writers.get(&from.router_key()) {
-            self.record_transit(&d, from.router_key());
-            let _ = w.send(d);
+            if w.offer(d, 2 * self.queue_limit).is_err() {
+                self.overflow.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -161,6 +216,9 @@ impl Relay {
     fn deliver(&self, table: &Table, d: &mut Descriptor) -> Result<(), RefuseReason> {
         if d.version != ABI_VERSION || d.kind == Kind::Refused as u8 {
             return Err(RefuseReason::BadDescriptor);
+        }
+        if !table.known.contains(&d.dst_fn) {
+            return Err(RefuseReason::NoDestination);
         }
         let pair = ((d.src_fn as u32) << 16) | d.dst_fn as u32;
         if !table.allow.contains(&pair) {
@@ -176,8 +234,8 @@ impl Relay {
         }
         let key = Endpoint::new(FnId(d.dst_fn), InstanceId(d.dst_instance)).router_key();
         let writer = table.writers.get(&key).ok_or(RefuseReason::NoDestination)?;
+        writer.offer(*d, self.queue_limit)?;
         self.record_transit(d, key);
-        writer.send(*d).map_err(|_| RefuseReason::NoDestination)?;
         let src = &self.counters[d.src_fn as usize];
         src.sent.fetch_add(1, Ordering::Relaxed);
         src.sent_bytes
@@ -189,7 +247,11 @@ impl Relay {
     }
 }
 
-async fn write_loop(mut rx: mpsc::UnboundedReceiver<Descriptor>, mut writer: OwnedWriteHalf) {
+async fn write_loop(
+    mut rx: mpsc::UnboundedReceiver<Descriptor>,
+    mut writer: OwnedWriteHalf,
+    queued: Arc<AtomicU32>,
+) {
     let mut out = Vec::with_capacity(WRITE_BATCH * spright_core::DESCRIPTOR_SIZE);
     while let Some(d) = rx.recv().await {
         out.clear();
@@ -200,8 +262,11 @@ async fn write_loop(mut rx: mpsc::UnboundedReceiver<Descriptor>, mut writer: Own
                 Err(_) => break,
             }
         }
+        // Waits while the receiver's socket is full: that is what keeps `queued` from falling.
         if writer.write_all(&out).await.is_err() {
             return;
         }
+        let n = (out.len() / spright_core::DESCRIPTOR_SIZE) as u32;
+        queued.fetch_sub(n, Ordering::AcqRel);
     }
 }

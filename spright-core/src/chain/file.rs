@@ -64,6 +64,10 @@ pub struct PoolSection {
     pub buffers: u32,
     /// Bytes per buffer ("64KiB", "1MiB" or a number).
     pub buffer_size: ByteSize,
+    /// Descriptors one instance may have queued unread before senders to it are refused as
+    /// busy (default: the number of buffers, within 16..=1024).
+    #[serde(default)]
+    pub queue_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

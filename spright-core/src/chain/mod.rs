@@ -74,9 +74,27 @@ pub struct Chain {
 pub struct ChainPool {
     pub buffers: u32,
     pub buffer_size: u32,
+    /// Descriptors one instance (or the gateway) may have queued unread; see
+    /// [`ChainPool::default_queue_limit`].
+    #[serde(default = "default_queue_limit")]
+    pub queue_limit: u32,
+}
+
+/// The largest `pool.queue_limit` a chain may set.
+pub const MAX_QUEUE_LIMIT: u32 = 65_536;
+
+fn default_queue_limit() -> u32 {
+    1024
 }
 
 impl ChainPool {
+    /// A queue of one descriptor per buffer is as much as legitimate traffic can make (every
+    /// request descriptor carries a buffer); the bounds keep small pools usable and cap the
+    /// kernel memory a stalled receiver can pin (about 1 KiB per queued descriptor).
+    pub fn default_queue_limit(buffers: u32) -> u32 {
+        buffers.clamp(16, 1024)
+    }
+
     pub fn spec(&self) -> PoolSpec {
         PoolSpec {
             buffer_count: self.buffers,
@@ -123,9 +141,20 @@ impl Chain {
                 format!("{} bytes is too large", file.pool.buffer_size.0),
             )
         })?;
+        let queue_limit = file
+            .pool
+            .queue_limit
+            .unwrap_or(ChainPool::default_queue_limit(file.pool.buffers));
+        if !(1..=MAX_QUEUE_LIMIT).contains(&queue_limit) {
+            return Err(invalid(
+                "pool.queue_limit".into(),
+                format!("{queue_limit} is not within 1..={MAX_QUEUE_LIMIT}"),
+            ));
+        }
         let pool = ChainPool {
             buffers: file.pool.buffers,
             buffer_size,
+            queue_limit,
         };
         pool.spec()
             .validate()

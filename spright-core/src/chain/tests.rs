@@ -80,6 +80,11 @@ fn bad_chains_name_the_field_and_the_problem() {
         ),
         ("  buffers: 128", "  buffers: 0", &["pool", "at least 1"]),
         (
+            "  buffers: 128",
+            "  buffers: 128\n  queue_limit: 0",
+            &["pool.queue_limit", "1..=65536"],
+        ),
+        (
             "buffer_size: 64KiB",
             "buffer_size: 100",
             &["pool", "buffer_size 100"],

@@ -428,6 +428,17 @@ impl Rings {
     }
 
     /// The ring of `endpoint`, if the chain has one for it.
+    /// Descriptors waiting in `endpoint`'s ring.
+    pub fn queued(&self, endpoint: Endpoint) -> u64 {
+        self.ring_of(endpoint)
+            .map(|r| {
+                let ring = self.ring(r);
+                let head = ring.head.load(Ordering::Acquire);
+                head.saturating_sub(ring.tail.load(Ordering::Acquire))
+            })
+            .unwrap_or(0)
+    }
+
     pub fn ring_of(&self, endpoint: Endpoint) -> Option<RingId> {
         let slot = self.slot(endpoint.function)?;
         let instance = endpoint.instance.0 as usize;
@@ -628,17 +639,15 @@ impl Rings {
 
     /// Records that `d`'s buffer was routed to `key` at its generation (what SPROXY's transit
     /// map holds), for the sweep after an instance dies.
-    fn record_transit(&self, d: &Descriptor, key: u32) {
-        if let Some(slot) = self
+    /// Records where `d`'s buffer is being routed; returns what to restore if the push then
+    /// fails (a descriptor that was not delivered must not change the record).
+    fn record_transit(&self, d: &Descriptor, key: u32) -> Option<(&AtomicU64, u64, u64)> {
+        let slot = self
             .pool
             .index_of(d.offset)
-            .and_then(|i| self.transit_slot(i))
-        {
-            slot.store(
-                ((d.generation as u64) << 32) | key as u64,
-                Ordering::Release,
-            );
-        }
+            .and_then(|i| self.transit_slot(i))?;
+        let new = ((d.generation as u64) << 32) | key as u64;
+        Some((slot, slot.swap(new, Ordering::AcqRel), new))
     }
 
     /// Where buffer `index`'s last descriptor was routed: (generation, endpoint key).
@@ -672,7 +681,8 @@ impl Rings {
         if let Some(src) = self.record(from.function) {
             src.refused.fetch_add(1, Ordering::Relaxed);
         }
-        self.record_transit(&d, from.router_key());
+        // A refusal records nothing: the descriptor did not pass, so it must not change where
+        // the clean-up looks for its buffer.
         if !self.push(own, &d) {
             return Err(SendError::OwnRingFull(from));
         }
@@ -684,6 +694,9 @@ impl Rings {
             return Err(RefuseReason::BadDescriptor);
         }
         let dst = FnId(d.dst_fn);
+        if self.slot(dst).is_none() {
+            return Err(RefuseReason::NoDestination); // not a function of this chain
+        }
         if !self.allowed(FnId(d.src_fn), dst) {
             return Err(RefuseReason::Forbidden);
         }
@@ -699,10 +712,13 @@ impl Rings {
             .filter(|_| self.is_live(to))
             .ok_or(RefuseReason::NoDestination)?;
         // Before the push: once the descriptor is visible its receiver may already be done.
-        self.record_transit(d, to.router_key());
+        let recorded = self.record_transit(d, to.router_key());
         if !self.push(ring, d) {
-            // A full ring: the destination is not keeping up (or is gone without a sweep yet).
-            return Err(RefuseReason::NoDestination);
+            if let Some((slot, before, ours)) = recorded {
+                let _ = slot.compare_exchange(ours, before, Ordering::AcqRel, Ordering::Relaxed);
+            }
+            // A full ring: the destination is not keeping up; back-pressure for the sender.
+            return Err(RefuseReason::Busy);
         }
         Ok(to)
     }

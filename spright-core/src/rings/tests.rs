@@ -213,6 +213,11 @@ fn refusals_come_back_to_the_sender_as_sproxy_makes_them() {
         refusal_of(Descriptor::request(F2, 1)),
         (Some(RefuseReason::Forbidden), Some(Kind::Request))
     );
+    // Not a function of the chain at all.
+    assert_eq!(
+        refusal_of(Descriptor::request(FnId(9), 1)),
+        (Some(RefuseReason::NoDestination), Some(Kind::Request))
+    );
     // Allowed, but nobody registered.
     assert_eq!(
         refusal_of(Descriptor::request(F1, 2)),
@@ -230,14 +235,14 @@ fn refusals_come_back_to_the_sender_as_sproxy_makes_them() {
     let mut d = Descriptor::request(F1, 4);
     d.version = 9;
     assert_eq!(refusal_of(d).0, Some(RefuseReason::BadDescriptor));
-    // A full destination ring.
+    // A full destination ring: back-pressure.
     let dst = f.rings.ring_of(ep(F1, 0)).unwrap();
     while f.rings.push(dst, &numbered(0)) {}
     assert_eq!(
         refusal_of(Descriptor::request(F1, 5)),
-        (Some(RefuseReason::NoDestination), Some(Kind::Request))
+        (Some(RefuseReason::Busy), Some(Kind::Request))
     );
-    assert_eq!(f.rings.counters(GATEWAY).refused, 5);
+    assert_eq!(f.rings.counters(GATEWAY).refused, 6);
     assert_eq!(f.rings.counters(GATEWAY).sent, 0);
 }
 
@@ -255,12 +260,26 @@ fn sends_record_where_each_buffer_went() {
         f.rings.transit(buf.index),
         Some((buf.generation, ep(F1, 4).router_key()))
     );
-    // A refused one is recorded as back with its sender.
+    // A refused one changes nothing: it did not pass.
     f.rings.set_live(F1, &[]).unwrap();
     f.rings.send(gw, d).unwrap();
     assert_eq!(
         f.rings.transit(buf.index),
-        Some((buf.generation, gw.router_key()))
+        Some((buf.generation, ep(F1, 4).router_key()))
+    );
+    // Nor does one that found its destination's ring full.
+    f.rings.set_live(F1, &[InstanceId(0)]).unwrap();
+    let full = f.rings.ring_of(ep(F1, 0)).unwrap();
+    while f.rings.push(full, &numbered(0)) {}
+    let mut forged = d;
+    forged.generation = buf.generation + 5;
+    assert!(matches!(
+        f.rings.send(gw, forged).unwrap(),
+        Routed::Refused(RefuseReason::Busy)
+    ));
+    assert_eq!(
+        f.rings.transit(buf.index),
+        Some((buf.generation, ep(F1, 4).router_key()))
     );
     assert_eq!(f.rings.transit(buf.index + 1), None);
 }

@@ -1,0 +1,333 @@
+//! A function that floods, stalls or leaves buffers behind: its own requests pay (503, 504), the
+//! node's memory does not, nobody else's requests fail, and the pool comes back to all free.
+
+mod common;
+
+use spright_core::descriptor::{Descriptor, Kind, RefuseReason, ABI_VERSION};
+use spright_core::ids::{Endpoint, FnId, GATEWAY};
+use spright_core::protocol::FunctionStats;
+use spright_e2e::{http, wait_for, ChainUnderTest};
+use spright_sdk::member::Member;
+use spright_sdk::Lease;
+use std::time::{Duration, Instant};
+
+/// A small queue bound and a short timeout, so that tests reach both quickly.
+const QUEUE_LIMIT: u64 = 8;
+const YAML: &str = r#"
+chain: {name}
+pool:
+  buffers: 64
+  buffer_size: 16KiB
+  queue_limit: 8
+gateway:
+  timeout: 2s
+functions:
+  - name: front
+    id: 1
+    command: [spright-testfn]
+    calls: [back]
+  - name: back
+    id: 2
+    command: [spright-testfn]
+  - name: rogue
+    id: 9
+    calls: [back]
+routes:
+  - path: /front
+    function: front
+  - path: /back
+    function: back
+"#;
+
+/// Descriptors the flood sends: far more than any queue or socket buffer holds.
+const FLOOD: u64 = 40_000;
+
+/// Stops a process for the life of the guard (SIGCONT on drop, even when a test fails).
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        // SAFETY: signalling a process of the chain under test.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGCONT) };
+    }
+}
+
+fn function(chain: &ChainUnderTest, name: &str) -> FunctionStats {
+    chain
+        .stats()
+        .functions
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap()
+}
+
+/// The rogue's view of the chain: registered like any function, sending what it likes.
+struct Rogue {
+    rt: tokio::runtime::Runtime,
+    me: Endpoint,
+    pool: std::sync::Arc<spright_core::Pool>,
+    sender: spright_sdk::Sender,
+    receiver: spright_sdk::member::Receiver,
+    _events: spright_sdk::member::Events,
+}
+
+impl Rogue {
+    fn register(chain: &ChainUnderTest) -> Rogue {
+        let manifest = chain.manifest();
+        let socket = manifest.function("rogue").unwrap().socket.clone();
+        // A worker thread of its own: the sender's backlog drains in the background while the
+        // test thread waits on the chain.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let member = rt
+            .block_on(Member::register(&socket, Some(&manifest.pool.path)))
+            .expect("rogue registers");
+        let (info, sender, receiver, events) = rt.block_on(async { member.into_parts() });
+        Rogue {
+            rt,
+            me: info.endpoint,
+            pool: info.pool.clone(),
+            sender,
+            receiver,
+            _events: events,
+        }
+    }
+
+    fn descriptor(&self, dst: FnId, request: u64) -> Descriptor {
+        Descriptor {
+            version: ABI_VERSION,
+            kind: Kind::Request as u8,
+            dst_fn: dst.0,
+            dst_instance: spright_core::ANY_INSTANCE.0,
+            pool_tag: self.pool.tag(),
+            request_id: request,
+            ..Descriptor::default()
+        }
+    }
+
+    /// Sends `n` bufferless requests to `dst` without reading anything; returns how many
+    /// sends succeeded (poll mode fails a send once the rogue's own ring is full of refusals).
+    fn flood(&self, dst: FnId, n: u64) -> u64 {
+        let _rt = self.rt.enter();
+        (0..n)
+            .filter(|&i| self.sender.send_raw(&self.descriptor(dst, i)).is_ok())
+            .count() as u64
+    }
+
+    /// Reads what is queued for the rogue until nothing comes for 200 ms.
+    fn drain(&mut self) -> Vec<Descriptor> {
+        let mut got = Vec::new();
+        self.rt.block_on(async {
+            while let Ok(Ok(true)) = tokio::time::timeout(
+                Duration::from_millis(200),
+                self.receiver.next_batch(|d| got.push(d)),
+            )
+            .await
+            {}
+        });
+        got
+    }
+}
+
+fn flooded(routing: &'static str) {
+    let chain = common::start(YAML, routing, &[]);
+    let back_pid = chain.wait_instances("back", 1)[0];
+    let rogue = Rogue::register(&chain);
+    let mut rogue = rogue;
+
+    // 1. Refusals nobody reads: forbidden sends (the rogue may call only back).
+    let sent = rogue.flood(FnId(1), FLOOD);
+    let own_limit = 2 * QUEUE_LIMIT;
+    if routing == "poll" {
+        // Poll mode routes in the sender: with its own ring full, its sends fail at once.
+        assert!(sent < FLOOD, "{routing}: every send was accepted");
+    } else {
+        assert_eq!(sent, FLOOD, "{routing}");
+        let s = wait_for(
+            "the router to account for every forbidden send",
+            Duration::from_secs(20),
+            || {
+                let s = chain.stats();
+                let r = s.functions.iter().find(|f| f.name == "rogue").unwrap();
+                (r.refused == FLOOD).then_some(s)
+            },
+        );
+        let r = s.functions.iter().find(|f| f.name == "rogue").unwrap();
+        assert!(
+            r.queued <= own_limit,
+            "{routing}: {} refusals queued for a sender that does not read",
+            r.queued
+        );
+        assert!(s.overflow > 0, "{routing}: {s:?}");
+    }
+    let refusals = rogue.drain();
+    assert!(
+        !refusals.is_empty(),
+        "{routing}: a sender that reads hears of refusals"
+    );
+    for r in &refusals {
+        assert_eq!(r.refusal().unwrap().0, Some(RefuseReason::Forbidden));
+    }
+
+    // 2. A receiver that stops reading while it is flooded.
+    let stopped = Stopped::new(back_pid);
+    let before = function(&chain, "rogue").refused;
+    let started = Instant::now();
+    let sent = rogue.flood(FnId(2), FLOOD);
+    let busy = wait_for(
+        "the flood to be refused as busy",
+        Duration::from_secs(20),
+        || {
+            let r = function(&chain, "rogue");
+            (r.refused > before).then_some(r.refused - before)
+        },
+    );
+    let back = function(&chain, "back");
+    let ring_cells = spright_core::rings::RING_CELLS as u64;
+    let limit = if routing == "poll" {
+        ring_cells
+    } else {
+        QUEUE_LIMIT
+    };
+    assert!(
+        back.queued <= limit,
+        "{routing}: {} descriptors queued at a stopped receiver (limit {limit})",
+        back.queued
+    );
+    println!(
+        "{routing}: sent {sent} to a stopped receiver in {:?}: {busy} refused as busy, {} queued",
+        started.elapsed(),
+        back.queued
+    );
+    // The chain's own requests to it are answered at once, 503 with Retry-After.
+    let t = Instant::now();
+    let r = http::post(chain.addr, "/back/echo", b"x");
+    assert_eq!(r.status, 503, "{routing}: {}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(
+        r.text().contains("busy"),
+        "{routing}: the answer says why: {}",
+        r.text()
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "not after the timeout"
+    );
+    // Front does not depend on back for this: it answers.
+    assert_eq!(
+        http::post(chain.addr, "/front/echo", b"still here").text(),
+        "still here"
+    );
+    let refusals = rogue.drain();
+    assert!(refusals
+        .iter()
+        .any(|r| r.refusal().unwrap().0 == Some(RefuseReason::Busy)));
+
+    // 3. Back reads again: it works through its queue and serves.
+    drop(stopped);
+    wait_for("back to serve again", Duration::from_secs(30), || {
+        let r = http::post(chain.addr, "/back/echo", b"intact");
+        (r.status == 200 && r.text() == "intact").then_some(())
+    });
+    assert_eq!(
+        chain.pids("back"),
+        vec![back_pid],
+        "{routing}: back survived"
+    );
+    assert_eq!(
+        http::post(chain.addr, "/front/call?to=back", b"y").text(),
+        "200 via front: y"
+    );
+    chain.wait_pool_idle();
+    chain.stop();
+}
+
+#[test]
+fn a_flood_is_bounded_and_answered_as_back_pressure() {
+    for routing in common::modes("a_flood_is_bounded_and_answered_as_back_pressure") {
+        flooded(routing);
+    }
+}
+
+fn rejected_buffers(routing: &'static str) {
+    let chain = common::start(YAML, routing, &[]);
+    chain.wait_instances("back", 1);
+    let rogue = Rogue::register(&chain);
+    let pool = rogue.pool.clone();
+    let me = rogue.me;
+    // A reply to the gateway longer than its buffer: the gateway rejects it (the request it
+    // names is not in flight), and nothing claims the buffer.
+    let lease = Lease::alloc(&pool, me, 991).unwrap();
+    let buf = lease.buffer();
+    std::mem::forget(lease);
+    assert!(pool.send(buf, me, GATEWAY));
+    let mut d = rogue.descriptor(GATEWAY, 991);
+    d.kind = Kind::Reply as u8;
+    pool.describe(buf, &mut d);
+    d.len = pool.layout().buffer_size + 1;
+    // The rogue may not send to the gateway at all: refused, and the buffer stays in transit.
+    {
+        let _rt = rogue.rt.enter();
+        rogue.sender.send_raw(&d).unwrap();
+    }
+    // A request to back whose owner does not match its request id: back rejects it.
+    let lease = Lease::alloc(&pool, me, 992).unwrap();
+    let buf = lease.buffer();
+    std::mem::forget(lease);
+    assert!(pool.send(buf, me, FnId(2)));
+    let mut d = rogue.descriptor(FnId(2), 993);
+    pool.describe(buf, &mut d);
+    d.len = 16;
+    {
+        let _rt = rogue.rt.enter();
+        rogue.sender.send_raw(&d).unwrap();
+    }
+    // And a buffer marked in transit whose descriptor is never sent.
+    let lease = Lease::alloc(&pool, me, 994).unwrap();
+    let buf = lease.buffer();
+    std::mem::forget(lease);
+    assert!(pool.send(buf, me, FnId(2)));
+
+    assert!(chain.pool_stats().in_transit >= 3, "{routing}");
+    // Within the chain's timeout and the sweep's margin, all three are free again, with the
+    // rogue still registered (no restart of anyone).
+    wait_for(
+        "the buffers left in transit to be reclaimed",
+        Duration::from_secs(10),
+        || {
+            let s = chain.pool_stats();
+            (s.free == s.total).then_some(())
+        },
+    );
+    assert_eq!(function(&chain, "rogue").instances, 1);
+    assert_eq!(http::post(chain.addr, "/back/echo", b"ok").text(), "ok");
+    drop(rogue);
+    chain.stop();
+}
+
+#[test]
+fn buffers_left_in_transit_are_reclaimed_without_a_restart() {
+    for routing in common::modes("buffers_left_in_transit_are_reclaimed_without_a_restart") {
+        rejected_buffers(routing);
+    }
+}
+
+#[test]
+fn a_chain_interrupted_right_after_its_banner_stops_cleanly() {
+    // Ctrl-C at the earliest moment a user can press it: the signal handlers are in place
+    // before the banner (they used to be installed only once the shutdown was first awaited).
+    for _ in 0..5 {
+        common::start(YAML, "user", &[]).stop();
+    }
+}
