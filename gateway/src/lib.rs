@@ -84,6 +84,9 @@ pub struct Config {
     pub manifest: Manifest,
     /// Overrides the chain file's listen address.
     pub listen: Option<SocketAddr>,
+    /// A listening socket to serve instead of binding one (handed down by a supervisor that
+    /// keeps it open across restarts, so clients queue rather than get refused meanwhile).
+    pub listener: Option<std::net::TcpListener>,
 }
 
 /// A bound gateway, before it serves.
@@ -196,17 +199,27 @@ pub async fn bind(config: Config, log: Logger) -> anyhow::Result<Bound> {
     let member = Member::register(&manifest.gateway_socket, Some(&manifest.pool.path))
         .await
         .context("registering with the chain's pool-manager")?;
-    let listen: SocketAddr = match config.listen {
-        Some(a) => a,
-        None => manifest
-            .spec
-            .listen
-            .parse()
-            .context("the chain's gateway.listen")?,
+    let listener = match config.listener {
+        Some(inherited) => {
+            inherited
+                .set_nonblocking(true)
+                .context("the inherited listening socket")?;
+            TcpListener::from_std(inherited).context("the inherited listening socket")?
+        }
+        None => {
+            let listen: SocketAddr = match config.listen {
+                Some(a) => a,
+                None => manifest
+                    .spec
+                    .listen
+                    .parse()
+                    .context("the chain's gateway.listen")?,
+            };
+            TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?
+        }
     };
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
     let (info, sender, receiver, events) = member.into_parts();
     let log = log
         .new(slog::o!("chain" => manifest.chain.clone(), "instance" => info.endpoint.instance.0));

@@ -22,8 +22,12 @@ struct Args {
     #[arg(long, default_value = spright_core::manifest::DEFAULT_RUNTIME_ROOT)]
     runtime_root: PathBuf,
     /// Listen address, overriding the chain file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "listen_fd")]
     listen: Option<SocketAddr>,
+    /// Serve an inherited listening TCP socket, this file descriptor, instead of binding one
+    /// (what `spright up` does, so that the address survives a gateway restart).
+    #[arg(long)]
+    listen_fd: Option<i32>,
     /// Seconds to wait for the chain's manifest to appear.
     #[arg(long, default_value_t = 30)]
     wait: u64,
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             spright_gateway::Config {
                 manifest,
                 listen: args.listen,
+                listener: args.listen_fd.map(inherited_listener).transpose()?,
             },
             log.clone(),
         )
@@ -76,4 +81,34 @@ fn main() -> anyhow::Result<()> {
     drop(log);
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Takes ownership of listening socket `fd`, checking that it is one.
+fn inherited_listener(fd: i32) -> anyhow::Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    let mut accepting: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `accepting`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut accepting as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || accepting == 0 {
+        anyhow::bail!(
+            "--listen-fd {fd} is not a listening socket ({})",
+            if rc != 0 {
+                std::io::Error::last_os_error().to_string()
+            } else {
+                "not listening".into()
+            }
+        );
+    }
+    // SAFETY: the fd was handed to this process to own, and is checked to be a listening
+    // socket; nothing else in the process uses it.
+    Ok(unsafe { std::net::TcpListener::from_raw_fd(fd) })
 }

@@ -15,6 +15,7 @@ use spright_core::logging::LogFormat;
 use spright_core::manifest::{ChainKey, Manifest, ManifestError};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -56,6 +57,9 @@ impl UpOptions {
 
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// The descriptor number the gateway finds its listening socket at.
+const INHERITED_LISTENER: i32 = 3;
+
 /// Runs the chain until `shutdown` resolves or its pool-manager or gateway fails.
 pub async fn up(
     opts: UpOptions,
@@ -76,6 +80,16 @@ pub async fn up(
         });
     }
 
+    // The runner holds the gateway's listening socket for the chain's whole life and hands it
+    // down: a restarted gateway serves the same address, and clients that connect while it is
+    // down wait in the backlog instead of being refused.
+    let listen: std::net::SocketAddr = match opts.listen {
+        Some(a) => a,
+        None => chain.listen.parse().context("the chain's gateway.listen")?,
+    };
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+
     let mut pool_manager = start_pool_manager(&opts, &bins, routing)?;
     let manifest = match wait_manifest(&opts, &chain, &mut pool_manager).await {
         Ok(m) => m,
@@ -92,6 +106,7 @@ pub async fn up(
         &bins,
         &programs,
         &mut pool_manager,
+        &listener,
         stop_tx,
         stop_rx,
         &log,
@@ -113,12 +128,14 @@ async fn run_chain(
     bins: &Binaries,
     programs: &[Option<PathBuf>],
     pool_manager: &mut Child,
+    listener: &std::net::TcpListener,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
     log: &Logger,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (mut gateway, address) = start_gateway(opts, bins, chain, opts.ready_timeout).await?;
+    let (mut gateway, address) =
+        start_gateway(opts, bins, chain, listener, opts.ready_timeout).await?;
 
     let mut functions = tokio::task::JoinSet::new();
     for (f, program) in chain.functions.iter().zip(programs) {
@@ -174,16 +191,41 @@ async fn run_chain(
     print_banner(chain, manifest, address);
 
     tokio::pin!(shutdown);
-    let result = tokio::select! {
-        _ = &mut shutdown => Ok(()),
-        status = pool_manager.wait() => Err(anyhow::anyhow!(
-            "the pool-manager stopped ({})",
-            status.map(|s| process::describe(&s)).unwrap_or_else(|e| e.to_string())
-        )),
-        status = gateway.wait() => Err(anyhow::anyhow!(
-            "the gateway stopped ({})",
-            status.map(|s| process::describe(&s)).unwrap_or_else(|e| e.to_string())
-        )),
+    let describe = |status: std::io::Result<std::process::ExitStatus>| {
+        status
+            .map(|s| process::describe(&s))
+            .unwrap_or_else(|e| e.to_string())
+    };
+    // Until told to stop: a pool-manager or gateway that dies is started again (unless
+    // --no-restart). While the pool-manager is down the chain's requests fail (its functions
+    // and gateway lose their registration, exit and are restarted once it is back); while the
+    // gateway is down new connections wait in the listener's backlog.
+    let result = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            status = pool_manager.wait() => {
+                let how = describe(status);
+                if !opts.restart {
+                    break Err(anyhow::anyhow!("the pool-manager stopped ({how})"));
+                }
+                warn!(log, "the pool-manager exited; starting it again"; "status" => &how);
+                match restart_pool_manager(opts, bins, chain, manifest.routing).await {
+                    Ok(p) => *pool_manager = p,
+                    Err(e) => break Err(e),
+                }
+            }
+            status = gateway.wait() => {
+                let how = describe(status);
+                if !opts.restart {
+                    break Err(anyhow::anyhow!("the gateway stopped ({how})"));
+                }
+                warn!(log, "the gateway exited; starting it again"; "status" => &how);
+                match restart_gateway(opts, bins, chain, listener, log).await {
+                    Ok(g) => gateway = g,
+                    Err(e) => break Err(e),
+                }
+            }
+        }
     };
     // The gateway first: it drains (answers the requests it took, which still need the
     // functions), then the functions stop.
@@ -193,6 +235,52 @@ async fn run_chain(
     let _ = stop_tx.send(true);
     while functions.join_next().await.is_some() {}
     result
+}
+
+/// Starts a pool-manager in place of one that died, and waits for its manifest. What the dead
+/// one left (pool, pins, sockets) its successor clears as it starts.
+async fn restart_pool_manager(
+    opts: &UpOptions,
+    bins: &Binaries,
+    chain: &Chain,
+    routing: RoutingMode,
+) -> anyhow::Result<Child> {
+    let mut pool_manager = start_pool_manager(opts, bins, routing)?;
+    match wait_manifest(opts, chain, &mut pool_manager).await {
+        Ok(_) => Ok(pool_manager),
+        Err(e) => {
+            process::stop(&mut pool_manager, STOP_GRACE).await;
+            Err(e.context("starting the pool-manager again"))
+        }
+    }
+}
+
+/// Starts the gateway again on the same listening socket, retrying (it cannot register while
+/// the pool-manager is itself coming back) for up to the ready timeout.
+async fn restart_gateway(
+    opts: &UpOptions,
+    bins: &Binaries,
+    chain: &Chain,
+    listener: &std::net::TcpListener,
+    log: &Logger,
+) -> anyhow::Result<Child> {
+    let deadline = Instant::now() + opts.ready_timeout;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match start_gateway(opts, bins, chain, listener, left).await {
+            Ok((gateway, _)) => {
+                info!(log, "gateway serving again");
+                return Ok(gateway);
+            }
+            Err(e) if Instant::now() + backoff < deadline => {
+                info!(log, "gateway not up yet; retrying"; "error" => format!("{e:#}"));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.context("starting the gateway again")),
+        }
+    }
 }
 
 fn log_format_name(f: LogFormat) -> &'static str {
@@ -261,6 +349,7 @@ async fn start_gateway(
     opts: &UpOptions,
     bins: &Binaries,
     chain: &Chain,
+    listener: &std::net::TcpListener,
     timeout: Duration,
 ) -> anyhow::Result<(Child, String)> {
     let program = bins.find("spright-gateway");
@@ -273,10 +362,9 @@ async fn start_gateway(
         .arg(log_format_name(opts.log_format))
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    if let Some(listen) = opts.listen {
-        cmd.arg("--listen").arg(listen.to_string());
-    }
+    cmd.arg("--listen-fd").arg(INHERITED_LISTENER.to_string());
     process::supervised(&mut cmd);
+    process::inherit_fd(&mut cmd, listener.as_raw_fd(), INHERITED_LISTENER);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;

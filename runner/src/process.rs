@@ -19,6 +19,25 @@ pub fn supervised(cmd: &mut Command) {
     }
 }
 
+/// Gives the child `fd` as descriptor `target` (open across exec).
+pub fn inherit_fd(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+    // SAFETY: dup2 and fcntl are async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == target {
+                // dup2 onto itself keeps close-on-exec: clear it by hand.
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Asks a child to stop (SIGTERM), then kills it after `grace`.
 pub async fn stop(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     if let Some(pid) = child.id() {
