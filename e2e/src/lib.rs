@@ -25,12 +25,11 @@ pub use spright_test_support::{have_root, wait_for};
 /// The directory holding the workspace's built binaries (`target/<profile>`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_owned();
+    // target/<profile>/deps/<test> -> target/<profile>; a benchmark binary is in target/<profile>
+    let mut dir = exe.parent().expect("target dir").to_owned();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
     for b in [
         "spright",
         "spright-pool-manager",

@@ -459,3 +459,44 @@ fn a_sender_that_ignores_its_refusals_overflows_to_the_audit_peer() {
     send(&mut f1, &descriptor(2, 77));
     assert_eq!(recv(&mut f2).request_id, 77);
 }
+
+#[test]
+fn a_full_or_closed_instance_is_passed_over_for_another() {
+    if !have_root("a_full_or_closed_instance_is_passed_over_for_another") {
+        return;
+    }
+    let Setup {
+        mut sproxy,
+        _listener,
+        mut f1,
+        f2,
+        ..
+    } = setup();
+    let f2b = join(&mut sproxy, &_listener, 2, 1);
+    sproxy
+        .set_instances(FnId(2), &[InstanceId(0), InstanceId(1)])
+        .unwrap();
+    // f2 stops reading: once its queue is full everything goes to f2b (which reads after each
+    // round), nothing is refused.
+    let rounds = 4;
+    let mut at_f2b = 0;
+    for round in 0..rounds {
+        for i in 0..QUEUE_LIMIT as u64 {
+            send(&mut f1, &descriptor(2, round * 100 + i));
+        }
+        at_f2b += drain_all(&f2b) as u64;
+    }
+    assert_nothing_for(&f1);
+    assert_eq!(sproxy.backlog(f2.endpoint), QUEUE_LIMIT);
+    assert_eq!(at_f2b, (rounds - 1) * QUEUE_LIMIT as u64);
+    // f2b's socket closes while the table still lists it (the pool-manager has not caught
+    // up): its share goes to f2 after f2 has read, again without a refusal.
+    assert_eq!(drain_all(&f2), QUEUE_LIMIT as usize);
+    let Member { socket, peer, .. } = f2b;
+    drop((socket, peer));
+    for i in 0..QUEUE_LIMIT as u64 {
+        send(&mut f1, &descriptor(2, 100 + i));
+    }
+    assert_nothing_for(&f1);
+    assert_eq!(drain_all(&f2), QUEUE_LIMIT as usize);
+}

@@ -145,19 +145,20 @@ fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:<16} {:>4} {:>10} {:>10} {:>8}  pids",
-        "function", "inst", "sent", "received", "refused"
+        "{:<16} {:>4} {:>10} {:>10} {:>8} {:>7}  pids",
+        "function", "inst", "sent", "received", "refused", "queued"
     )?;
     for f in &stats.functions {
         let pids: Vec<String> = f.pids.iter().map(u32::to_string).collect();
         writeln!(
             out,
-            "{:<16} {:>4} {:>10} {:>10} {:>8}  {}",
+            "{:<16} {:>4} {:>10} {:>10} {:>8} {:>7}  {}",
             f.name,
             f.instances,
             f.sent,
             f.received,
             f.refused,
+            f.queued,
             pids.join(",")
         )?;
     }

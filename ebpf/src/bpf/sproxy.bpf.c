@@ -31,6 +31,7 @@
 #define MAX_FUNCTIONS 1024
 #define MAX_INSTANCES 64
 #define ANY_INSTANCE 0xFFFF
+#define MAX_TRIES 4
 #define ABI_VERSION 1
 
 #define KIND_REFUSED 3
@@ -283,29 +284,47 @@ int sproxy(struct sk_msg_md *msg)
 		goto refuse;
 	}
 
+	// Candidates: the instance named, or for ANY_INSTANCE up to MAX_TRIES of the function's
+	// instances from a random one on. A candidate with a full queue, or whose socket just
+	// closed (the kernel drops it from socks before the pool-manager updates the table), is
+	// passed over for the next, so that one instance's death or backlog does not refuse
+	// what another instance can take.
 	__u32 instance = d->dst_instance;
+	struct instance_table *table = 0;
+	__u32 count = 1, slot = 0;
 	if (instance == ANY_INSTANCE) {
 		__u32 fn = d->dst_fn;
-		struct instance_table *table = bpf_map_lookup_elem(&instances, &fn);
+		table = bpf_map_lookup_elem(&instances, &fn);
 		if (!table || table->count == 0 || table->count > MAX_INSTANCES) {
 			reason = REFUSE_NO_DESTINATION;
 			goto refuse;
 		}
-		__u32 slot = bpf_get_prandom_u32() % table->count;
-		instance = table->instances[slot & (MAX_INSTANCES - 1)];
-		d->dst_instance = instance;
+		count = table->count;
+		slot = bpf_get_prandom_u32() % count;
 	}
-
-	__u32 *queued = backlog_of(d->dst_fn, instance);
-	if (queued && *queued >= queue_limit) {
-		reason = REFUSE_BUSY;
+	reason = REFUSE_NO_DESTINATION;
+	__u32 key = 0;
+	__u32 *queued = 0;
+	int delivered = 0;
+	for (int try = 0; try < MAX_TRIES && try < count; try++) {
+		if (table) {
+			instance = table->instances[slot & (MAX_INSTANCES - 1)];
+			slot = slot + 1 < count ? slot + 1 : 0;
+		}
+		queued = backlog_of(d->dst_fn, instance);
+		if (queued && *queued >= queue_limit) {
+			reason = REFUSE_BUSY;
+			continue;
+		}
+		key = ((__u32)d->dst_fn << 16) | instance;
+		if (bpf_msg_redirect_hash(msg, &socks, &key, BPF_F_INGRESS) == SK_PASS) {
+			delivered = 1;
+			break;
+		}
+	}
+	if (!delivered)
 		goto refuse;
-	}
-	__u32 key = ((__u32)d->dst_fn << 16) | instance;
-	if (bpf_msg_redirect_hash(msg, &socks, &key, BPF_F_INGRESS) != SK_PASS) {
-		reason = REFUSE_NO_DESTINATION;
-		goto refuse;
-	}
+	d->dst_instance = instance;
 	if (queued)
 		__sync_fetch_and_add(queued, 1);
 	record_transit(d, key);

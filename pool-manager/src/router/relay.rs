@@ -63,6 +63,9 @@ pub struct Relay {
     transit: Vec<AtomicU64>,
 }
 
+/// How many instances one send tries before it is refused (as SPROXY's MAX_TRIES).
+const MAX_TRIES: usize = 4;
+
 /// Descriptors written to one socket per write, at most.
 const WRITE_BATCH: usize = 128;
 
@@ -102,17 +105,15 @@ impl Relay {
         (v != 0).then_some(((v >> 32) as u32, v as u32))
     }
 
-    fn record_transit(&self, d: &Descriptor, key: u32) {
-        if let Some(slot) = self
+    /// Records where `d`'s buffer is being routed; returns what to restore if it then is not
+    /// delivered after all.
+    fn record_transit(&self, d: &Descriptor, key: u32) -> Option<(&AtomicU64, u64, u64)> {
+        let slot = self
             .pool
             .index_of(d.offset)
-            .and_then(|i| self.transit.get(i as usize))
-        {
-            slot.store(
-                ((d.generation as u64) << 32) | key as u64,
-                Ordering::Release,
-            );
-        }
+            .and_then(|i| self.transit.get(i as usize))?;
+        let new = ((d.generation as u64) << 32) | key as u64;
+        Some((slot, slot.swap(new, Ordering::AcqRel), new))
     }
 
     /// Starts writing to a new instance through `writer`.
@@ -224,18 +225,50 @@ impl Relay {
         if !table.allow.contains(&pair) {
             return Err(RefuseReason::Forbidden);
         }
-        if d.dst_instance == ANY_INSTANCE.0 {
-            let instances = table
+        // The instance named, or up to MAX_TRIES of the function's instances from a random one
+        // on: a full or vanished one passes the descriptor on to the next (as SPROXY does).
+        let instances: &[u16] = if d.dst_instance == ANY_INSTANCE.0 {
+            table
                 .instances
                 .get(&d.dst_fn)
                 .filter(|i| !i.is_empty())
-                .ok_or(RefuseReason::NoDestination)?;
-            d.dst_instance = instances[fastrand::usize(..instances.len())];
+                .ok_or(RefuseReason::NoDestination)?
+        } else {
+            std::slice::from_ref(&d.dst_instance)
+        };
+        let first = fastrand::usize(..instances.len());
+        let mut reason = RefuseReason::NoDestination;
+        let mut delivered = None;
+        for k in 0..instances.len().min(MAX_TRIES) {
+            let instance = instances[(first + k) % instances.len()];
+            let key = Endpoint::new(FnId(d.dst_fn), InstanceId(instance)).router_key();
+            let Some(writer) = table.writers.get(&key) else {
+                continue;
+            };
+            let mut out = *d;
+            out.dst_instance = instance;
+            // Before the descriptor is on its way: its receiver may pass it on at once.
+            let recorded = self.record_transit(&out, key);
+            match writer.offer(out, self.queue_limit) {
+                Ok(()) => {
+                    d.dst_instance = instance;
+                    delivered = Some(key);
+                    break;
+                }
+                Err(r) => {
+                    if let Some((slot, before, ours)) = recorded {
+                        let _ = slot.compare_exchange(
+                            ours,
+                            before,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    reason = r;
+                }
+            }
         }
-        let key = Endpoint::new(FnId(d.dst_fn), InstanceId(d.dst_instance)).router_key();
-        let writer = table.writers.get(&key).ok_or(RefuseReason::NoDestination)?;
-        writer.offer(*d, self.queue_limit)?;
-        self.record_transit(d, key);
+        delivered.ok_or(reason)?;
         let src = &self.counters[d.src_fn as usize];
         src.sent.fetch_add(1, Ordering::Relaxed);
         src.sent_bytes

@@ -619,26 +619,18 @@ impl Rings {
     }
 
     /// The next instance of `f` in round-robin order, among those registered.
-    fn pick(&self, f: FnId) -> Option<InstanceId> {
+    /// Where a descriptor for any instance of `f` is tried: the live instances from the next
+    /// one by the cursor on, at most [`MAX_TRIES`].
+    fn candidates(&self, f: FnId) -> impl Iterator<Item = InstanceId> {
         let mask = self.live_mask(f);
-        if mask == 0 {
-            return None;
-        }
-        let record = self.record(f)?;
-        let mut nth = record.next.fetch_add(1, Ordering::Relaxed) % mask.count_ones() as u64;
-        let mut bits = mask;
-        loop {
-            let i = bits.trailing_zeros() as u16;
-            if nth == 0 {
-                return Some(InstanceId(i));
-            }
-            nth -= 1;
-            bits &= bits - 1;
-        }
+        let count = mask.count_ones() as u64;
+        let first = match (count, self.record(f)) {
+            (0, _) | (_, None) => 0,
+            (_, Some(record)) => record.next.fetch_add(1, Ordering::Relaxed) % count,
+        };
+        (0..count.min(MAX_TRIES))
+            .map(move |k| InstanceId(nth_set_bit(mask, ((first + k) % count) as u32)))
     }
-
-    /// Records that `d`'s buffer was routed to `key` at its generation (what SPROXY's transit
-    /// map holds), for the sweep after an instance dies.
     /// Records where `d`'s buffer is being routed; returns what to restore if the push then
     /// fails (a descriptor that was not delivered must not change the record).
     fn record_transit(&self, d: &Descriptor, key: u32) -> Option<(&AtomicU64, u64, u64)> {
@@ -700,27 +692,39 @@ impl Rings {
         if !self.allowed(FnId(d.src_fn), dst) {
             return Err(RefuseReason::Forbidden);
         }
-        let instance = if d.dst_instance == ANY_INSTANCE.0 {
-            self.pick(dst).ok_or(RefuseReason::NoDestination)?
-        } else {
-            InstanceId(d.dst_instance)
-        };
-        d.dst_instance = instance.0;
-        let to = Endpoint::new(dst, instance);
-        let ring = self
-            .ring_of(to)
-            .filter(|_| self.is_live(to))
-            .ok_or(RefuseReason::NoDestination)?;
-        // Before the push: once the descriptor is visible its receiver may already be done.
-        let recorded = self.record_transit(d, to.router_key());
-        if !self.push(ring, d) {
+        // The instance named, or up to MAX_TRIES live ones: a full ring passes the descriptor
+        // on to the next instance, as SPROXY passes over a full queue.
+        let named = (d.dst_instance != ANY_INSTANCE.0).then_some(InstanceId(d.dst_instance));
+        // (The cursor moves only for "any instance".)
+        let tries = named.into_iter().chain(
+            named
+                .is_none()
+                .then(|| self.candidates(dst))
+                .into_iter()
+                .flatten(),
+        );
+        let mut reason = RefuseReason::NoDestination;
+        for instance in tries {
+            let to = Endpoint::new(dst, instance);
+            let Some(ring) = self.ring_of(to).filter(|_| self.is_live(to)) else {
+                continue;
+            };
+            d.dst_instance = instance.0;
+            // Before the push: once the descriptor is visible its receiver may already be done.
+            let recorded = self.record_transit(d, to.router_key());
+            if self.push(ring, d) {
+                return Ok(to);
+            }
             if let Some((slot, before, ours)) = recorded {
                 let _ = slot.compare_exchange(ours, before, Ordering::AcqRel, Ordering::Relaxed);
             }
-            // A full ring: the destination is not keeping up; back-pressure for the sender.
-            return Err(RefuseReason::Busy);
+            // A full ring: the instance is not keeping up; back-pressure if none can take it.
+            reason = RefuseReason::Busy;
         }
-        Ok(to)
+        if named.is_none() {
+            d.dst_instance = ANY_INSTANCE.0;
+        }
+        Err(reason)
     }
 
     /// Function `f`'s counters.
@@ -822,3 +826,15 @@ pub fn is_blank(d: &Descriptor) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// How many instances one send tries before it is refused (as SPROXY's MAX_TRIES).
+const MAX_TRIES: u64 = 4;
+
+/// The index of the `n`-th set bit of `mask` (`n` below its count of ones).
+fn nth_set_bit(mask: u64, n: u32) -> u16 {
+    let mut bits = mask;
+    for _ in 0..n {
+        bits &= bits - 1;
+    }
+    bits.trailing_zeros() as u16
+}
