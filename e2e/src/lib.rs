@@ -8,6 +8,7 @@ pub mod kubernetes;
 pub mod load;
 pub mod nerdctl;
 pub mod planes;
+pub mod rogue;
 pub mod workloads;
 
 use spright_core::manifest::{ChainKey, Manifest};
@@ -66,6 +67,35 @@ pub fn demo_chain_yaml(containers: bool) -> String {
     }
     text
 }
+
+/// Two test functions: `front` may call `back`; `rogue` is declared but never started (a test
+/// or a benchmark registers in its place, to send what it likes).
+pub const TESTFN_YAML: &str = r#"
+chain: {name}
+pool:
+  buffers: 64
+  buffer_size: 16KiB
+gateway:
+  timeout: 30s
+functions:
+  - name: front
+    id: 1
+    command: [spright-testfn]
+    calls: [back]
+  - name: back
+    id: 2
+    command: [spright-testfn]
+  - name: rogue
+    id: 9
+    calls: [back]
+routes:
+  - path: /front
+    function: front
+  - path: /back
+    function: back
+  - path: /pipe
+    sequence: [front, back]
+"#;
 
 /// A unique, valid chain name for this test process.
 pub fn unique_chain_name(tag: &str) -> String {

@@ -3,41 +3,27 @@
 
 mod common;
 
-use spright_core::descriptor::{Descriptor, Kind, RefuseReason, ABI_VERSION};
-use spright_core::ids::{Endpoint, FnId, GATEWAY};
+use spright_core::descriptor::{Kind, RefuseReason};
+use spright_core::ids::{FnId, GATEWAY};
 use spright_core::protocol::FunctionStats;
+use spright_e2e::rogue::Rogue;
 use spright_e2e::{http, wait_for, ChainUnderTest};
-use spright_sdk::member::Member;
 use spright_sdk::Lease;
 use std::time::{Duration, Instant};
 
 /// A small queue bound and a short timeout, so that tests reach both quickly.
 const QUEUE_LIMIT: u64 = 8;
-const YAML: &str = r#"
-chain: {name}
-pool:
-  buffers: 64
-  buffer_size: 16KiB
-  queue_limit: 8
-gateway:
-  timeout: 2s
-functions:
-  - name: front
-    id: 1
-    command: [spright-testfn]
-    calls: [back]
-  - name: back
-    id: 2
-    command: [spright-testfn]
-  - name: rogue
-    id: 9
-    calls: [back]
-routes:
-  - path: /front
-    function: front
-  - path: /back
-    function: back
-"#;
+
+fn yaml() -> String {
+    let yaml = common::TESTFN_YAML
+        .replace(
+            "  buffer_size: 16KiB\n",
+            &format!("  buffer_size: 16KiB\n  queue_limit: {QUEUE_LIMIT}\n"),
+        )
+        .replace("timeout: 30s", "timeout: 2s");
+    assert!(yaml.contains("queue_limit") && yaml.contains("timeout: 2s"));
+    yaml
+}
 
 /// Descriptors the flood sends: far more than any queue or socket buffer holds.
 const FLOOD: u64 = 40_000;
@@ -69,79 +55,8 @@ fn function(chain: &ChainUnderTest, name: &str) -> FunctionStats {
         .unwrap()
 }
 
-/// The rogue's view of the chain: registered like any function, sending what it likes.
-struct Rogue {
-    rt: tokio::runtime::Runtime,
-    me: Endpoint,
-    pool: std::sync::Arc<spright_core::Pool>,
-    sender: spright_sdk::Sender,
-    receiver: spright_sdk::member::Receiver,
-    _events: spright_sdk::member::Events,
-}
-
-impl Rogue {
-    fn register(chain: &ChainUnderTest) -> Rogue {
-        let manifest = chain.manifest();
-        let socket = manifest.function("rogue").unwrap().socket.clone();
-        // A worker thread of its own: the sender's backlog drains in the background while the
-        // test thread waits on the chain.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let member = rt
-            .block_on(Member::register(&socket, Some(&manifest.pool.path)))
-            .expect("rogue registers");
-        let (info, sender, receiver, events) = rt.block_on(async { member.into_parts() });
-        Rogue {
-            rt,
-            me: info.endpoint,
-            pool: info.pool.clone(),
-            sender,
-            receiver,
-            _events: events,
-        }
-    }
-
-    fn descriptor(&self, dst: FnId, request: u64) -> Descriptor {
-        Descriptor {
-            version: ABI_VERSION,
-            kind: Kind::Request as u8,
-            dst_fn: dst.0,
-            dst_instance: spright_core::ANY_INSTANCE.0,
-            pool_tag: self.pool.tag(),
-            request_id: request,
-            ..Descriptor::default()
-        }
-    }
-
-    /// Sends `n` bufferless requests to `dst` without reading anything; returns how many
-    /// sends succeeded (poll mode fails a send once the rogue's own ring is full of refusals).
-    fn flood(&self, dst: FnId, n: u64) -> u64 {
-        let _rt = self.rt.enter();
-        (0..n)
-            .filter(|&i| self.sender.send_raw(&self.descriptor(dst, i)).is_ok())
-            .count() as u64
-    }
-
-    /// Reads what is queued for the rogue until nothing comes for 200 ms.
-    fn drain(&mut self) -> Vec<Descriptor> {
-        let mut got = Vec::new();
-        self.rt.block_on(async {
-            while let Ok(Ok(true)) = tokio::time::timeout(
-                Duration::from_millis(200),
-                self.receiver.next_batch(|d| got.push(d)),
-            )
-            .await
-            {}
-        });
-        got
-    }
-}
-
 fn flooded(routing: &'static str) {
-    let chain = common::start(YAML, routing, &[]);
+    let chain = common::start(&yaml(), routing, &[]);
     let back_pid = chain.wait_instances("back", 1)[0];
     let rogue = Rogue::register(&chain);
     let mut rogue = rogue;
@@ -261,7 +176,7 @@ fn a_flood_is_bounded_and_answered_as_back_pressure() {
 }
 
 fn rejected_buffers(routing: &'static str) {
-    let chain = common::start(YAML, routing, &[]);
+    let chain = common::start(&yaml(), routing, &[]);
     chain.wait_instances("back", 1);
     let rogue = Rogue::register(&chain);
     let pool = rogue.pool.clone();
@@ -328,6 +243,6 @@ fn a_chain_interrupted_right_after_its_banner_stops_cleanly() {
     // Ctrl-C at the earliest moment a user can press it: the signal handlers are in place
     // before the banner (they used to be installed only once the shutdown was first awaited).
     for _ in 0..5 {
-        common::start(YAML, "user", &[]).stop();
+        common::start(&yaml(), "user", &[]).stop();
     }
 }

@@ -118,34 +118,52 @@ fn check(
     failed
 }
 
-fn pool_manager_killed(routing: &'static str) {
+/// A part of the chain that `spright up` starts again when it dies.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    PoolManager,
+    Gateway,
+}
+
+impl Part {
+    fn pid(self, chain: &ChainUnderTest) -> Option<u32> {
+        match self {
+            // Read from disk: the manifest is the new pool-manager's once it is up.
+            Part::PoolManager => spright_core::Manifest::load(
+                &chain.runtime_root,
+                &spright_core::manifest::ChainKey::chain(&chain.name),
+            )
+            .ok()
+            .map(|m| m.pid),
+            Part::Gateway => chain.pids("gateway").first().copied(),
+        }
+    }
+}
+
+fn part_killed(routing: &'static str, part: Part) {
     let chain = common::start(common::TESTFN_YAML, routing, &[]);
     chain.wait_instances("back", 1);
     let load = Running::start(&chain);
-    let old = chain.manifest().pid;
+    let old = part.pid(&chain).expect("running");
     let down = Instant::now();
     kill(old);
-    wait_for("a new pool-manager", Duration::from_secs(30), || {
-        spright_core::Manifest::load(
-            &chain.runtime_root,
-            &spright_core::manifest::ChainKey::chain(&chain.name),
-        )
-        .ok()
-        .filter(|m| m.pid != old)
+    wait_for(&format!("a new {part:?}"), Duration::from_secs(30), || {
+        part.pid(&chain).filter(|&p| p != old)
     });
     let up = wait_serving(&chain);
     load.wait_more(2_000);
     let outcomes = load.finish();
     let failed = check(
-        &format!("{routing}, pool-manager killed"),
+        &format!("{routing}, {part:?} killed"),
         &outcomes,
         &[(down, up)],
         Duration::from_secs(2),
     );
     println!(
-        "{routing}: pool-manager killed: {} requests, {failed} failed, back in {:?}",
+        "{routing}: {part:?} killed: {} requests, {failed} failed, serving again after {:?} at {}",
         outcomes.len(),
-        up - down
+        up - down,
+        chain.addr
     );
     chain.wait_pool_idle();
     chain.stop();
@@ -154,43 +172,15 @@ fn pool_manager_killed(routing: &'static str) {
 #[test]
 fn a_killed_pool_manager_is_replaced_and_the_chain_recovers() {
     for routing in common::modes("a_killed_pool_manager_is_replaced_and_the_chain_recovers") {
-        pool_manager_killed(routing);
+        part_killed(routing, Part::PoolManager);
     }
 }
 
-fn gateway_killed(routing: &'static str) {
-    let chain = common::start(common::TESTFN_YAML, routing, &[]);
-    chain.wait_instances("back", 1);
-    let load = Running::start(&chain);
-    let old = chain.pids("gateway")[0];
-    let down = Instant::now();
-    kill(old);
-    wait_for("a new gateway", Duration::from_secs(30), || {
-        let pids = chain.pids("gateway");
-        (!pids.is_empty() && !pids.contains(&old)).then_some(())
-    });
-    let up = wait_serving(&chain);
-    load.wait_more(2_000);
-    let outcomes = load.finish();
-    let failed = check(
-        &format!("{routing}, gateway killed"),
-        &outcomes,
-        &[(down, up)],
-        Duration::from_secs(2),
-    );
-    println!(
-        "{routing}: gateway killed: {} requests, {failed} failed, back in {:?} on the same address",
-        outcomes.len(),
-        up - down
-    );
-    chain.wait_pool_idle();
-    chain.stop();
-}
-
+/// The address is the runner's listening socket: `chain.addr` is the one the banner gave.
 #[test]
 fn a_killed_gateway_is_replaced_on_the_same_address() {
     for routing in common::modes("a_killed_gateway_is_replaced_on_the_same_address") {
-        gateway_killed(routing);
+        part_killed(routing, Part::Gateway);
     }
 }
 

@@ -81,7 +81,17 @@ pub struct ChainCounters {
     pub overflow: u64,
 }
 
+/// SPROXY's count of one socket's queue.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Backlog {
+    queued: u32,
+    reserved: u32,
+    probed_ns: u64,
+}
+
 // SAFETY: plain repr(C) integers without padding, mirrored from the C side.
+unsafe impl Pod for Backlog {}
 unsafe impl Pod for EndpointValue {}
 unsafe impl Pod for InstanceTable {}
 unsafe impl Pod for FnCounters {}
@@ -100,7 +110,7 @@ pub struct Sproxy {
     totals: PerCpuArray<MapData, ChainCounters>,
     transit: Array<MapData, u64>,
     known: Array<MapData, u8>,
-    backlog: Array<MapData, u32>,
+    backlog: Array<MapData, Backlog>,
     owners: HashMap<MapData, u64, u32>,
     /// Socket cookie of each registered endpoint (router key), to forget it in `owners`.
     cookies: std::collections::HashMap<u32, u64>,
@@ -238,8 +248,17 @@ impl Sproxy {
             .program_mut("backlog_after_read")
             .ok_or(SproxyError::Missing("program backlog_after_read"))?
             .try_into()?;
-        reads.load("sock_recv_length", &btf)?;
-        reads.attach()?;
+        // Fails on a kernel without the tracepoint or without sk_psock.msg_tot_len (the CO-RE
+        // relocation finds no such field): say what is missing rather than just "EINVAL".
+        reads
+            .load("sock_recv_length", &btf)
+            .and_then(|()| reads.attach().map(|_| ()))
+            .map_err(|e| {
+                SproxyError::Limit(format!(
+                    "SPROXY bounds socket queues with a BTF tracepoint program on \
+                     sock_recv_length that reads sk_psock.msg_tot_len; this kernel refused it: {e}"
+                ))
+            })?;
         Ok(sproxy)
     }
 
@@ -286,6 +305,7 @@ impl Sproxy {
     pub fn backlog(&self, endpoint: Endpoint) -> u32 {
         self.backlog
             .get(&backlog_slot(endpoint), 0)
+            .map(|b| b.queued)
             .unwrap_or_default()
     }
 
@@ -316,7 +336,9 @@ impl Sproxy {
             SproxyError::Limit(format!("cannot read the socket's cookie (SO_COOKIE): {e}"))
         })?;
         let slot = backlog_slot(endpoint);
-        self.backlog.set(slot, 0, 0).map_err(map_err("backlog"))?;
+        self.backlog
+            .set(slot, Backlog::default(), 0)
+            .map_err(map_err("backlog"))?;
         self.owners
             .insert(cookie, slot, 0)
             .map_err(map_err("owners"))?;

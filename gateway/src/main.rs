@@ -72,8 +72,10 @@ fn main() -> anyhow::Result<()> {
             log.clone(),
         )
         .await?;
+        // Handlers first: whoever reads the line below may stop the gateway at once.
+        let stop = spright_core::signals::shutdown();
         println!("spright gateway listening on http://{}", bound.local_addr());
-        bound.serve(spright_core::signals::shutdown()).await
+        bound.serve(stop).await
     });
     if let Err(e) = &result {
         slog::error!(log, "gateway failed"; "error" => format!("{e:#}"));

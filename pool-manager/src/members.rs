@@ -131,6 +131,9 @@ impl DataListener {
         for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
             set_buffer(&peer, option, PEER_BUFFER)?;
         }
+        // The instance's end receives plain TCP only from the relay (sockmap redirection does
+        // not use this buffer): the same bound for what a stalled instance leaves unread.
+        set_buffer(&client, libc::SO_RCVBUF, PEER_BUFFER)?;
         Ok((client, peer))
     }
 }

@@ -106,7 +106,7 @@ pub async fn up(
         &bins,
         &programs,
         &mut pool_manager,
-        &listener,
+        listener,
         stop_tx,
         stop_rx,
         &log,
@@ -128,14 +128,14 @@ async fn run_chain(
     bins: &Binaries,
     programs: &[Option<PathBuf>],
     pool_manager: &mut Child,
-    listener: &std::net::TcpListener,
+    listener: std::net::TcpListener,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
     log: &Logger,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (mut gateway, address) =
-        start_gateway(opts, bins, chain, listener, opts.ready_timeout).await?;
+        start_gateway(opts, bins, chain, &listener, opts.ready_timeout).await?;
 
     let mut functions = tokio::task::JoinSet::new();
     for (f, program) in chain.functions.iter().zip(programs) {
@@ -200,33 +200,36 @@ async fn run_chain(
     // --no-restart). While the pool-manager is down the chain's requests fail (its functions
     // and gateway lose their registration, exit and are restarted once it is back); while the
     // gateway is down new connections wait in the listener's backlog.
+    let mut backoff = Backoff::default();
     let result = loop {
+        let exited = tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            status = pool_manager.wait() => ("pool-manager", describe(status)),
+            status = gateway.wait() => ("gateway", describe(status)),
+        };
+        if !opts.restart {
+            break Err(anyhow::anyhow!("the {} stopped ({})", exited.0, exited.1));
+        }
+        warn!(log, "a part of the chain exited; starting it again"; "part" => exited.0, "status" => &exited.1);
+        // The gateway dies with its pool-manager: whichever exit was seen first, a dead
+        // pool-manager comes back first, or the gateway would have nothing to register with.
+        let restart = async {
+            tokio::time::sleep(backoff.next()).await;
+            if pool_manager.try_wait()?.is_some() {
+                *pool_manager = restart_pool_manager(opts, bins, chain, manifest.routing).await?;
+            }
+            if gateway.try_wait()?.is_some() {
+                gateway = restart_gateway(opts, bins, chain, &listener, log).await?;
+            }
+            anyhow::Ok(())
+        };
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
-            status = pool_manager.wait() => {
-                let how = describe(status);
-                if !opts.restart {
-                    break Err(anyhow::anyhow!("the pool-manager stopped ({how})"));
-                }
-                warn!(log, "the pool-manager exited; starting it again"; "status" => &how);
-                match restart_pool_manager(opts, bins, chain, manifest.routing).await {
-                    Ok(p) => *pool_manager = p,
-                    Err(e) => break Err(e),
-                }
-            }
-            status = gateway.wait() => {
-                let how = describe(status);
-                if !opts.restart {
-                    break Err(anyhow::anyhow!("the gateway stopped ({how})"));
-                }
-                warn!(log, "the gateway exited; starting it again"; "status" => &how);
-                match restart_gateway(opts, bins, chain, listener, log).await {
-                    Ok(g) => gateway = g,
-                    Err(e) => break Err(e),
-                }
-            }
+            r = restart => if let Err(e) = r { break Err(e) },
         }
     };
+    // No new connections from here on: they would wait in a backlog nobody serves.
+    drop(listener);
     // The gateway first: it drains (answers the requests it took, which still need the
     // functions), then the functions stop.
     info!(log, "stopping the gateway, then the functions");
@@ -235,6 +238,30 @@ async fn run_chain(
     let _ = stop_tx.send(true);
     while functions.join_next().await.is_some() {}
     result
+}
+
+/// Delays between restarts of the pool-manager or gateway: none for the first, then doubling
+/// up to 5 s while they keep dying within 10 s of the last restart.
+#[derive(Default)]
+struct Backoff {
+    last: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let now = Instant::now();
+        let recent = self
+            .last
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(10));
+        self.delay = if recent {
+            (self.delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
+        } else {
+            Duration::ZERO
+        };
+        self.last = Some(now + self.delay);
+        self.delay
+    }
 }
 
 /// Starts a pool-manager in place of one that died, and waits for its manifest. What the dead

@@ -44,7 +44,8 @@ enum Cmd {
         /// Directory for the pool file.
         #[arg(long, default_value = "/dev/shm")]
         pool_dir: PathBuf,
-        /// Do not restart functions that exit.
+        /// Do not restart functions, the gateway or the pool-manager when they exit (the
+        /// gateway's or the pool-manager's exit then ends `spright up`).
         #[arg(long)]
         no_restart: bool,
         /// Seconds the parts have to come up.

@@ -31,8 +31,9 @@ pub enum SdkError {
     Io(#[from] std::io::Error),
 }
 
-/// Why a call to another function failed.
+/// Why a call to another function failed. More reasons may come: match with a wildcard arm.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     #[error("call to {function} refused: {}", reason.map(|r| r.as_str()).unwrap_or("unknown reason"))]
     Refused {

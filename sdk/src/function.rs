@@ -856,6 +856,9 @@ fn refused(instance: &Arc<Instance>, d: Descriptor) {
                 let _ = instance.sender.send(&reply);
             });
         }
+        // A reply refused as busy: its receiver (the gateway, a caller) is so far behind that
+        // its queue is full. The reply is dropped with its buffer; the request ends in a
+        // timeout there (504), as it would behind any receiver that does not keep up.
         _ => {} // a reply nobody waits for any more; its buffer is back in the pool
     }
 }

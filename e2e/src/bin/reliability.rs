@@ -11,11 +11,10 @@
 //! Run as root (sockmap) on an otherwise idle machine: kernel memory is read from
 //! `/proc/meminfo` (SUnreclaim), which counts the whole machine.
 
-use spright_core::descriptor::{Descriptor, Kind, ABI_VERSION};
 use spright_core::ids::FnId;
 use spright_e2e::load::{self, Load, Outcome};
+use spright_e2e::rogue::Rogue;
 use spright_e2e::{http, wait_for, ChainSpec, ChainUnderTest};
-use spright_sdk::member::Member;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -208,29 +207,19 @@ fn soak(routing: &'static str, requests: usize, kill_every: Duration, connection
     );
 }
 
-const FLOOD_YAML: &str = r#"
-chain: {name}
-pool:
-  buffers: 1024
-  buffer_size: 16KiB
-{queue_limit}
-gateway:
-  timeout: 5s
-functions:
-  - name: front
-    id: 1
-    command: [spright-testfn]
-    calls: [back]
-  - name: back
-    id: 2
-    command: [spright-testfn]
-  - name: rogue
-    id: 9
-    calls: [back]
-routes:
-  - path: /back
-    function: back
-"#;
+/// The test chain (an echo function `back`, and `rogue`, declared for us to register as),
+/// with a pool as large as the demo chain's.
+fn flood_yaml(queue_limit: Option<u32>) -> String {
+    let limit = queue_limit
+        .map(|l| format!("  queue_limit: {l}\n"))
+        .unwrap_or_default();
+    let yaml = spright_e2e::TESTFN_YAML.replace(
+        "  buffers: 64\n  buffer_size: 16KiB\n",
+        &format!("  buffers: 1024\n  buffer_size: 16KiB\n{limit}"),
+    );
+    assert!(yaml.contains("buffers: 1024"), "test chain layout changed");
+    yaml
+}
 
 /// What one flood did to the machine's kernel memory.
 struct FloodResult {
@@ -274,52 +263,20 @@ fn flood_once(
     queue_limit: Option<u32>,
     stopped_receiver: bool,
 ) -> FloodResult {
-    let yaml = FLOOD_YAML.replace(
-        "{queue_limit}",
-        &queue_limit
-            .map(|l| format!("  queue_limit: {l}"))
-            .unwrap_or_default(),
-    );
+    let yaml = flood_yaml(queue_limit);
     let chain = ChainUnderTest::start(ChainSpec {
         yaml: &yaml,
         routing,
         args: &[],
     });
     let back = chain.wait_instances("back", 1)[0];
-    let manifest = chain.manifest();
-    let socket = manifest.function("rogue").unwrap().socket.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let member = rt
-        .block_on(Member::register(&socket, Some(&manifest.pool.path)))
-        .expect("rogue registers");
-    let (info, sender, receiver, events) = rt.block_on(async { member.into_parts() });
+    let rogue = Rogue::register(&chain);
     let target = if stopped_receiver { FnId(2) } else { FnId(1) };
     if stopped_receiver {
         kill(back, libc::SIGSTOP);
     }
     let before = sunreclaim();
-    let mut sent = 0;
-    {
-        let _rt = rt.enter();
-        for i in 0..descriptors {
-            let d = Descriptor {
-                version: ABI_VERSION,
-                kind: Kind::Request as u8,
-                dst_fn: target.0,
-                dst_instance: spright_core::ANY_INSTANCE.0,
-                pool_tag: info.pool.tag(),
-                request_id: i,
-                ..Descriptor::default()
-            };
-            if sender.send_raw(&d).is_ok() {
-                sent += 1;
-            }
-        }
-    }
+    let sent = rogue.flood(target, descriptors);
     // Let the router and the sender's backlog settle: the count refused stops moving.
     let mut last = u64::MAX;
     let refused = wait_for("the flood to settle", Duration::from_secs(120), || {
@@ -346,7 +303,7 @@ fn flood_once(
     if stopped_receiver {
         kill(back, libc::SIGCONT);
     }
-    drop((sender, receiver, events));
+    drop(rogue);
     // Back works through what was queued for it (answering busy meanwhile), then serves.
     wait_for(
         "the chain to serve after the flood",

@@ -8,33 +8,8 @@ pub fn demo_yaml() -> String {
     spright_e2e::demo_chain_yaml(false)
 }
 
-/// Two test functions: `front` may call `back`; `rogue` is declared but never started.
-pub const TESTFN_YAML: &str = r#"
-chain: {name}
-pool:
-  buffers: 64
-  buffer_size: 16KiB
-gateway:
-  timeout: 30s
-functions:
-  - name: front
-    id: 1
-    command: [spright-testfn]
-    calls: [back]
-  - name: back
-    id: 2
-    command: [spright-testfn]
-  - name: rogue
-    id: 9
-    calls: [back]
-routes:
-  - path: /front
-    function: front
-  - path: /back
-    function: back
-  - path: /pipe
-    sequence: [front, back]
-"#;
+#[allow(unused_imports)] // not every test file uses it
+pub use spright_e2e::TESTFN_YAML;
 
 /// The routing modes to test here: the kernel path needs root (and CI runs as root).
 pub fn modes(test: &str) -> Vec<&'static str> {

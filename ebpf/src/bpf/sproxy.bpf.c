@@ -32,6 +32,8 @@
 #define MAX_INSTANCES 64
 #define ANY_INSTANCE 0xFFFF
 #define MAX_TRIES 4
+// How long a full queue refuses everything before one descriptor is let through anyway.
+#define PROBE_INTERVAL_NS (5ULL * 1000 * 1000 * 1000)
 #define ABI_VERSION 1
 
 #define KIND_REFUSED 3
@@ -122,12 +124,19 @@ struct {
 	__type(value, __u8);
 } known SEC(".maps");
 
-// Per registered socket (fn * MAX_INSTANCES + instance): descriptors queued and not yet read.
+// Per registered socket (fn * MAX_INSTANCES + instance): descriptors queued and not yet read,
+// and when a full queue last let one through (see PROBE_INTERVAL_NS).
+struct backlog {
+	__u32 queued;
+	__u32 reserved;
+	__u64 probed_ns;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_FUNCTIONS * MAX_INSTANCES);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct backlog);
 } backlog SEC(".maps");
 
 // Socket cookie of a registered socket -> its backlog slot: how the read side finds the
@@ -226,7 +235,7 @@ static __always_inline int audit(int why)
 	return SK_PASS;
 }
 
-static __always_inline __u32 *backlog_of(__u16 fn, __u32 instance)
+static __always_inline struct backlog *backlog_of(__u16 fn, __u32 instance)
 {
 	if (fn >= MAX_FUNCTIONS || instance >= MAX_INSTANCES)
 		return 0;
@@ -304,7 +313,7 @@ int sproxy(struct sk_msg_md *msg)
 	}
 	reason = REFUSE_NO_DESTINATION;
 	__u32 key = 0;
-	__u32 *queued = 0;
+	struct backlog *queued = 0;
 	int delivered = 0;
 	for (int try = 0; try < MAX_TRIES && try < count; try++) {
 		if (table) {
@@ -312,9 +321,26 @@ int sproxy(struct sk_msg_md *msg)
 			slot = slot + 1 < count ? slot + 1 : 0;
 		}
 		queued = backlog_of(d->dst_fn, instance);
-		if (queued && *queued >= queue_limit) {
-			reason = REFUSE_BUSY;
-			continue;
+		if (queued && queued->queued >= queue_limit) {
+			// Full. After PROBE_INTERVAL_NS of being full, one descriptor goes through
+			// anyway (up to twice the limit): the count is corrected only by the receiver's
+			// reads, and a count the kernel did not honour (a queued message it dropped under
+			// memory pressure) would otherwise refuse an empty queue for good. The read that
+			// the probe causes sets the count right.
+			__u64 now = bpf_ktime_get_ns();
+			if (!queued->probed_ns) {
+				queued->probed_ns = now; // full since now
+				reason = REFUSE_BUSY;
+				continue;
+			}
+			if (queued->queued >= 2 * queue_limit ||
+			    now - queued->probed_ns < PROBE_INTERVAL_NS) {
+				reason = REFUSE_BUSY;
+				continue;
+			}
+			queued->probed_ns = now;
+		} else if (queued && queued->probed_ns) {
+			queued->probed_ns = 0; // not full any more
 		}
 		key = ((__u32)d->dst_fn << 16) | instance;
 		if (bpf_msg_redirect_hash(msg, &socks, &key, BPF_F_INGRESS) == SK_PASS) {
@@ -326,7 +352,7 @@ int sproxy(struct sk_msg_md *msg)
 		goto refuse;
 	d->dst_instance = instance;
 	if (queued)
-		__sync_fetch_and_add(queued, 1);
+		__sync_fetch_and_add(&queued->queued, 1);
 	record_transit(d, key);
 	if (src_stats) {
 		src_stats->sent++;
@@ -345,14 +371,14 @@ refuse:
 		src_stats->refused++;
 	// Twice the limit: a sender that reads its queue always hears of its refusals, even with a
 	// full queue of real work; one that does not read it stops costing kernel memory here.
-	__u32 *own = backlog_of(self.fn, self.instance);
-	if (own && *own >= 2 * queue_limit)
+	struct backlog *own = backlog_of(self.fn, self.instance);
+	if (own && own->queued >= 2 * queue_limit)
 		return audit(AUDIT_OVERFLOW);
 	__u32 back = ((__u32)self.fn << 16) | self.instance;
 	if (bpf_msg_redirect_hash(msg, &socks, &back, BPF_F_INGRESS) != SK_PASS)
 		return audit(AUDIT_UNKNOWN_SENDER);
 	if (own)
-		__sync_fetch_and_add(own, 1);
+		__sync_fetch_and_add(&own->queued, 1);
 	return SK_PASS;
 }
 
@@ -374,9 +400,9 @@ int backlog_after_read(unsigned long long *ctx)
 	if (!psock)
 		return 0;
 	__u32 queued_bytes = BPF_CORE_READ(psock, msg_tot_len);
-	__u32 *queued = bpf_map_lookup_elem(&backlog, slot);
+	struct backlog *queued = bpf_map_lookup_elem(&backlog, slot);
 	if (queued)
-		*queued = queued_bytes / DESCRIPTOR_SIZE;
+		queued->queued = queued_bytes / DESCRIPTOR_SIZE;
 	return 0;
 }
 

@@ -65,7 +65,7 @@ pub struct PoolSection {
     /// Bytes per buffer ("64KiB", "1MiB" or a number).
     pub buffer_size: ByteSize,
     /// Descriptors one instance may have queued unread before senders to it are refused as
-    /// busy (default: the number of buffers, within 16..=1024).
+    /// busy (default: a quarter of the buffers, within 16..=1024).
     #[serde(default)]
     pub queue_limit: Option<u32>,
 }

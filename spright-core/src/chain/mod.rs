@@ -83,16 +83,19 @@ pub struct ChainPool {
 /// The largest `pool.queue_limit` a chain may set.
 pub const MAX_QUEUE_LIMIT: u32 = 65_536;
 
+/// For manifests written before the field existed (the chain file's default depends on the
+/// pool; see [`ChainPool::default_queue_limit`]).
 fn default_queue_limit() -> u32 {
-    1024
+    256
 }
 
 impl ChainPool {
-    /// A queue of one descriptor per buffer is as much as legitimate traffic can make (every
-    /// request descriptor carries a buffer); the bounds keep small pools usable and cap the
-    /// kernel memory a stalled receiver can pin (about 1 KiB per queued descriptor).
+    /// A quarter of the pool: a stalled receiver then holds at most a quarter of the buffers
+    /// in its queue (the others keep serving the rest of the chain) and pins about 1 KiB of
+    /// kernel memory per queued descriptor; at least 16 so that small pools stay usable, at
+    /// most 1024.
     pub fn default_queue_limit(buffers: u32) -> u32 {
-        buffers.clamp(16, 1024)
+        (buffers / 4).clamp(16, 1024)
     }
 
     pub fn spec(&self) -> PoolSpec {

@@ -427,18 +427,12 @@ impl Rings {
         self.slot(f).map(|s| unsafe { &*self.record_ptr(s) })
     }
 
-    /// The ring of `endpoint`, if the chain has one for it.
     /// Descriptors waiting in `endpoint`'s ring.
     pub fn queued(&self, endpoint: Endpoint) -> u64 {
-        self.ring_of(endpoint)
-            .map(|r| {
-                let ring = self.ring(r);
-                let head = ring.head.load(Ordering::Acquire);
-                head.saturating_sub(ring.tail.load(Ordering::Acquire))
-            })
-            .unwrap_or(0)
+        self.ring_of(endpoint).map_or(0, |r| self.len(r))
     }
 
+    /// The ring of `endpoint`, if the chain has one for it.
     pub fn ring_of(&self, endpoint: Endpoint) -> Option<RingId> {
         let slot = self.slot(endpoint.function)?;
         let instance = endpoint.instance.0 as usize;
