@@ -120,13 +120,17 @@ fn flooded(routing: &'static str) {
     };
     // In user mode the relay's queue is full only once the socket buffers behind it are (they
     // hold a few thousand descriptors): the flood goes on until it is.
+    // Full for good, not just while a write into those buffers is under way: it stays full.
+    let is_full = || function(&chain, "back").queued >= full;
     wait_for("back's queue to be full", Duration::from_secs(30), || {
-        (function(&chain, "back").queued >= full)
-            .then_some(())
-            .or_else(|| {
-                rogue.flood(FnId(2), 1_000);
-                None
-            })
+        if is_full() {
+            std::thread::sleep(Duration::from_millis(200));
+            if is_full() {
+                return Some(());
+            }
+        }
+        rogue.flood(FnId(2), 1_000);
+        None
     });
     let back = function(&chain, "back");
     let limit = if routing == "poll" {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, Notify};
 
 /// How long a connecting instance has to say hello.
@@ -100,8 +100,17 @@ pub struct DataListener {
 
 impl DataListener {
     pub async fn bind() -> io::Result<DataListener> {
+        // Our end carries plain TCP only (the relay's writes, the audit path's reads): fixed
+        // buffers, instead of autotuning up to megabytes, bound what a receiver that stops
+        // reading (or a sender that floods the audit path) can pin in the kernel. Set before
+        // listening, so accepted sockets start with them (shrinking a buffer after the window
+        // was advertised makes the kernel drop and retransmit).
+        let socket = TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(PEER_BUFFER)?;
+        socket.set_send_buffer_size(PEER_BUFFER)?;
+        socket.bind("127.0.0.1:0".parse().expect("an address"))?;
         Ok(DataListener {
-            listener: TcpListener::bind("127.0.0.1:0").await?,
+            listener: socket.listen(128)?,
             making: tokio::sync::Mutex::new(()),
         })
     }
@@ -109,7 +118,11 @@ impl DataListener {
     /// A connected TCP pair: (the instance's socket, the pool-manager's peer end).
     async fn pair(&self) -> io::Result<(TcpStream, TcpStream)> {
         let _one = self.making.lock().await;
-        let client = TcpStream::connect(self.listener.local_addr()?).await?;
+        // The instance's end receives plain TCP only from the relay (sockmap redirection does
+        // not use this buffer): the same bound for what a stalled instance leaves unread.
+        let client = TcpSocket::new_v4()?;
+        client.set_recv_buffer_size(PEER_BUFFER)?;
+        let client = client.connect(self.listener.local_addr()?).await?;
         let mine: SocketAddr = client.local_addr()?;
         let peer = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
@@ -125,38 +138,13 @@ impl DataListener {
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "data socket pair not accepted"))??;
         client.set_nodelay(true)?;
         peer.set_nodelay(true)?;
-        // Our end carries plain TCP only (the relay's writes, the audit path's reads): fixed
-        // buffers, instead of autotuning up to megabytes, bound what a receiver that stops
-        // reading (or a sender that floods the audit path) can pin in the kernel.
-        for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-            set_buffer(&peer, option, PEER_BUFFER)?;
-        }
-        // The instance's end receives plain TCP only from the relay (sockmap redirection does
-        // not use this buffer): the same bound for what a stalled instance leaves unread.
-        set_buffer(&client, libc::SO_RCVBUF, PEER_BUFFER)?;
         Ok((client, peer))
     }
 }
 
-/// Socket buffer size of the pool-manager's end of each data socket (the kernel doubles it).
-const PEER_BUFFER: libc::c_int = 64 * 1024;
-
-fn set_buffer(socket: &TcpStream, option: libc::c_int, bytes: libc::c_int) -> io::Result<()> {
-    // SAFETY: setsockopt reads `bytes` (a c_int, as its length says) during the call only.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+/// Socket buffer size of the pool-manager's end of each data socket, and of the instance's
+/// receive side (the kernel doubles it).
+const PEER_BUFFER: u32 = 64 * 1024;
 
 pub async fn accept_loop(
     shared: Arc<Shared>,
