@@ -97,6 +97,19 @@ routes:
     sequence: [front, back]
 "#;
 
+/// Sends `signal` to a process of a chain under test (a pid of 0 or 1 is a test's mistake).
+pub fn signal(pid: u32, signal: libc::c_int) {
+    assert!(pid > 1, "no process to signal (pid {pid})");
+    // SAFETY: signalling a process the test or benchmark started.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(
+        rc,
+        0,
+        "kill -{signal} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// A unique, valid chain name for this test process.
 pub fn unique_chain_name(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

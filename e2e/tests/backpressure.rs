@@ -33,8 +33,7 @@ struct Stopped(u32);
 
 impl Stopped {
     fn new(pid: u32) -> Stopped {
-        // SAFETY: signalling a process of the chain under test.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        spright_e2e::signal(pid, libc::SIGSTOP);
         Stopped(pid)
     }
 }

@@ -11,12 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn kill(pid: u32) {
-    // SAFETY: SIGKILL to a test's own function process.
-    assert_eq!(
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) },
-        0,
-        "kill {pid}"
-    );
+    spright_e2e::signal(pid, libc::SIGKILL);
 }
 
 /// Kills transform while 32 connections keep the chain busy.

@@ -12,13 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 fn kill(pid: u32) {
-    assert!(pid > 1, "no pid to kill");
-    // SAFETY: SIGKILL to a process of the chain under test.
-    assert_eq!(
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) },
-        0,
-        "kill {pid}"
-    );
+    spright_e2e::signal(pid, libc::SIGKILL);
 }
 
 fn body(i: usize) -> Vec<u8> {

@@ -245,8 +245,8 @@ fn malformed_sends_go_to_the_audit_peer_and_do_not_poison() {
 
     // A descriptor written in two pieces is two malformed sends, never one joined descriptor.
     let d = descriptor(2, 3);
+    // Two writes are two sends (SPROXY runs once for each), however close together.
     f1.socket.write_all(&d.as_bytes()[..20]).unwrap();
-    std::thread::sleep(Duration::from_millis(20)); // two sends, not one (nothing waits on it)
     f1.socket.write_all(&d.as_bytes()[20..]).unwrap();
     let mut pieces = vec![0u8; DESCRIPTOR_SIZE];
     f1.peer.read_exact(&mut pieces).unwrap();

@@ -200,7 +200,8 @@ async fn run_chain(
     // --no-restart). While the pool-manager is down the chain's requests fail (its functions
     // and gateway lose their registration, exit and are restarted once it is back); while the
     // gateway is down new connections wait in the listener's backlog.
-    let mut backoff = Backoff::default();
+    // No delay for a first restart; then doubling while they keep dying.
+    let mut backoff = process::Backoff::new(Duration::ZERO);
     let result = loop {
         let exited = tokio::select! {
             _ = &mut shutdown => break Ok(()),
@@ -238,30 +239,6 @@ async fn run_chain(
     let _ = stop_tx.send(true);
     while functions.join_next().await.is_some() {}
     result
-}
-
-/// Delays between restarts of the pool-manager or gateway: none for the first, then doubling
-/// up to 5 s while they keep dying within 10 s of the last restart.
-#[derive(Default)]
-struct Backoff {
-    last: Option<Instant>,
-    delay: Duration,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let now = Instant::now();
-        let recent = self
-            .last
-            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(10));
-        self.delay = if recent {
-            (self.delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
-        } else {
-            Duration::ZERO
-        };
-        self.last = Some(now + self.delay);
-        self.delay
-    }
 }
 
 /// Starts a pool-manager in place of one that died, and waits for its manifest. What the dead
@@ -475,9 +452,8 @@ async fn supervise_function(
     mut stop: watch::Receiver<bool>,
     log: Logger,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = process::Backoff::new(Duration::from_millis(100));
     loop {
-        let started = Instant::now();
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -486,10 +462,9 @@ async fn supervise_function(
                     return;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next()) => {}
                     _ = stop.changed() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
@@ -507,14 +482,10 @@ async fn supervise_function(
                 return;
             }
         }
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(100);
-        }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next()) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
         info!(log, "restarting function"; "function" => &name, "instance" => instance);
     }
 }

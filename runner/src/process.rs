@@ -53,6 +53,40 @@ pub async fn stop(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// Delays between restarts of a process that keeps dying: `first` after a restart that came
+/// 10 s or more after the one before (the process had been running), else twice the last
+/// delay, from 100 ms up to 5 s.
+pub struct Backoff {
+    first: Duration,
+    last: Option<std::time::Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    pub fn new(first: Duration) -> Backoff {
+        Backoff {
+            first,
+            last: None,
+            delay: first,
+        }
+    }
+
+    /// The delay before the next restart (counted from now).
+    pub fn next(&mut self) -> Duration {
+        let now = std::time::Instant::now();
+        let recent = self
+            .last
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(10));
+        self.delay = if recent {
+            (self.delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
+        } else {
+            self.first
+        };
+        self.last = Some(now + self.delay);
+        self.delay
+    }
+}
+
 /// "exit status 1", "killed by signal 9".
 pub fn describe(status: &ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -60,5 +94,24 @@ pub fn describe(status: &ExitStatus) -> String {
         (Some(c), _) => format!("exit status {c}"),
         (None, Some(s)) => format!("killed by signal {s}"),
         _ => "ended".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_doubling_up_to_five_seconds() {
+        let ms = Duration::from_millis;
+        let mut parts = Backoff::new(Duration::ZERO);
+        let got: Vec<Duration> = (0..9).map(|_| parts.next()).collect();
+        assert_eq!(
+            got,
+            [0, 100, 200, 400, 800, 1600, 3200, 5000, 5000].map(ms),
+            "no delay for a first restart, then doubling"
+        );
+        let mut functions = Backoff::new(ms(100));
+        assert_eq!((functions.next(), functions.next()), (ms(100), ms(200)));
     }
 }

@@ -15,6 +15,7 @@ pub mod rings;
 mod shm_file;
 #[cfg(feature = "signals")]
 pub mod signals;
+pub mod transit;
 
 pub use chain::{Chain, ChainError, RoutingMode};
 pub use descriptor::{

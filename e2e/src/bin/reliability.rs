@@ -62,11 +62,6 @@ fn mib(bytes: i64) -> String {
     format!("{:+.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-fn kill(pid: u32, signal: libc::c_int) {
-    // SAFETY: signalling a process of the chain this benchmark started.
-    unsafe { libc::kill(pid as libc::pid_t, signal) };
-}
-
 /// The demo chain with two transform instances: killing one leaves the other serving, so the
 /// only requests a kill may cost are those the killed instance had.
 fn soak_yaml() -> String {
@@ -115,7 +110,7 @@ fn soak(routing: &'static str, requests: usize, kill_every: Duration, connection
             let mut pids = chain.pids("transform");
             pids.sort();
             if let Some(&pid) = pids.get(turn % pids.len().max(1)) {
-                kill(pid, libc::SIGKILL);
+                spright_e2e::signal(pid, libc::SIGKILL);
                 kills.lock().unwrap().push(Instant::now());
                 turn += 1;
             }
@@ -280,7 +275,7 @@ fn flood_once(
     let rogue = Rogue::register(&chain);
     let target = if stopped_receiver { FnId(2) } else { FnId(1) };
     if stopped_receiver {
-        kill(back, libc::SIGSTOP);
+        spright_e2e::signal(back, libc::SIGSTOP);
     }
     let before = sunreclaim();
     let sent = rogue.flood(target, descriptors);
@@ -308,7 +303,7 @@ fn flood_once(
         .map(|f| f.queued)
         .sum();
     if stopped_receiver {
-        kill(back, libc::SIGCONT);
+        spright_e2e::signal(back, libc::SIGCONT);
     }
     drop(rogue);
     // Back works through what was queued for it (answering busy meanwhile), then serves.

@@ -6,6 +6,7 @@ use super::Counters;
 use spright_core::descriptor::{Descriptor, DescriptorFramer, Kind, RefuseReason, ABI_VERSION};
 use spright_core::ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, MAX_FUNCTIONS};
 use spright_core::pool::PoolLayout;
+use spright_core::transit;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -101,19 +102,16 @@ impl Relay {
 
     /// Where buffer `index`'s last descriptor was routed: (generation, endpoint key).
     pub fn transit(&self, index: u32) -> Option<(u32, u32)> {
-        let v = self.transit.get(index as usize)?.load(Ordering::Acquire);
-        (v != 0).then_some(((v >> 32) as u32, v as u32))
+        transit::read(self.transit.get(index as usize)?)
     }
 
-    /// Records where `d`'s buffer is being routed; returns what to restore if it then is not
-    /// delivered after all.
-    fn record_transit(&self, d: &Descriptor, key: u32) -> Option<(&AtomicU64, u64, u64)> {
+    /// Records where `d`'s buffer is being routed (undone if it is not delivered after all).
+    fn record_transit(&self, d: &Descriptor, key: u32) -> Option<transit::Recorded<'_>> {
         let slot = self
             .pool
             .index_of(d.offset)
             .and_then(|i| self.transit.get(i as usize))?;
-        let new = ((d.generation as u64) << 32) | key as u64;
-        Some((slot, slot.swap(new, Ordering::AcqRel), new))
+        Some(transit::record(slot, d.generation, key))
     }
 
     /// Starts writing to a new instance through `writer`.
@@ -256,13 +254,8 @@ impl Relay {
                     break;
                 }
                 Err(r) => {
-                    if let Some((slot, before, ours)) = recorded {
-                        let _ = slot.compare_exchange(
-                            ours,
-                            before,
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        );
+                    if let Some(recorded) = recorded {
+                        recorded.undo();
                     }
                     reason = r;
                 }

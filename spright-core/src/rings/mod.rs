@@ -28,6 +28,7 @@ pub use layout::{
 use crate::descriptor::{Descriptor, Kind, RefuseReason, ABI_VERSION, DESCRIPTOR_SIZE};
 use crate::ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, MAX_FUNCTIONS};
 use crate::pool::{Pool, PoolLayout, PAGE};
+use crate::transit;
 use memmap2::MmapRaw;
 use std::fs::File;
 use std::io;
@@ -625,21 +626,19 @@ impl Rings {
         (0..count.min(MAX_TRIES))
             .map(move |k| InstanceId(nth_set_bit(mask, ((first + k) % count) as u32)))
     }
-    /// Records where `d`'s buffer is being routed; returns what to restore if the push then
-    /// fails (a descriptor that was not delivered must not change the record).
-    fn record_transit(&self, d: &Descriptor, key: u32) -> Option<(&AtomicU64, u64, u64)> {
+    /// Records where `d`'s buffer is being routed (undone if the push then fails: a
+    /// descriptor that was not delivered must not change the record).
+    fn record_transit(&self, d: &Descriptor, key: u32) -> Option<transit::Recorded<'_>> {
         let slot = self
             .pool
             .index_of(d.offset)
             .and_then(|i| self.transit_slot(i))?;
-        let new = ((d.generation as u64) << 32) | key as u64;
-        Some((slot, slot.swap(new, Ordering::AcqRel), new))
+        Some(transit::record(slot, d.generation, key))
     }
 
     /// Where buffer `index`'s last descriptor was routed: (generation, endpoint key).
     pub fn transit(&self, index: u32) -> Option<(u32, u32)> {
-        let v = self.transit_slot(index)?.load(Ordering::Acquire);
-        (v != 0).then_some(((v >> 32) as u32, v as u32))
+        transit::read(self.transit_slot(index)?)
     }
 
     /// Routes `d` from `from` as SPROXY would: stamps the sender, checks the allow list, picks a
@@ -709,8 +708,8 @@ impl Rings {
             if self.push(ring, d) {
                 return Ok(to);
             }
-            if let Some((slot, before, ours)) = recorded {
-                let _ = slot.compare_exchange(ours, before, Ordering::AcqRel, Ordering::Relaxed);
+            if let Some(recorded) = recorded {
+                recorded.undo();
             }
             // A full ring: the instance is not keeping up; back-pressure if none can take it.
             reason = RefuseReason::Busy;
