@@ -10,6 +10,7 @@ use aya::programs::{BtfTracePoint, SkMsg};
 use aya::Btf;
 use aya::{Ebpf, EbpfLoader, Pod};
 use spright_core::ids::{Endpoint, FnId, InstanceId, MAX_FUNCTIONS, MAX_INSTANCES};
+use spright_core::transit::Transit;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -405,10 +406,9 @@ impl Sproxy {
             }))
     }
 
-    /// Where buffer `index`'s last descriptor was routed: (generation, endpoint key), if any.
-    pub fn transit(&self, index: u32) -> Option<(u32, u32)> {
-        let v = self.transit.get(&index, 0).ok()?;
-        (v != 0).then_some(((v >> 32) as u32, v as u32))
+    /// Where buffer `index`'s last descriptor was routed, if anywhere.
+    pub fn transit(&self, index: u32) -> Option<Transit> {
+        Transit::from_word(self.transit.get(&index, 0).ok()?)
     }
 
     /// Chain-wide audit counters, summed over CPUs.

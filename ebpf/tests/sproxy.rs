@@ -4,6 +4,7 @@
 
 use spright_core::descriptor::{Descriptor, Kind, RefuseReason, DESCRIPTOR_SIZE};
 use spright_core::ids::{Endpoint, FnId, InstanceId};
+use spright_core::transit::Transit;
 use spright_ebpf::Sproxy;
 use spright_test_support::have_root;
 use std::io::{ErrorKind, Read, Write};
@@ -337,7 +338,13 @@ fn the_socket_each_buffer_was_routed_to_is_recorded() {
     d.generation = 7;
     send(&mut gateway, &d);
     recv(&mut f1);
-    assert_eq!(sproxy.transit(2), Some((7, f1.endpoint.router_key())));
+    assert_eq!(
+        sproxy.transit(2),
+        Some(Transit {
+            generation: 7,
+            to: f1.endpoint
+        })
+    );
     assert_eq!(sproxy.transit(3), None);
 
     // A refusal records nothing: the descriptor did not pass, so it changes no record (a
@@ -347,7 +354,13 @@ fn the_socket_each_buffer_was_routed_to_is_recorded() {
     r.generation = 9;
     send(&mut f1, &r);
     assert_eq!(recv(&mut f1).kind(), Some(Kind::Refused));
-    assert_eq!(sproxy.transit(2), Some((7, f1.endpoint.router_key())));
+    assert_eq!(
+        sproxy.transit(2),
+        Some(Transit {
+            generation: 7,
+            to: f1.endpoint
+        })
+    );
 
     // Offsets outside the pool record nothing.
     let mut out = descriptor(1, 7);

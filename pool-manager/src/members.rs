@@ -116,7 +116,7 @@ impl DataListener {
     }
 
     /// A connected TCP pair: (the instance's socket, the pool-manager's peer end).
-    async fn pair(&self) -> io::Result<(TcpStream, TcpStream)> {
+    pub(crate) async fn pair(&self) -> io::Result<(TcpStream, TcpStream)> {
         let _one = self.making.lock().await;
         // The instance's end receives plain TCP only from the relay (sockmap redirection does
         // not use this buffer): the same bound for what a stalled instance leaves unread.

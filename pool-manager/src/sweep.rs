@@ -3,19 +3,19 @@
 
 use spright_core::ids::Endpoint;
 use spright_core::pool::{BufferState, Holder, Pool};
+use spright_core::transit::Transit;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// Frees every buffer `gone` held, and every buffer whose descriptor sat in its queue: the
 /// router recorded `gone` as where the buffer was last routed at its current generation
-/// (`routed_to(index)` gives that record as (generation, endpoint key)), or, failing a record,
-/// the buffer is in transit to `gone`'s function and `function_left` (no instance remains).
+/// (`routed_to(index)` gives that record), or, failing a record, the buffer is in transit to `gone`'s function and `function_left` (no instance remains).
 /// Returns the requests those buffers belonged to.
 pub fn sweep(
     pool: &Pool,
     gone: Endpoint,
     function_left: bool,
-    routed_to: impl Fn(u32) -> Option<(u32, u32)>,
+    routed_to: impl Fn(u32) -> Option<Transit>,
 ) -> BTreeSet<u64> {
     let mut requests = BTreeSet::new();
     pool.for_each_used(|index, state, owner| {
@@ -30,12 +30,16 @@ pub fn sweep(
                 // The record alone is not enough: a forged descriptor could have written it.
                 // The buffer must also be on its way to the dead instance's function, or have
                 // been sent by the dead instance (a refusal waiting in its own queue).
-                (routed == Some((state.generation, gone.router_key()))
+                let to_gone = Transit {
+                    generation: state.generation,
+                    to: gone,
+                };
+                (routed == Some(to_gone)
                     && (function == gone.function.0 || sent_by_gone))
                     || (function_left && function == gone.function.0)
                     // Sent by the dead instance but never routed: its descriptor died with it
                     // (say, in its send backlog), so nobody will ever claim the buffer.
-                    || (routed.map(|(g, _)| g) != Some(state.generation) && sent_by_gone)
+                    || (routed.map(|t| t.generation) != Some(state.generation) && sent_by_gone)
             }
             Holder::Free => false,
         };
@@ -149,7 +153,10 @@ mod tests {
         // as routed to the rogue, at the right generation.
         let b = pool.alloc(f1, 40).unwrap();
         assert!(pool.send(b, f1, GATEWAY));
-        let forged = (b.generation, rogue.router_key());
+        let forged = Transit {
+            generation: b.generation,
+            to: rogue,
+        };
         let r = sweep(&pool, rogue, true, |i| (i == b.index).then_some(forged));
         assert!(r.is_empty(), "the gateway's reply was freed: {r:?}");
         assert_eq!(pool.stats().in_transit, 1);
@@ -201,7 +208,13 @@ mod tests {
             assert!(pool.send(b, from, next));
             if route {
                 let to = Endpoint::new(next, InstanceId(0));
-                routed.insert(b.index, (b.generation, to.router_key()));
+                routed.insert(
+                    b.index,
+                    Transit {
+                        generation: b.generation,
+                        to,
+                    },
+                );
             }
         }
         let r = sweep(&pool, dead, false, |i| routed.get(&i).copied());
@@ -219,12 +232,24 @@ mod tests {
         for (req, to) in [(20u64, dead), (21, alive)] {
             let b = pool.alloc(gw, req).unwrap();
             assert!(pool.send(b, gw, to.function));
-            routed.insert(b.index, (b.generation, to.router_key()));
+            routed.insert(
+                b.index,
+                Transit {
+                    generation: b.generation,
+                    to,
+                },
+            );
         }
         // A record from an older generation of the buffer does not count.
         let b = pool.alloc(gw, 22).unwrap();
         assert!(pool.send(b, gw, dead.function));
-        routed.insert(b.index, (b.generation.wrapping_sub(1), dead.router_key()));
+        routed.insert(
+            b.index,
+            Transit {
+                generation: b.generation.wrapping_sub(1),
+                to: dead,
+            },
+        );
 
         let r = sweep(&pool, dead, false, |i| routed.get(&i).copied());
         assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![20]);

@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod pool;
 pub mod protocol;
 pub mod rings;
+pub mod route;
 mod shm_file;
 #[cfg(feature = "signals")]
 pub mod signals;

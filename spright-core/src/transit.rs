@@ -2,7 +2,26 @@
 //! `generation << 32 | endpoint key` (0 for never). The relay keeps them in its memory, the
 //! rings file in shared memory, SPROXY in a BPF map; the pool-manager's sweep reads them.
 
+use crate::ids::Endpoint;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where a buffer's last descriptor was delivered: to whom, and of which generation of the
+/// buffer it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transit {
+    pub generation: u32,
+    pub to: Endpoint,
+}
+
+impl Transit {
+    /// A transit word as SPROXY writes it: `generation << 32 | endpoint key`, 0 for none.
+    pub fn from_word(word: u64) -> Option<Transit> {
+        (word != 0).then(|| Transit {
+            generation: (word >> 32) as u32,
+            to: Endpoint::from_router_key(word as u32),
+        })
+    }
+}
 
 /// The record of a delivery about to happen, which can be taken back if it does not.
 pub struct Recorded<'a> {
@@ -31,10 +50,9 @@ impl Recorded<'_> {
     }
 }
 
-/// A transit word's (generation, endpoint key), if it holds a record.
-pub fn read(slot: &AtomicU64) -> Option<(u32, u32)> {
-    let v = slot.load(Ordering::Acquire);
-    (v != 0).then_some(((v >> 32) as u32, v as u32))
+/// What a transit word records, if anything.
+pub fn read(slot: &AtomicU64) -> Option<Transit> {
+    Transit::from_word(slot.load(Ordering::Acquire))
 }
 
 #[cfg(test)]
@@ -48,13 +66,14 @@ mod tests {
         record(&slot, 7, 0x0001_0002).undo();
         assert_eq!(read(&slot), None, "undone");
         let _kept = record(&slot, 7, 0x0001_0002);
-        assert_eq!(read(&slot), Some((7, 0x0001_0002)));
+        assert_eq!(read(&slot), Transit::from_word(7 << 32 | 0x0001_0002));
+        assert_eq!(read(&slot).unwrap().to.to_string(), "1#2");
         let late = record(&slot, 8, 0x0003_0000);
         record(&slot, 9, 0x0004_0000); // moved on meanwhile
         late.undo();
         assert_eq!(
-            read(&slot),
-            Some((9, 0x0004_0000)),
+            read(&slot).map(|t| t.generation),
+            Some(9),
             "not undone over a newer record"
         );
     }

@@ -6,12 +6,16 @@ mod kernel;
 mod poll;
 mod relay;
 
+#[cfg(test)]
+mod conformance;
+
 pub use kernel::KernelRouter;
 pub use poll::PollRouter;
 pub use relay::Relay;
 
 use spright_core::ids::{Endpoint, FnId, InstanceId};
 use spright_core::protocol::FunctionStats;
+use spright_core::transit;
 use std::sync::Arc;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -107,8 +111,8 @@ impl Router {
         }
     }
 
-    /// Where buffer `index`'s last descriptor was routed: (generation, endpoint key).
-    pub fn transit(&self, index: u32) -> Option<(u32, u32)> {
+    /// Where buffer `index`'s last descriptor was routed.
+    pub fn transit(&self, index: u32) -> Option<transit::Transit> {
         match self {
             Router::Kernel(k) => k.sproxy.transit(index),
             Router::User(r) => r.transit(index),

@@ -1,11 +1,12 @@
 //! User-space routing: every function socket's TCP peer is read here, and each descriptor is
-//! checked and forwarded exactly as SPROXY would (identity from the connection, the allow list,
-//! instance choice, refusals handed back to the sender). For hosts where BPF cannot be loaded.
+//! routed by the decision SPROXY makes ([`spright_core::route`]), with the sender's identity
+//! taken from the connection it came on. For hosts where BPF cannot be loaded.
 
 use super::Counters;
-use spright_core::descriptor::{Descriptor, DescriptorFramer, Kind, RefuseReason, ABI_VERSION};
-use spright_core::ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, MAX_FUNCTIONS};
+use spright_core::descriptor::{Descriptor, DescriptorFramer};
+use spright_core::ids::{Endpoint, FnId, InstanceId, MAX_FUNCTIONS};
 use spright_core::pool::PoolLayout;
+use spright_core::route::{self, Candidates, NotTaken, Plane, Routed};
 use spright_core::transit;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -26,7 +27,7 @@ struct AtomicCounters {
 struct Table {
     known: HashSet<u16>,
     allow: HashSet<u32>,
-    instances: HashMap<u16, Vec<u16>>,
+    instances: HashMap<u16, Vec<InstanceId>>,
     writers: HashMap<u32, Writer>,
 }
 
@@ -40,14 +41,14 @@ struct Writer {
 
 impl Writer {
     /// Queues `d` unless `limit` are already waiting.
-    fn offer(&self, d: Descriptor, limit: u32) -> Result<(), RefuseReason> {
+    fn offer(&self, d: Descriptor, limit: u32) -> Result<(), NotTaken> {
         if self.queued.fetch_add(1, Ordering::AcqRel) >= limit {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(RefuseReason::Busy);
+            return Err(NotTaken::Full);
         }
         self.tx.send(d).map_err(|_| {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            RefuseReason::NoDestination
+            NotTaken::Gone
         })
     }
 }
@@ -63,9 +64,6 @@ pub struct Relay {
     /// Per buffer: where its last descriptor was routed, `generation << 32 | endpoint key`.
     transit: Vec<AtomicU64>,
 }
-
-/// How many instances one send tries before it is refused (as SPROXY's MAX_TRIES).
-const MAX_TRIES: usize = 4;
 
 /// Descriptors written to one socket per write, at most.
 const WRITE_BATCH: usize = 128;
@@ -100,18 +98,9 @@ impl Relay {
         }
     }
 
-    /// Where buffer `index`'s last descriptor was routed: (generation, endpoint key).
-    pub fn transit(&self, index: u32) -> Option<(u32, u32)> {
+    /// Where buffer `index`'s last descriptor was routed.
+    pub fn transit(&self, index: u32) -> Option<transit::Transit> {
         transit::read(self.transit.get(index as usize)?)
-    }
-
-    /// Records where `d`'s buffer is being routed (undone if it is not delivered after all).
-    fn record_transit(&self, d: &Descriptor, key: u32) -> Option<transit::Recorded<'_>> {
-        let slot = self
-            .pool
-            .index_of(d.offset)
-            .and_then(|i| self.transit.get(i as usize))?;
-        Some(transit::record(slot, d.generation, key))
     }
 
     /// Starts writing to a new instance through `writer`.
@@ -139,7 +128,7 @@ impl Relay {
             .write()
             .unwrap()
             .instances
-            .insert(function.0, instances.iter().map(|i| i.0).collect());
+            .insert(function.0, instances.to_vec());
     }
 
     pub fn counters(&self, function: FnId) -> Counters {
@@ -192,84 +181,79 @@ impl Relay {
         }
     }
 
-    fn route(&self, table: &Table, from: Endpoint, mut d: Descriptor) {
-        d.src_fn = from.function.0;
-        d.src_instance = from.instance.0;
-        let Err(reason) = self.deliver(table, &mut d) else {
-            return;
-        };
-        d.refuse(reason);
-        if let Some(c) = self.counters.get(from.function.0 as usize) {
-            c.refused.fetch_add(1, Ordering::Relaxed);
+    fn route(&self, table: &Table, from: Endpoint, d: Descriptor) {
+        let plane = RelayPlane { relay: self, table };
+        if let Routed::RefusalLost(_) = route::route(&plane, from, d) {
+            self.overflow.fetch_add(1, Ordering::Relaxed);
         }
-        // No transit record for a refusal: the descriptor did not pass. Twice the limit, so
-        // that a sender that reads hears of its refusals even with a full queue of work.
-        if let Some(w) = table.writers.get(&from.router_key()) {
-            if w.offer(d, 2 * self.queue_limit).is_err() {
-                self.overflow.fetch_add(1, Ordering::Relaxed);
-            }
+    }
+}
+
+/// The relay as a routing plane, for one batch read under its table's lock.
+struct RelayPlane<'a> {
+    relay: &'a Relay,
+    table: &'a Table,
+}
+
+impl Plane for RelayPlane<'_> {
+    fn is_function(&self, f: FnId) -> bool {
+        self.table.known.contains(&f.0)
+    }
+
+    fn allowed(&self, src: FnId, dst: FnId) -> bool {
+        self.table
+            .allow
+            .contains(&((src.0 as u32) << 16 | dst.0 as u32))
+    }
+
+    /// The function's instances from a random one on.
+    fn candidates(&self, f: FnId) -> Candidates {
+        match self.table.instances.get(&f.0) {
+            Some(all) if !all.is_empty() => Candidates::rotated(all, fastrand::usize(..all.len())),
+            _ => Candidates::default(),
         }
     }
 
-    /// Forwards `d`, or says why not.
-    fn deliver(&self, table: &Table, d: &mut Descriptor) -> Result<(), RefuseReason> {
-        if d.version != ABI_VERSION || d.kind == Kind::Refused as u8 {
-            return Err(RefuseReason::BadDescriptor);
+    fn offer(&self, to: Endpoint, d: &Descriptor) -> Result<(), NotTaken> {
+        let writer = self
+            .table
+            .writers
+            .get(&to.router_key())
+            .ok_or(NotTaken::Gone)?;
+        writer.offer(*d, self.relay.queue_limit)
+    }
+
+    /// Twice the limit, so that a sender that reads hears of its refusals even with a full
+    /// queue of work.
+    fn hand_back(&self, from: Endpoint, d: &Descriptor) -> bool {
+        self.table
+            .writers
+            .get(&from.router_key())
+            .is_some_and(|w| w.offer(*d, 2 * self.relay.queue_limit).is_ok())
+    }
+
+    fn pool(&self) -> &PoolLayout {
+        &self.relay.pool
+    }
+
+    fn transit_slot(&self, index: u32) -> Option<&AtomicU64> {
+        self.relay.transit.get(index as usize)
+    }
+
+    fn count_delivered(&self, src: FnId, dst: FnId, bytes: u64) {
+        if let Some(c) = self.relay.counters.get(src.0 as usize) {
+            c.sent.fetch_add(1, Ordering::Relaxed);
+            c.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
-        if !table.known.contains(&d.dst_fn) {
-            return Err(RefuseReason::NoDestination);
+        if let Some(c) = self.relay.counters.get(dst.0 as usize) {
+            c.received.fetch_add(1, Ordering::Relaxed);
         }
-        let pair = ((d.src_fn as u32) << 16) | d.dst_fn as u32;
-        if !table.allow.contains(&pair) {
-            return Err(RefuseReason::Forbidden);
+    }
+
+    fn count_refused(&self, src: FnId) {
+        if let Some(c) = self.relay.counters.get(src.0 as usize) {
+            c.refused.fetch_add(1, Ordering::Relaxed);
         }
-        // The instance named, or up to MAX_TRIES of the function's instances from a random one
-        // on: a full or vanished one passes the descriptor on to the next (as SPROXY does).
-        let instances: &[u16] = if d.dst_instance == ANY_INSTANCE.0 {
-            table
-                .instances
-                .get(&d.dst_fn)
-                .filter(|i| !i.is_empty())
-                .ok_or(RefuseReason::NoDestination)?
-        } else {
-            std::slice::from_ref(&d.dst_instance)
-        };
-        let first = fastrand::usize(..instances.len());
-        let mut reason = RefuseReason::NoDestination;
-        let mut delivered = None;
-        for k in 0..instances.len().min(MAX_TRIES) {
-            let instance = instances[(first + k) % instances.len()];
-            let key = Endpoint::new(FnId(d.dst_fn), InstanceId(instance)).router_key();
-            let Some(writer) = table.writers.get(&key) else {
-                continue;
-            };
-            let mut out = *d;
-            out.dst_instance = instance;
-            // Before the descriptor is on its way: its receiver may pass it on at once.
-            let recorded = self.record_transit(&out, key);
-            match writer.offer(out, self.queue_limit) {
-                Ok(()) => {
-                    d.dst_instance = instance;
-                    delivered = Some(key);
-                    break;
-                }
-                Err(r) => {
-                    if let Some(recorded) = recorded {
-                        recorded.undo();
-                    }
-                    reason = r;
-                }
-            }
-        }
-        delivered.ok_or(reason)?;
-        let src = &self.counters[d.src_fn as usize];
-        src.sent.fetch_add(1, Ordering::Relaxed);
-        src.sent_bytes
-            .fetch_add(spright_core::DESCRIPTOR_SIZE as u64, Ordering::Relaxed);
-        if let Some(dst) = self.counters.get(d.dst_fn as usize) {
-            dst.received.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
     }
 }
 

@@ -25,9 +25,11 @@ pub use layout::{
     RINGS_MAGIC, RINGS_VERSION, RING_CELLS,
 };
 
-use crate::descriptor::{Descriptor, Kind, RefuseReason, ABI_VERSION, DESCRIPTOR_SIZE};
-use crate::ids::{Endpoint, FnId, InstanceId, ANY_INSTANCE, MAX_FUNCTIONS};
+use crate::descriptor::Descriptor;
+use crate::ids::{Endpoint, FnId, InstanceId, MAX_FUNCTIONS};
 use crate::pool::{Pool, PoolLayout, PAGE};
+pub use crate::route::Routed;
+use crate::route::{self, Candidates, NotTaken, Plane};
 use crate::transit;
 use memmap2::MmapRaw;
 use std::fs::File;
@@ -75,15 +77,6 @@ pub enum SendError {
     NoRing(Endpoint),
     #[error("the ring of {0} is full: a refused descriptor could not be handed back")]
     OwnRingFull(Endpoint),
-}
-
-/// What [`Rings::send`] did with a descriptor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Routed {
-    /// Pushed into this endpoint's ring.
-    Delivered(Endpoint),
-    /// Refused; the refusal is in the sender's own ring.
-    Refused(RefuseReason),
 }
 
 /// A ring, by index (slot * instance slots + instance); only made for rings that exist.
@@ -613,111 +606,21 @@ impl Rings {
         Ok(())
     }
 
-    /// The next instance of `f` in round-robin order, among those registered.
-    /// Where a descriptor for any instance of `f` is tried: the live instances from the next
-    /// one by the cursor on, at most [`MAX_TRIES`].
-    fn candidates(&self, f: FnId) -> impl Iterator<Item = InstanceId> {
-        let mask = self.live_mask(f);
-        let count = mask.count_ones() as u64;
-        let first = match (count, self.record(f)) {
-            (0, _) | (_, None) => 0,
-            (_, Some(record)) => record.next.fetch_add(1, Ordering::Relaxed) % count,
-        };
-        (0..count.min(MAX_TRIES))
-            .map(move |k| InstanceId(nth_set_bit(mask, ((first + k) % count) as u32)))
-    }
-    /// Records where `d`'s buffer is being routed (undone if the push then fails: a
-    /// descriptor that was not delivered must not change the record).
-    fn record_transit(&self, d: &Descriptor, key: u32) -> Option<transit::Recorded<'_>> {
-        let slot = self
-            .pool
-            .index_of(d.offset)
-            .and_then(|i| self.transit_slot(i))?;
-        Some(transit::record(slot, d.generation, key))
-    }
-
-    /// Where buffer `index`'s last descriptor was routed: (generation, endpoint key).
-    pub fn transit(&self, index: u32) -> Option<(u32, u32)> {
+    /// Where buffer `index`'s last descriptor was routed.
+    pub fn transit(&self, index: u32) -> Option<transit::Transit> {
         transit::read(self.transit_slot(index)?)
     }
 
-    /// Routes `d` from `from` as SPROXY would: stamps the sender, checks the allow list, picks a
-    /// registered instance, records the transit and pushes; or refuses, handing `d` back into
-    /// `from`'s own ring marked refused.
-    pub fn send(&self, from: Endpoint, mut d: Descriptor) -> Result<Routed, SendError> {
-        let own = self.ring_of(from).ok_or(SendError::NoRing(from))?;
-        d.src_fn = from.function.0;
-        d.src_instance = from.instance.0;
-        let reason = match self.deliver(&mut d) {
-            Ok(to) => {
-                if let Some(src) = self.record(from.function) {
-                    src.sent.fetch_add(1, Ordering::Relaxed);
-                    src.sent_bytes
-                        .fetch_add(DESCRIPTOR_SIZE as u64, Ordering::Relaxed);
-                }
-                if let Some(dst) = self.record(to.function) {
-                    dst.received.fetch_add(1, Ordering::Relaxed);
-                }
-                return Ok(Routed::Delivered(to));
-            }
-            Err(reason) => reason,
-        };
-        d.refuse(reason);
-        if let Some(src) = self.record(from.function) {
-            src.refused.fetch_add(1, Ordering::Relaxed);
+    /// Routes `d` from `from` as SPROXY would ([`crate::route`]): a refusal is handed back into
+    /// `from`'s own ring.
+    pub fn send(&self, from: Endpoint, d: Descriptor) -> Result<Routed, SendError> {
+        if self.ring_of(from).is_none() {
+            return Err(SendError::NoRing(from));
         }
-        // A refusal records nothing: the descriptor did not pass, so it must not change where
-        // the clean-up looks for its buffer.
-        if !self.push(own, &d) {
-            return Err(SendError::OwnRingFull(from));
+        match route::route(self, from, d) {
+            Routed::RefusalLost(_) => Err(SendError::OwnRingFull(from)),
+            routed => Ok(routed),
         }
-        Ok(Routed::Refused(reason))
-    }
-
-    fn deliver(&self, d: &mut Descriptor) -> Result<Endpoint, RefuseReason> {
-        if d.version != ABI_VERSION || d.kind == Kind::Refused as u8 {
-            return Err(RefuseReason::BadDescriptor);
-        }
-        let dst = FnId(d.dst_fn);
-        if self.slot(dst).is_none() {
-            return Err(RefuseReason::NoDestination); // not a function of this chain
-        }
-        if !self.allowed(FnId(d.src_fn), dst) {
-            return Err(RefuseReason::Forbidden);
-        }
-        // The instance named, or up to MAX_TRIES live ones: a full ring passes the descriptor
-        // on to the next instance, as SPROXY passes over a full queue.
-        let named = (d.dst_instance != ANY_INSTANCE.0).then_some(InstanceId(d.dst_instance));
-        // (The cursor moves only for "any instance".)
-        let tries = named.into_iter().chain(
-            named
-                .is_none()
-                .then(|| self.candidates(dst))
-                .into_iter()
-                .flatten(),
-        );
-        let mut reason = RefuseReason::NoDestination;
-        for instance in tries {
-            let to = Endpoint::new(dst, instance);
-            let Some(ring) = self.ring_of(to).filter(|_| self.is_live(to)) else {
-                continue;
-            };
-            d.dst_instance = instance.0;
-            // Before the push: once the descriptor is visible its receiver may already be done.
-            let recorded = self.record_transit(d, to.router_key());
-            if self.push(ring, d) {
-                return Ok(to);
-            }
-            if let Some(recorded) = recorded {
-                recorded.undo();
-            }
-            // A full ring: the instance is not keeping up; back-pressure if none can take it.
-            reason = RefuseReason::Busy;
-        }
-        if named.is_none() {
-            d.dst_instance = ANY_INSTANCE.0;
-        }
-        Err(reason)
     }
 
     /// Function `f`'s counters.
@@ -817,11 +720,69 @@ pub fn is_blank(d: &Descriptor) -> bool {
     *d == Descriptor::default()
 }
 
+/// The rings as a routing plane: what [`route::route`] needs of them.
+impl Plane for Rings {
+    fn is_function(&self, f: FnId) -> bool {
+        self.slot(f).is_some()
+    }
+
+    fn allowed(&self, src: FnId, dst: FnId) -> bool {
+        Rings::allowed(self, src, dst)
+    }
+
+    /// The live instances from the next one by the function's cursor on (round robin).
+    fn candidates(&self, f: FnId) -> Candidates {
+        let mask = self.live_mask(f);
+        let count = mask.count_ones() as u64;
+        let first = match (count, self.record(f)) {
+            (0, _) | (_, None) => return Candidates::default(),
+            (_, Some(record)) => record.next.fetch_add(1, Ordering::Relaxed) % count,
+        };
+        (0..count)
+            .map(|k| InstanceId(nth_set_bit(mask, ((first + k) % count) as u32)))
+            .collect()
+    }
+
+    fn offer(&self, to: Endpoint, d: &Descriptor) -> Result<(), NotTaken> {
+        let ring = self
+            .ring_of(to)
+            .filter(|_| self.is_live(to))
+            .ok_or(NotTaken::Gone)?;
+        // A full ring: the instance is not keeping up.
+        self.push(ring, d).then_some(()).ok_or(NotTaken::Full)
+    }
+
+    fn hand_back(&self, from: Endpoint, d: &Descriptor) -> bool {
+        self.ring_of(from).is_some_and(|own| self.push(own, d))
+    }
+
+    fn pool(&self) -> &PoolLayout {
+        &self.pool
+    }
+
+    fn transit_slot(&self, index: u32) -> Option<&AtomicU64> {
+        Rings::transit_slot(self, index)
+    }
+
+    fn count_delivered(&self, src: FnId, dst: FnId, bytes: u64) {
+        if let Some(src) = self.record(src) {
+            src.sent.fetch_add(1, Ordering::Relaxed);
+            src.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        if let Some(dst) = self.record(dst) {
+            dst.received.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn count_refused(&self, src: FnId) {
+        if let Some(src) = self.record(src) {
+            src.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
-
-/// How many instances one send tries before it is refused (as SPROXY's MAX_TRIES).
-const MAX_TRIES: u64 = 4;
 
 /// The index of the `n`-th set bit of `mask` (`n` below its count of ones).
 fn nth_set_bit(mask: u64, n: u32) -> u16 {

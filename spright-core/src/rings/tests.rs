@@ -1,6 +1,8 @@
 use super::*;
+use crate::descriptor::{Kind, RefuseReason};
 use crate::ids::GATEWAY;
 use crate::pool::PoolSpec;
+use crate::transit::Transit;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -258,14 +260,20 @@ fn sends_record_where_each_buffer_went() {
     f.rings.send(gw, d).unwrap();
     assert_eq!(
         f.rings.transit(buf.index),
-        Some((buf.generation, ep(F1, 4).router_key()))
+        Some(Transit {
+            generation: buf.generation,
+            to: ep(F1, 4)
+        })
     );
     // A refused one changes nothing: it did not pass.
     f.rings.set_live(F1, &[]).unwrap();
     f.rings.send(gw, d).unwrap();
     assert_eq!(
         f.rings.transit(buf.index),
-        Some((buf.generation, ep(F1, 4).router_key()))
+        Some(Transit {
+            generation: buf.generation,
+            to: ep(F1, 4)
+        })
     );
     // Nor does one that found its destination's ring full.
     f.rings.set_live(F1, &[InstanceId(0)]).unwrap();
@@ -279,7 +287,10 @@ fn sends_record_where_each_buffer_went() {
     ));
     assert_eq!(
         f.rings.transit(buf.index),
-        Some((buf.generation, ep(F1, 4).router_key()))
+        Some(Transit {
+            generation: buf.generation,
+            to: ep(F1, 4)
+        })
     );
     assert_eq!(f.rings.transit(buf.index + 1), None);
 }
