@@ -133,7 +133,7 @@ impl TaskService {
         });
     }
 
-    async fn finish(
+    pub(super) async fn finish(
         &self,
         id: &str,
         exec_id: &str,
