@@ -61,6 +61,9 @@ impl Refused {
         match (self.action, self.state) {
             (Action::Kill, State::Stopped | State::Deleted) => "process already finished".into(),
             (Action::Kill, State::Created) => format!("{p} has not been started"),
+            (Action::Start, State::Stopped | State::Deleted) => {
+                format!("{p} is {}: it cannot be started", self.state)
+            }
             (Action::Start, _) => format!("{p} was already started (it is {})", self.state),
             (Action::Delete, State::Running | State::Paused) => {
                 format!("{p} is still running; kill it first")
@@ -159,7 +162,7 @@ mod tests {
                 Stopped,
                 Start,
                 Code::FAILED_PRECONDITION,
-                "was already started",
+                "is stopped: it cannot be started",
             ),
             (Created, Pause, Code::FAILED_PRECONDITION, "cannot Pause"),
             (Running, Resume, Code::FAILED_PRECONDITION, "cannot Resume"),
