@@ -640,3 +640,58 @@ async fn a_bad_annotation_fails_the_create_before_runc_create_and_leaves_nothing
     assert!(s.journal.topics().is_empty());
     assert_eq!(s.service.container_count(), 0);
 }
+
+#[tokio::test]
+async fn a_containers_runtime_options_reach_its_runc_create_and_ps_and_update_go_to_runc() {
+    use containerd_shim::protos::protobuf::Message;
+    let s = shim();
+    let options = api::Options {
+        systemd_cgroup: true,
+        ..Default::default()
+    };
+    let mut any = containerd_shim::protos::protobuf::well_known_types::any::Any::new();
+    any.type_url = "containerd.runc.v1.Options".into();
+    any.value = options.write_to_bytes().unwrap();
+    let req = api::CreateTaskRequest {
+        id: "c1".into(),
+        bundle: s.bundle("c1", true, json!({})),
+        options: Some(any).into(),
+        ..Default::default()
+    };
+    s.service.create(&ctx(), req).await.unwrap();
+    s.create("c2").await;
+    assert_eq!(
+        s.journal.calls(),
+        [
+            Call::Create {
+                id: "c1".into(),
+                systemd_cgroup: true
+            },
+            Call::Create {
+                id: "c2".into(),
+                systemd_cgroup: false
+            },
+        ]
+    );
+
+    let pids = api::PidsRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    let listed = s.service.pids(&ctx(), pids).await.unwrap();
+    let listed: Vec<u32> = listed.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(listed, [1, 2], "runc ps's pids");
+    let update = api::UpdateTaskRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        refused(s.service.update(&ctx(), update).await),
+        (Code::INVALID_ARGUMENT, "update without resources".into())
+    );
+    assert_eq!(
+        s.journal.calls()[2..],
+        [Call::Ps { id: "c1".into() }],
+        "nothing reaches runc without resources"
+    );
+}
