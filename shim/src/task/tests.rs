@@ -230,6 +230,7 @@ async fn a_task_is_created_started_killed_and_deleted_in_runcs_order_with_each_e
     s.kill("c1", "", 15).await.unwrap();
     s.reap(pid, 143);
     assert_eq!(s.wait("c1", "").await, 143);
+    s.journal.wait_for_event(EXIT, 1).await;
     assert_eq!(s.status("c1", "").await.unwrap(), Status::STOPPED);
     let deleted = s.delete("c1", "").await.unwrap();
     assert_eq!((deleted.pid, deleted.exit_status), (pid, 143));
@@ -317,6 +318,7 @@ async fn an_init_that_exits_while_runc_starts_it_is_reported_after_its_start_eve
     s.runc.exit_during(Kind::Start, 7);
     s.start("c1", "").await.unwrap();
     assert_eq!(s.wait("c1", "").await, 7);
+    s.journal.wait_for_event(EXIT, 1).await;
     assert_eq!(s.journal.topics(), [CREATE, START, EXIT]);
     // The order above holds on the test's single thread even without the start gate; the
     // gate is what holds it with the reaper on another thread.
@@ -329,6 +331,7 @@ async fn an_init_that_exits_before_runc_create_returns_is_not_lost() {
     s.runc.exit_during(Kind::Create, 3);
     let pid = s.create("c1").await;
     assert_eq!(s.wait("c1", "").await, 3);
+    s.journal.wait_for_event(EXIT, 1).await;
     assert_eq!(s.journal.topics(), [CREATE, EXIT]);
     assert_eq!(s.journal.exits()[0].pid, pid);
     // Gone already: a kill is "already finished", which containerd takes as done.
@@ -358,6 +361,7 @@ async fn an_exec_runs_its_spec_through_runc_exec_is_signalled_directly_and_delet
     );
     s.reap(pid, 130);
     assert_eq!(s.wait("c1", "e1").await, 130);
+    s.journal.wait_for_event(EXIT, 1).await;
     assert_eq!(s.delete("c1", "e1").await.unwrap().exit_status, 130);
     assert_eq!(refused(s.status("c1", "e1").await).0, Code::NOT_FOUND);
 
@@ -394,6 +398,7 @@ async fn an_exec_that_exits_before_runc_exec_returns_is_reported_after_its_start
     s.runc.exit_during(Kind::Exec, 1);
     s.start("c1", "e1").await.unwrap();
     assert_eq!(s.wait("c1", "e1").await, 1);
+    s.journal.wait_for_event(EXIT, 1).await;
     assert_eq!(
         s.journal.topics(),
         [CREATE, START, EXEC_ADDED, EXEC_STARTED, EXIT]
