@@ -1,21 +1,25 @@
 //! What the shim knows about each container and each of its processes.
 
-use crate::runc::Runc;
+use crate::runc::Runtime;
 use crate::stdio::{Fifos, ProcessIo};
+use crate::task::state::{Action, Refused, State};
 use crate::wiring::FunctionWiring;
-use containerd_shim::api::Status;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// One process: a container's init, or an exec.
 pub struct Process {
+    /// The container's id.
+    pub container_id: String,
     /// The exec id; empty for the init process.
     pub exec_id: String,
-    /// 0 until the process was started.
+    /// 0 until the process was started (an init's is known once it is created).
     pub pid: u32,
-    pub status: Status,
+    /// Changed only through [`Process::apply`].
+    state: State,
     /// Set as soon as the process is reaped; the exit is reported once its output is out.
     pub reaped: Option<(i32, Timestamp)>,
     pub exit_status: u32,
@@ -32,11 +36,12 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn new(exec_id: &str, fifos: Fifos) -> Process {
+    pub fn new(container_id: &str, exec_id: &str, fifos: Fifos) -> Process {
         Process {
+            container_id: container_id.to_owned(),
             exec_id: exec_id.to_owned(),
             pid: 0,
-            status: Status::CREATED,
+            state: State::Created,
             reaped: None,
             exit_status: 0,
             exited_at: None,
@@ -48,8 +53,53 @@ impl Process {
         }
     }
 
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// "container c1" or "exec e1 in c1", for messages.
+    pub fn name(&self) -> String {
+        if self.exec_id.is_empty() {
+            format!("container {}", self.container_id)
+        } else {
+            format!("exec {} in {}", self.exec_id, self.container_id)
+        }
+    }
+
+    /// Whether `action` is allowed now, without taking it.
+    pub fn check(&self, action: Action) -> Result<(), Refused> {
+        self.state.after(action, || self.name()).map(drop)
+    }
+
+    /// Takes `action`, or says why not (the state then stays as it was).
+    pub fn apply(&mut self, action: Action) -> Result<State, Refused> {
+        self.state = self.state.after(action, || self.name())?;
+        Ok(self.state)
+    }
+
     pub fn is_stopped(&self) -> bool {
-        self.status == Status::STOPPED
+        self.state == State::Stopped
+    }
+
+    /// The pid a signal may go to: a started process that has not been reaped (a reaped
+    /// one's pid may already be another process's).
+    pub fn signal_target(&self) -> Result<u32, Refused> {
+        let state = if self.reaped.is_some() {
+            State::Stopped
+        } else {
+            self.state
+        };
+        let refused = |state| Refused {
+            process: self.name(),
+            state,
+            action: Action::Kill,
+        };
+        state.after(Action::Kill, || self.name())?;
+        if self.pid == 0 {
+            // Never signal pid 0: that is the shim's own process group.
+            return Err(refused(State::Created));
+        }
+        Ok(self.pid)
     }
 
     /// Gone already, even if its exit is not reported yet.
@@ -57,11 +107,15 @@ impl Process {
         self.is_stopped() || self.reaped.is_some()
     }
 
-    pub fn set_exited(&mut self, code: i32, at: Timestamp) {
-        self.status = Status::STOPPED;
+    /// Records the exit, once: false if it was recorded already.
+    pub fn set_exited(&mut self, code: i32, at: Timestamp) -> bool {
+        if self.apply(Action::Exit).is_err() {
+            return false;
+        }
         self.exit_status = code as u32;
         self.exited_at = Some(at);
         self.exited.send_replace(true);
+        true
     }
 }
 
@@ -69,7 +123,7 @@ pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
     pub rootfs_mounted: bool,
-    pub runc: Runc,
+    pub runc: Arc<dyn Runtime>,
     pub init: Process,
     pub execs: HashMap<String, Process>,
     /// Set for a SPRIGHT function: its execs get the same environment.

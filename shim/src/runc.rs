@@ -4,6 +4,7 @@
 //! runc included, so a runc invocation is waited for through the exit monitor: subscribe first,
 //! spawn, then wait for the event carrying runc's pid.
 
+use async_trait::async_trait;
 use containerd_shim::asynchronous::monitor::{monitor_subscribe, monitor_unsubscribe};
 use containerd_shim::monitor::{Subject, Topic};
 use std::ffi::OsString;
@@ -11,6 +12,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuncError {
@@ -41,6 +43,46 @@ fn stdio(fd: Option<OwnedFd>) -> Stdio {
     fd.map(Stdio::from).unwrap_or_else(Stdio::null)
 }
 
+/// What the Task service needs from the container runtime: runc's commands, and signalling
+/// one process directly (an exec: `runc kill` reaches the init only). A trait so that the
+/// Task service's ordering can be tested against a recording fake, without root.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// The same runtime, driving cgroups through systemd or not (a container's options say).
+    fn with_systemd_cgroup(&self, on: bool) -> Arc<dyn Runtime>;
+    /// `runc create`: sets the container up with its init process waiting to start; its pid
+    /// is written to `<bundle>/init.pid`.
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        console_socket: Option<&Path>,
+        io: ChildIo,
+    ) -> Result<(), RuncError>;
+    async fn start(&self, id: &str, bundle: &Path) -> Result<(), RuncError>;
+    /// `runc exec --detach`: starts another process in the container, its pid written to
+    /// `pid_file`.
+    async fn exec(
+        &self,
+        id: &str,
+        bundle: &Path,
+        process_json: &Path,
+        pid_file: &Path,
+        console_socket: Option<&Path>,
+        io: ChildIo,
+    ) -> Result<(), RuncError>;
+    async fn kill(&self, id: &str, bundle: &Path, signal: u32, all: bool) -> Result<(), RuncError>;
+    async fn delete(&self, id: &str, bundle: &Path, force: bool) -> Result<(), RuncError>;
+    async fn pause(&self, id: &str, bundle: &Path) -> Result<(), RuncError>;
+    async fn resume(&self, id: &str, bundle: &Path) -> Result<(), RuncError>;
+    /// The pids of the container's processes.
+    async fn ps(&self, id: &str) -> Result<Vec<u32>, RuncError>;
+    /// `runc update --resources -` with OCI `LinuxResources` JSON.
+    async fn update(&self, id: &str, resources_json: Vec<u8>) -> Result<(), RuncError>;
+    /// Sends `signal` to the process `pid` (live: not reaped yet, so not a reused pid).
+    fn signal(&self, pid: u32, signal: i32) -> std::io::Result<()>;
+}
+
 #[derive(Debug, Clone)]
 pub struct Runc {
     binary: String,
@@ -56,11 +98,6 @@ impl Runc {
             root: Path::new("/run/containerd/spright").join(namespace),
             systemd_cgroup: false,
         }
-    }
-
-    pub fn with_systemd_cgroup(mut self, on: bool) -> Runc {
-        self.systemd_cgroup = on;
-        self
     }
 
     /// Runs runc with `args`; its errors go to `log` (JSON lines) when given, else to a pipe.
@@ -176,8 +213,28 @@ impl Runc {
         Ok(stdout)
     }
 
-    /// `runc create`: sets the container up with its init process waiting to start.
-    pub async fn create(
+    async fn simple(&self, args: &[&str], bundle: &Path) -> Result<(), RuncError> {
+        self.run(
+            args.iter().map(OsString::from).collect(),
+            None,
+            Some(&bundle.join("log.json")),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+}
+
+#[async_trait]
+impl Runtime for Runc {
+    fn with_systemd_cgroup(&self, on: bool) -> Arc<dyn Runtime> {
+        Arc::new(Runc {
+            systemd_cgroup: on,
+            ..self.clone()
+        })
+    }
+
+    async fn create(
         &self,
         id: &str,
         bundle: &Path,
@@ -197,12 +254,11 @@ impl Runc {
             .map(drop)
     }
 
-    pub async fn start(&self, id: &str, bundle: &Path) -> Result<(), RuncError> {
+    async fn start(&self, id: &str, bundle: &Path) -> Result<(), RuncError> {
         self.simple(&["start", id], bundle).await
     }
 
-    /// `runc exec --detach`: starts another process in the container.
-    pub async fn exec(
+    async fn exec(
         &self,
         id: &str,
         bundle: &Path,
@@ -229,13 +285,7 @@ impl Runc {
             .map(drop)
     }
 
-    pub async fn kill(
-        &self,
-        id: &str,
-        bundle: &Path,
-        signal: u32,
-        all: bool,
-    ) -> Result<(), RuncError> {
+    async fn kill(&self, id: &str, bundle: &Path, signal: u32, all: bool) -> Result<(), RuncError> {
         let signal = signal.to_string();
         if all {
             self.simple(&["kill", "--all", id, &signal], bundle).await
@@ -244,7 +294,7 @@ impl Runc {
         }
     }
 
-    pub async fn delete(&self, id: &str, bundle: &Path, force: bool) -> Result<(), RuncError> {
+    async fn delete(&self, id: &str, bundle: &Path, force: bool) -> Result<(), RuncError> {
         if force {
             self.simple(&["delete", "--force", id], bundle).await
         } else {
@@ -252,16 +302,15 @@ impl Runc {
         }
     }
 
-    pub async fn pause(&self, id: &str, bundle: &Path) -> Result<(), RuncError> {
+    async fn pause(&self, id: &str, bundle: &Path) -> Result<(), RuncError> {
         self.simple(&["pause", id], bundle).await
     }
 
-    pub async fn resume(&self, id: &str, bundle: &Path) -> Result<(), RuncError> {
+    async fn resume(&self, id: &str, bundle: &Path) -> Result<(), RuncError> {
         self.simple(&["resume", id], bundle).await
     }
 
-    /// The pids of the container's processes.
-    pub async fn ps(&self, id: &str) -> Result<Vec<u32>, RuncError> {
+    async fn ps(&self, id: &str) -> Result<Vec<u32>, RuncError> {
         let out = self
             .run(
                 vec!["ps".into(), "--format".into(), "json".into(), id.into()],
@@ -280,8 +329,7 @@ impl Runc {
             })
     }
 
-    /// `runc update --resources -` with OCI `LinuxResources` JSON.
-    pub async fn update(&self, id: &str, resources_json: Vec<u8>) -> Result<(), RuncError> {
+    async fn update(&self, id: &str, resources_json: Vec<u8>) -> Result<(), RuncError> {
         self.run(
             vec!["update".into(), "--resources".into(), "-".into(), id.into()],
             None,
@@ -292,15 +340,12 @@ impl Runc {
         .map(drop)
     }
 
-    async fn simple(&self, args: &[&str], bundle: &Path) -> Result<(), RuncError> {
-        self.run(
-            args.iter().map(OsString::from).collect(),
-            None,
-            Some(&bundle.join("log.json")),
-            None,
-        )
-        .await
-        .map(drop)
+    fn signal(&self, pid: u32, signal: i32) -> std::io::Result<()> {
+        // SAFETY: kill(2) with integer arguments.
+        if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

@@ -4,24 +4,31 @@
 //! the chain's pool and its function's registration socket before `runc create`; anything else
 //! runs exactly as under a plain runc shim.
 
+pub mod error;
+pub mod events;
 mod exits;
 mod rpc;
+pub mod state;
+#[cfg(test)]
+mod tests;
 
 use crate::container::{Container, Process};
-use crate::runc::{ChildIo, Runc};
+use crate::runc::{ChildIo, Runc, Runtime};
 use crate::stdio::{self, ConsoleSocket, Fifos};
 use crate::wiring::{self, Plan};
-use containerd_shim::api::{self, Status};
+use containerd_shim::api;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::protos::events::task::{TaskCreate, TaskIO};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim::protos::topics;
 use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::{Error, TtrpcResult};
+use error::TaskError;
+use events::{Events, ToContainerd};
 use exits::{StartInFlight, Unclaimed};
 use log::{info, warn};
 use serde_json::Value;
+use state::Action;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
@@ -35,13 +42,13 @@ pub struct TaskService {
 
 struct Inner {
     namespace: String,
-    runc: Runc,
+    runc: Arc<dyn Runtime>,
     runtime_root: PathBuf,
     /// Lock order: `containers`, then `unclaimed`. Never held across an await.
     containers: Mutex<HashMap<String, Container>>,
     unclaimed: Mutex<Vec<Unclaimed>>,
     starts_in_flight: AtomicUsize,
-    publisher: RemotePublisher,
+    events: Arc<dyn Events>,
     exit: Arc<ExitSignal>,
 }
 
@@ -49,19 +56,8 @@ fn now() -> Timestamp {
     containerd_shim::util::timestamp().unwrap_or_default()
 }
 
-fn not_found(what: impl std::fmt::Display) -> containerd_shim::protos::ttrpc::Error {
-    Error::NotFoundError(what.to_string()).into()
-}
-
-fn failed(e: impl std::fmt::Display) -> containerd_shim::protos::ttrpc::Error {
-    Error::Other(e.to_string()).into()
-}
-
-fn io_err(what: &'static str) -> impl Fn(std::io::Error) -> Error {
-    move |err| Error::IoError {
-        context: what.to_owned(),
-        err,
-    }
+fn container_not_found(id: &str) -> TaskError {
+    TaskError::NotFound(format!("container {id}"))
 }
 
 impl TaskService {
@@ -69,21 +65,43 @@ impl TaskService {
         let runtime_root = std::env::var_os("SPRIGHT_RUNTIME_ROOT")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(spright_core::manifest::DEFAULT_RUNTIME_ROOT));
-        let service = TaskService {
+        let events = ToContainerd {
+            publisher,
+            namespace: namespace.to_owned(),
+        };
+        let service = TaskService::with_parts(
+            namespace,
+            Arc::new(Runc::new(namespace)),
+            Arc::new(events),
+            runtime_root,
+            exit,
+        );
+        let watcher = service.clone();
+        tokio::spawn(async move { watcher.watch_exits().await });
+        service
+    }
+
+    /// The service over the given runtime and event sink, without following the reaper's
+    /// exits (`new` does).
+    fn with_parts(
+        namespace: &str,
+        runc: Arc<dyn Runtime>,
+        events: Arc<dyn Events>,
+        runtime_root: PathBuf,
+        exit: Arc<ExitSignal>,
+    ) -> TaskService {
+        TaskService {
             inner: Arc::new(Inner {
                 namespace: namespace.to_owned(),
-                runc: Runc::new(namespace),
+                runc,
                 runtime_root,
                 containers: Mutex::new(HashMap::new()),
                 unclaimed: Mutex::new(Vec::new()),
                 starts_in_flight: AtomicUsize::new(0),
-                publisher,
+                events,
                 exit,
             }),
-        };
-        let watcher = service.clone();
-        tokio::spawn(async move { watcher.watch_exits().await });
-        service
+        }
     }
 
     /// How many containers this shim holds (a SIGTERM stops only an empty shim).
@@ -92,34 +110,22 @@ impl TaskService {
     }
 
     async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let ctx = containerd_shim::protos::ttrpc::context::Context::default();
-        if let Err(e) = self
-            .inner
-            .publisher
-            .publish(ctx, topic, &self.inner.namespace, event)
-            .await
-        {
-            warn!("publishing {topic}: {e}");
-        }
+        self.inner.events.publish(topic, event).await
     }
 
-    fn container_runc(&self, id: &str) -> TtrpcResult<(Runc, PathBuf)> {
+    fn container_runc(&self, id: &str) -> Result<(Arc<dyn Runtime>, PathBuf), TaskError> {
         let containers = self.inner.containers.lock().unwrap();
-        let c = containers
-            .get(id)
-            .ok_or_else(|| not_found(format!("container {id}")))?;
+        let c = containers.get(id).ok_or_else(|| container_not_found(id))?;
         Ok((c.runc.clone(), c.bundle.clone()))
     }
 
-    async fn create_container(&self, req: api::CreateTaskRequest) -> Result<u32, Error> {
+    async fn create_container(&self, req: api::CreateTaskRequest) -> Result<u32, TaskError> {
         let id = req.id.clone();
         if self.inner.containers.lock().unwrap().contains_key(&id) {
-            return Err(Error::FailedPreconditionError(format!(
-                "container {id} already exists"
-            )));
+            return Err(TaskError::AlreadyExists(format!("container {id}")));
         }
         if !req.checkpoint.is_empty() {
-            return Err(Error::Unimplemented(
+            return Err(TaskError::Unimplemented(
                 "checkpoint/restore is not supported by the spright runtime".into(),
             ));
         }
@@ -127,7 +133,6 @@ impl TaskService {
         let runc = self
             .inner
             .runc
-            .clone()
             .with_systemd_cgroup(crate::options::systemd_cgroup(req.options.as_ref()));
         let rootfs = bundle.join("rootfs");
         let since = Instant::now();
@@ -150,26 +155,23 @@ impl TaskService {
                 terminal: req.terminal,
             };
             let io = if req.terminal {
-                let console = ConsoleSocket::new().map_err(io_err("console socket"))?;
+                let console = ConsoleSocket::new().map_err(TaskError::io("console socket"))?;
                 runc.create(&id, &bundle, Some(console.path()), ChildIo::default())
-                    .await
-                    .map_err(|e| Error::Other(e.to_string()))?;
+                    .await?;
                 let master = console
                     .receive()
-                    .map_err(io_err("receiving the terminal"))?;
-                stdio::console(master, &fifos).map_err(io_err("terminal"))?
+                    .map_err(TaskError::io("receiving the terminal"))?;
+                stdio::console(master, &fifos).map_err(TaskError::io("terminal"))?
             } else {
                 let (child, io) = stdio::pipes(&fifos, &id, &self.inner.namespace)
-                    .map_err(io_err("stdio pipes"))?;
-                runc.create(&id, &bundle, None, child)
-                    .await
-                    .map_err(|e| Error::Other(e.to_string()))?;
+                    .map_err(TaskError::io("stdio pipes"))?;
+                runc.create(&id, &bundle, None, child).await?;
                 io
             };
             let pid = read_pid(&bundle.join("init.pid"))?;
-            let mut init = Process::new("", fifos);
+            let mut init = Process::new(&id, "", fifos);
             init.io = Some(io);
-            Ok::<_, Error>((plan, own_pid_namespace, init, pid))
+            Ok::<_, TaskError>((plan, own_pid_namespace, init, pid))
         }
         .await;
         let (plan, own_pid_namespace, mut init, pid) = match result {
@@ -232,21 +234,15 @@ impl TaskService {
         Ok(pid)
     }
 
-    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, Error> {
+    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, TaskError> {
         let (runc, bundle, fifos, spec, own_pid_namespace) = {
             let containers = self.inner.containers.lock().unwrap();
-            let c = containers
-                .get(id)
-                .ok_or_else(|| Error::NotFoundError(format!("container {id}")))?;
+            let c = containers.get(id).ok_or_else(|| container_not_found(id))?;
             let p = c
                 .execs
                 .get(exec_id)
-                .ok_or_else(|| Error::NotFoundError(format!("exec {exec_id} in {id}")))?;
-            if p.status != Status::CREATED || p.pid != 0 {
-                return Err(Error::FailedPreconditionError(format!(
-                    "exec {exec_id} was already started"
-                )));
-            }
+                .ok_or_else(|| exec_not_found(id, exec_id))?;
+            p.check(Action::Start)?;
             (
                 c.runc.clone(),
                 c.bundle.clone(),
@@ -261,9 +257,9 @@ impl TaskService {
         let since = Instant::now();
         let _in_flight = StartInFlight::new(&self.inner.starts_in_flight);
         let launched = async {
-            std::fs::write(&process_json, &spec).map_err(io_err("writing the exec spec"))?;
+            std::fs::write(&process_json, &spec).map_err(TaskError::io("writing the exec spec"))?;
             if fifos.terminal {
-                let console = ConsoleSocket::new().map_err(io_err("console socket"))?;
+                let console = ConsoleSocket::new().map_err(TaskError::io("console socket"))?;
                 runc.exec(
                     id,
                     &bundle,
@@ -272,19 +268,17 @@ impl TaskService {
                     Some(console.path()),
                     ChildIo::default(),
                 )
-                .await
-                .map_err(|e| Error::Other(e.to_string()))?;
+                .await?;
                 let io = console
                     .receive()
-                    .map_err(io_err("receiving the terminal"))
-                    .and_then(|m| stdio::console(m, &fifos).map_err(io_err("terminal")));
-                Ok::<_, Error>((io, read_pid(&pid_file)))
+                    .map_err(TaskError::io("receiving the terminal"))
+                    .and_then(|m| stdio::console(m, &fifos).map_err(TaskError::io("terminal")));
+                Ok::<_, TaskError>((io, read_pid(&pid_file)))
             } else {
                 let (child, io) = stdio::pipes(&fifos, id, &self.inner.namespace)
-                    .map_err(io_err("stdio pipes"))?;
+                    .map_err(TaskError::io("stdio pipes"))?;
                 runc.exec(id, &bundle, &process_json, &pid_file, None, child)
-                    .await
-                    .map_err(|e| Error::Other(e.to_string()))?;
+                    .await?;
                 Ok((Ok(io), read_pid(&pid_file)))
             }
         }
@@ -296,8 +290,7 @@ impl TaskService {
             (io, pid) => {
                 // runc started it but the shim cannot serve it: it must not run untracked.
                 if let Ok(pid) = &pid {
-                    // SAFETY: killing the process this exec just started.
-                    unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+                    let _ = runc.signal(*pid, libc::SIGKILL);
                 }
                 return Err(io.err().or(pid.err()).expect("one of them failed"));
             }
@@ -308,9 +301,10 @@ impl TaskService {
                 .get_mut(id)
                 .and_then(|c| c.execs.get_mut(exec_id))
             else {
-                return Err(Error::NotFoundError(format!("exec {exec_id} in {id}")));
+                return Err(exec_not_found(id, exec_id));
             };
-            p.status = Status::RUNNING;
+            // Two starts of one exec can both pass the check above; runc refuses the second.
+            let _ = p.apply(Action::Start);
             p.io = Some(io);
             self.record_pid(p, pid, since)
         };
@@ -337,11 +331,15 @@ impl TaskService {
     }
 }
 
-fn read_pid(path: &Path) -> Result<u32, Error> {
-    let text = std::fs::read_to_string(path).map_err(io_err("reading runc's pid file"))?;
+fn exec_not_found(id: &str, exec_id: &str) -> TaskError {
+    TaskError::NotFound(format!("exec {exec_id} in {id}"))
+}
+
+fn read_pid(path: &Path) -> Result<u32, TaskError> {
+    let text = std::fs::read_to_string(path).map_err(TaskError::io("reading runc's pid file"))?;
     text.trim()
         .parse()
-        .map_err(|_| Error::Other(format!("{} holds no pid: {text:?}", path.display())))
+        .map_err(|_| TaskError::Failed(format!("{} holds no pid: {text:?}", path.display())))
 }
 
 /// How long a function of a replica pod (`spright.io/functions`) waits for the pool-manager
@@ -349,7 +347,10 @@ fn read_pid(path: &Path) -> Result<u32, Error> {
 const REPLICA_POD_WAIT: Duration = Duration::from_secs(30);
 
 /// [`wire`], waiting for the chain where the container is started beside its own pool-manager.
-async fn wire_when_published(bundle: &Path, runtime_root: &Path) -> Result<(Plan, bool), Error> {
+async fn wire_when_published(
+    bundle: &Path,
+    runtime_root: &Path,
+) -> Result<(Plan, bool), TaskError> {
     let deadline = Instant::now() + REPLICA_POD_WAIT;
     loop {
         match wire(bundle, runtime_root) {
@@ -357,7 +358,7 @@ async fn wire_when_published(bundle: &Path, runtime_root: &Path) -> Result<(Plan
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(Unwired::NotYet(e)) => {
-                return Err(Error::InvalidArgument(format!(
+                return Err(TaskError::InvalidArgument(format!(
                     "{e} (waited {REPLICA_POD_WAIT:?} for the pool-manager of this pod to \
                      publish it: is it the pod's first container, a sidecar?)"
                 )))
@@ -370,12 +371,12 @@ async fn wire_when_published(bundle: &Path, runtime_root: &Path) -> Result<(Plan
 
 enum Unwired {
     /// The chain is not published yet, and this container may wait for it.
-    NotYet(Error),
-    Failed(Error),
+    NotYet(TaskError),
+    Failed(TaskError),
 }
 
-impl From<Error> for Unwired {
-    fn from(e: Error) -> Unwired {
+impl From<TaskError> for Unwired {
+    fn from(e: TaskError) -> Unwired {
         Unwired::Failed(e)
     }
 }
@@ -385,7 +386,7 @@ impl From<Error> for Unwired {
 /// for a function, with nothing but spright's parts changed.
 fn wire(bundle: &Path, runtime_root: &Path) -> Result<(Plan, bool), Unwired> {
     let config = bundle.join("config.json");
-    let read = |e: String| Error::InvalidArgument(format!("reading {}: {e}", config.display()));
+    let read = |e: String| TaskError::InvalidArgument(format!("reading {}: {e}", config.display()));
     let text = std::fs::read(&config).map_err(|e| read(e.to_string()))?;
     let mut spec: Value = serde_json::from_slice(&text).map_err(|e| read(e.to_string()))?;
     let own_pid_namespace = spec
@@ -404,7 +405,7 @@ fn wire(bundle: &Path, runtime_root: &Path) -> Result<(Plan, bool), Unwired> {
                 ..
             }
         ) && wiring::waits_for_its_chain(&annotations);
-        let e = Error::InvalidArgument(format!("spright: {e}"));
+        let e = TaskError::InvalidArgument(format!("spright: {e}"));
         if waits {
             Unwired::NotYet(e)
         } else {
@@ -413,9 +414,9 @@ fn wire(bundle: &Path, runtime_root: &Path) -> Result<(Plan, bool), Unwired> {
     })?;
     if let Plan::Function(w) = &plan {
         wiring::apply(&mut spec, w);
-        let out = serde_json::to_vec(&spec).map_err(|e| Error::Other(e.to_string()))?;
+        let out = serde_json::to_vec(&spec).map_err(|e| TaskError::Failed(e.to_string()))?;
         std::fs::write(&config, out)
-            .map_err(|e| Error::Other(format!("writing {}: {e}", config.display())))?;
+            .map_err(|e| TaskError::Failed(format!("writing {}: {e}", config.display())))?;
     }
     Ok((plan, own_pid_namespace))
 }

@@ -509,4 +509,4 @@ pub fn apply_to_exec(process_json: &[u8], wiring: &FunctionWiring) -> Result<Vec
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,7 +3,7 @@
 
 use super::serve::Reaper;
 use super::LaunchError;
-use crate::runc::Runc;
+use crate::runc::{Runc, Runtime};
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::Flags;

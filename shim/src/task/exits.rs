@@ -66,7 +66,7 @@ impl TaskService {
 
     /// A child was reaped: mark its process at once (so kill and delete know it is gone) and
     /// report the exit in the background.
-    fn exited(&self, pid: u32, code: i32, at: Timestamp) {
+    pub(super) fn exited(&self, pid: u32, code: i32, at: Timestamp) {
         let found = {
             let mut containers = self.inner.containers.lock().unwrap();
             let hit = containers.values_mut().find_map(|c| {
@@ -133,7 +133,7 @@ impl TaskService {
         });
     }
 
-    async fn finish(
+    pub(super) async fn finish(
         &self,
         id: &str,
         exec_id: &str,
@@ -171,10 +171,10 @@ impl TaskService {
             let Some(p) = containers.get_mut(id).and_then(|c| c.process_mut(exec_id)) else {
                 return;
             };
-            if p.is_stopped() {
+            // Reported once: a second report of one exit is refused by its state.
+            if !p.set_exited(code, at.clone()) {
                 return;
             }
-            p.set_exited(code, at.clone());
         }
         let what = if exec_id.is_empty() { "init" } else { exec_id };
         info!("{id} {what} exited with {code}");

@@ -1,36 +1,42 @@
 //! The Task service's methods, as containerd calls them.
 
-use super::{failed, not_found, now, unmount, TaskService};
+use super::error::TaskError;
+use super::state::{Action, State};
+use super::{container_not_found, exec_not_found, now, unmount, TaskService};
 use crate::container::Process;
 use crate::stdio::Fifos;
 use crate::wiring;
 use async_trait::async_trait;
-use containerd_shim::api::{self, Status};
+use containerd_shim::api;
 use containerd_shim::protos::events::task::{
     TaskDelete, TaskExecAdded, TaskExecStarted, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::protos::topics;
-use containerd_shim::{Error, Task, TtrpcContext, TtrpcResult};
+use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 use log::{info, warn};
 
 impl TaskService {
-    async fn start_init(&self, id: &str) -> TtrpcResult<u32> {
-        let (runc, bundle) = self.container_runc(id)?;
+    async fn start_init(&self, id: &str) -> Result<u32, TaskError> {
+        let (runc, bundle) = {
+            let containers = self.inner.containers.lock().unwrap();
+            let c = containers.get(id).ok_or_else(|| container_not_found(id))?;
+            c.init.check(Action::Start)?;
+            (c.runc.clone(), c.bundle.clone())
+        };
         self.start_gate(id, "", false);
         if let Err(e) = runc.start(id, &bundle).await {
             self.start_gate(id, "", true);
-            return Err(failed(e));
+            return Err(e.into());
         }
         let pid = {
             let mut containers = self.inner.containers.lock().unwrap();
             let c = containers
                 .get_mut(id)
-                .ok_or_else(|| not_found(format!("container {id}")))?;
-            if c.init.status == Status::CREATED {
-                c.init.status = Status::RUNNING;
-            }
+                .ok_or_else(|| container_not_found(id))?;
+            // An exit reported meanwhile (it waits for the start event only so long) wins.
+            let _ = c.init.apply(Action::Start);
             c.init.pid
         };
         self.publish(
@@ -46,13 +52,13 @@ impl TaskService {
         Ok(pid)
     }
 
-    async fn start_exec_process(&self, id: &str, exec_id: &str) -> TtrpcResult<u32> {
+    async fn start_exec_process(&self, id: &str, exec_id: &str) -> Result<u32, TaskError> {
         self.start_gate(id, exec_id, false);
         let pid = match self.start_exec(id, exec_id).await {
             Ok(pid) => pid,
             Err(e) => {
                 self.start_gate(id, exec_id, true);
-                return Err(e.into());
+                return Err(e);
             }
         };
         self.publish(
@@ -69,21 +75,27 @@ impl TaskService {
         Ok(pid)
     }
 
-    /// Pauses (`freeze`) or resumes a container; only RUNNING and PAUSED trade places, so an
-    /// exit that lands meanwhile is not overwritten.
-    async fn freeze(&self, id: &str, freeze: bool) -> TtrpcResult<api::Empty> {
-        let (runc, bundle) = self.container_runc(id)?;
-        let (from, to) = if freeze {
-            runc.pause(id, &bundle).await.map_err(failed)?;
-            (Status::RUNNING, Status::PAUSED)
+    /// Pauses (`freeze`) or resumes a running (paused) container.
+    async fn freeze(&self, id: &str, freeze: bool) -> Result<api::Empty, TaskError> {
+        let action = if freeze {
+            Action::Pause
         } else {
-            runc.resume(id, &bundle).await.map_err(failed)?;
-            (Status::PAUSED, Status::RUNNING)
+            Action::Resume
         };
+        let (runc, bundle) = {
+            let containers = self.inner.containers.lock().unwrap();
+            let c = containers.get(id).ok_or_else(|| container_not_found(id))?;
+            c.init.check(action)?;
+            (c.runc.clone(), c.bundle.clone())
+        };
+        if freeze {
+            runc.pause(id, &bundle).await?;
+        } else {
+            runc.resume(id, &bundle).await?;
+        }
         if let Some(c) = self.inner.containers.lock().unwrap().get_mut(id) {
-            if c.init.status == from {
-                c.init.status = to;
-            }
+            // An exit that landed meanwhile is not overwritten.
+            let _ = c.init.apply(action);
         }
         let container_id = id.to_owned();
         if freeze {
@@ -120,13 +132,17 @@ impl TaskService {
     }
 }
 
-fn valid_exec_id(exec_id: &str) -> Result<(), Error> {
+fn valid_exec_id(exec_id: &str) -> Result<(), TaskError> {
     if exec_id.is_empty() || exec_id.contains('/') || exec_id.len() > 255 {
-        return Err(Error::InvalidArgument(format!(
+        return Err(TaskError::InvalidArgument(format!(
             "invalid exec id {exec_id:?}"
         )));
     }
     Ok(())
+}
+
+fn process_not_found(req: &api::WaitRequest) -> TaskError {
+    TaskError::NotFound(format!("process {} {}", req.id, req.exec_id))
 }
 
 #[async_trait]
@@ -168,10 +184,10 @@ impl Task for TaskService {
         let containers = self.inner.containers.lock().unwrap();
         let c = containers
             .get(&req.id)
-            .ok_or_else(|| not_found(format!("container {}", req.id)))?;
+            .ok_or_else(|| container_not_found(&req.id))?;
         let p = c
             .process(&req.exec_id)
-            .ok_or_else(|| not_found(format!("exec {} in {}", req.exec_id, req.id)))?;
+            .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
         Ok(api::StateResponse {
             id: if p.exec_id.is_empty() {
                 c.id.clone()
@@ -180,7 +196,7 @@ impl Task for TaskService {
             },
             bundle: c.bundle.to_string_lossy().into_owned(),
             pid: p.pid,
-            status: p.status.into(),
+            status: p.state().status().into(),
             stdin: p.fifos.stdin.clone(),
             stdout: p.fifos.stdout.clone(),
             stderr: p.fifos.stderr.clone(),
@@ -203,14 +219,14 @@ impl Task for TaskService {
                 .get(&req.id)
                 .and_then(|c| c.process(&req.exec_id))
                 .map(|p| p.exited.subscribe())
-                .ok_or_else(|| not_found(format!("process {} {}", req.id, req.exec_id)))?
+                .ok_or_else(|| process_not_found(&req))?
         };
         let _ = exited.wait_for(|done| *done).await;
         let containers = self.inner.containers.lock().unwrap();
         let p = containers
             .get(&req.id)
             .and_then(|c| c.process(&req.exec_id))
-            .ok_or_else(|| not_found(format!("process {} {}", req.id, req.exec_id)))?;
+            .ok_or_else(|| process_not_found(&req))?;
         Ok(api::WaitResponse {
             exit_status: p.exit_status,
             exited_at: p.exited_at.clone().into(),
@@ -223,32 +239,20 @@ impl Task for TaskService {
             let containers = self.inner.containers.lock().unwrap();
             let c = containers
                 .get(&req.id)
-                .ok_or_else(|| not_found(format!("container {}", req.id)))?;
+                .ok_or_else(|| container_not_found(&req.id))?;
             let p = c
                 .process(&req.exec_id)
-                .ok_or_else(|| not_found(format!("exec {} in {}", req.exec_id, req.id)))?;
-            if p.is_gone() {
-                return Err(not_found("process already finished"));
-            }
-            if p.pid == 0 {
-                // Never signal pid 0: that is the shim's own process group.
-                return Err(Error::FailedPreconditionError(format!(
-                    "exec {} has not been started",
-                    req.exec_id
-                ))
-                .into());
-            }
-            (c.runc.clone(), c.bundle.clone(), p.pid)
+                .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
+            let pid = p.signal_target().map_err(TaskError::from)?;
+            (c.runc.clone(), c.bundle.clone(), pid)
         };
         if req.exec_id.is_empty() {
             runc.kill(&req.id, &bundle, req.signal, req.all)
                 .await
-                .map_err(failed)?;
+                .map_err(TaskError::from)?;
         } else {
-            // SAFETY: signalling a live (not yet reaped) process of this container.
-            if unsafe { libc::kill(pid as libc::pid_t, req.signal as libc::c_int) } != 0 {
-                return Err(failed(std::io::Error::last_os_error()));
-            }
+            runc.signal(pid, req.signal as libc::c_int)
+                .map_err(TaskError::io("signalling the exec"))?;
         }
         Ok(api::Empty::default())
     }
@@ -263,18 +267,12 @@ impl Task for TaskService {
             let mut containers = self.inner.containers.lock().unwrap();
             let c = containers
                 .get_mut(&req.id)
-                .ok_or_else(|| not_found(format!("container {}", req.id)))?;
+                .ok_or_else(|| container_not_found(&req.id))?;
             let p = c
                 .execs
                 .get(&req.exec_id)
-                .ok_or_else(|| not_found(format!("exec {} in {}", req.exec_id, req.id)))?;
-            if p.status == Status::RUNNING {
-                return Err(Error::FailedPreconditionError(format!(
-                    "exec {} is still running",
-                    req.exec_id
-                ))
-                .into());
-            }
+                .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
+            p.check(Action::Delete).map_err(TaskError::from)?;
             let p = c.execs.remove(&req.exec_id).expect("present");
             return Ok(api::DeleteResponse {
                 pid: p.pid,
@@ -283,29 +281,25 @@ impl Task for TaskService {
                 ..Default::default()
             });
         }
-        let (runc, bundle, status) = {
+        let (runc, bundle, never_started) = {
             let containers = self.inner.containers.lock().unwrap();
             let c = containers
                 .get(&req.id)
-                .ok_or_else(|| not_found(format!("container {}", req.id)))?;
-            (c.runc.clone(), c.bundle.clone(), c.init.status)
+                .ok_or_else(|| container_not_found(&req.id))?;
+            c.init.check(Action::Delete).map_err(TaskError::from)?;
+            (
+                c.runc.clone(),
+                c.bundle.clone(),
+                c.init.state() == State::Created,
+            )
         };
-        if status == Status::RUNNING || status == Status::PAUSED {
-            return Err(Error::FailedPreconditionError(format!(
-                "container {} is still running; kill it first",
-                req.id
-            ))
-            .into());
-        }
-        if let Err(e) = runc
-            .delete(&req.id, &bundle, status == Status::CREATED)
-            .await
-        {
+        // runc deletes a container that was never started only by force.
+        if let Err(e) = runc.delete(&req.id, &bundle, never_started).await {
             warn!("runc delete {}: {e}; forcing", req.id);
             if let Err(e) = runc.delete(&req.id, &bundle, true).await {
                 // Gone already is what delete wants; anything else is left for a retry.
                 if !e.to_string().contains("does not exist") {
-                    return Err(failed(e));
+                    return Err(TaskError::from(e).into());
                 }
             }
         }
@@ -315,7 +309,7 @@ impl Task for TaskService {
             .lock()
             .unwrap()
             .remove(&req.id)
-            .ok_or_else(|| not_found(format!("container {}", req.id)))?;
+            .ok_or_else(|| container_not_found(&req.id))?;
         if c.rootfs_mounted {
             unmount(&c.bundle.join("rootfs"));
         }
@@ -346,7 +340,7 @@ impl Task for TaskService {
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
         let (runc, _) = self.container_runc(&req.id)?;
-        let pids = runc.ps(&req.id).await.map_err(failed)?;
+        let pids = runc.ps(&req.id).await.map_err(TaskError::from)?;
         Ok(api::PidsResponse {
             processes: pids
                 .into_iter()
@@ -360,7 +354,7 @@ impl Task for TaskService {
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
-        self.freeze(&req.id, true).await
+        Ok(self.freeze(&req.id, true).await?)
     }
 
     async fn resume(
@@ -368,7 +362,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::ResumeRequest,
     ) -> TtrpcResult<api::Empty> {
-        self.freeze(&req.id, false).await
+        Ok(self.freeze(&req.id, false).await?)
     }
 
     async fn exec(
@@ -381,15 +375,13 @@ impl Task for TaskService {
             let mut containers = self.inner.containers.lock().unwrap();
             let c = containers
                 .get_mut(&req.id)
-                .ok_or_else(|| not_found(format!("container {}", req.id)))?;
+                .ok_or_else(|| container_not_found(&req.id))?;
             if c.execs.contains_key(&req.exec_id) {
-                return Err(Error::FailedPreconditionError(format!(
-                    "exec {} already exists",
-                    req.exec_id
-                ))
-                .into());
+                return Err(TaskError::AlreadyExists(format!("exec {}", req.exec_id)).into());
             }
+            c.init.check(Action::Exec).map_err(TaskError::from)?;
             let mut p = Process::new(
+                &req.id,
                 &req.exec_id,
                 Fifos {
                     stdin: req.stdin.clone(),
@@ -404,8 +396,9 @@ impl Task for TaskService {
                 .map(|s| s.value.clone())
                 .unwrap_or_default();
             if let Some(w) = &c.function {
-                p.spec = wiring::apply_to_exec(&p.spec, w)
-                    .map_err(|e| Error::InvalidArgument(format!("exec {}: {e}", req.exec_id)))?;
+                p.spec = wiring::apply_to_exec(&p.spec, w).map_err(|e| {
+                    TaskError::InvalidArgument(format!("exec {}: {e}", req.exec_id))
+                })?;
             }
             c.execs.insert(req.exec_id.clone(), p);
         }
@@ -431,8 +424,9 @@ impl Task for TaskService {
             .get(&req.id)
             .and_then(|c| c.process(&req.exec_id))
             .and_then(|p| p.io.as_ref())
-            .ok_or_else(|| not_found(format!("process {} {}", req.id, req.exec_id)))?;
-        io.resize(req.width, req.height).map_err(failed)?;
+            .ok_or_else(|| TaskError::NotFound(format!("process {} {}", req.id, req.exec_id)))?;
+        io.resize(req.width, req.height)
+            .map_err(TaskError::io("resizing the terminal"))?;
         Ok(api::Empty::default())
     }
 
@@ -465,8 +459,10 @@ impl Task for TaskService {
             .resources
             .as_ref()
             .map(|any| any.value.clone())
-            .ok_or_else(|| Error::InvalidArgument("update without resources".into()))?;
-        runc.update(&req.id, resources).await.map_err(failed)?;
+            .ok_or_else(|| TaskError::InvalidArgument("update without resources".into()))?;
+        runc.update(&req.id, resources)
+            .await
+            .map_err(TaskError::from)?;
         Ok(api::Empty::default())
     }
 
@@ -480,19 +476,22 @@ impl Task for TaskService {
             containers
                 .get(&req.id)
                 .map(|c| c.init.pid)
-                .ok_or_else(|| not_found(format!("container {}", req.id)))?
+                .ok_or_else(|| container_not_found(&req.id))?
         };
         let metrics = tokio::task::spawn_blocking(move || {
             let cgroup = containerd_shim::cgroup::get_cgroup(pid)?;
             let mut metrics = containerd_shim::cgroup::collect_metrics(&cgroup)?;
             fill_memory(&cgroup, &mut metrics);
-            Ok::<_, Error>(metrics)
+            Ok::<_, containerd_shim::Error>(metrics)
         })
         .await
-        .map_err(failed)??;
+        .map_err(|e| TaskError::Failed(e.to_string()))?
+        .map_err(TaskError::from)?;
         let mut any = Any::new();
         any.type_url = "io.containerd.cgroups.v1.Metrics".into();
-        any.value = metrics.write_to_bytes().map_err(failed)?;
+        any.value = metrics
+            .write_to_bytes()
+            .map_err(|e| TaskError::Failed(e.to_string()))?;
         Ok(api::StatsResponse {
             stats: MessageField::some(any),
             ..Default::default()

@@ -3,8 +3,9 @@ use serde_json::json;
 use spright_core::chain::Chain;
 use spright_core::manifest::{ManifestFunction, ManifestPool};
 
-/// A runtime root with chain "shop" (functions cart and ads) published in it.
-fn runtime_root() -> tempfile::TempDir {
+/// A runtime root with chain "shop" (functions cart and ads) published in it (the Task
+/// service's tests use it too).
+pub(crate) fn runtime_root() -> tempfile::TempDir {
     runtime_root_routing(RoutingMode::Sockmap)
 }
 
