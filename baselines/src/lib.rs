@@ -1,7 +1,7 @@
 //! The systems spright is measured against, running the very same functions.
 //!
-//! A function is a [`spright_sdk::rpc::Service`]; its binary's `main` calls [`run`], and the
-//! environment decides how it is hosted:
+//! A function is a [`spright_sdk::rpc::Service`]. [`run`] hosts one the way the environment
+//! asks:
 //!
 //! - `SPRIGHT_HOST` unset or `spright`: on spright's shared-memory data plane
 //!   ([`spright_sdk::run`]);
@@ -10,12 +10,17 @@
 //! - `grpc`: as a gRPC service (like the original Online Boutique), protobuf messages over
 //!   HTTP/2, calling its peers directly.
 //!
-//! The `spright-baseline` binary ([`launch`]) starts a whole chain file either way: behind
-//! nginx sidecars and an activator-like gateway (Knative), or as gRPC services.
+//! The example workloads know nothing of this crate: their binaries run on spright alone.
+//! `spright-baseline-host <workload> <service>` ([`workloads`]) hosts their services through
+//! [`run`], and the `spright-baseline` binary ([`launch`]) starts a whole chain file either
+//! way, behind nginx sidecars and an activator-like gateway (Knative) or as gRPC services,
+//! running that host wherever the chain names a workload's binary. Other functions (such as
+//! `spright-baseline-testfn`) call [`run`] themselves.
 
 pub mod host;
 pub mod launch;
 pub mod routes;
+pub mod workloads;
 
 mod httpx;
 

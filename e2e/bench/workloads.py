@@ -266,6 +266,12 @@ class PlaneDef:
     launcher: str                 # binary in the bin dir
     args: tuple                   # after the binary; {chain} {listen} {runtime} substituted
     workloads: tuple = WORKLOADS  # the workloads it can serve
+    helpers: tuple = ()           # other binaries in the bin dir the launcher runs
+
+
+# The baselines host the workloads' services in a binary of their own (the workloads' binaries
+# run on spright alone).
+BASELINE_HOST = ("spright-baseline-host",)
 
 
 PLANES = {
@@ -276,13 +282,15 @@ PLANES = {
                      ("up", "{chain}", "--routing", "poll", "--listen", "{listen}",
                       "--runtime-root", "{runtime}")),
     "knative": PlaneDef("knative", "Knative-style: HTTP functions behind nginx sidecars",
-                        "spright-baseline", ("knative", "{chain}", "--listen", "{listen}")),
+                        "spright-baseline", ("knative", "{chain}", "--listen", "{listen}"),
+                        helpers=BASELINE_HOST),
     "knative-s2z": PlaneDef("knative-s2z", "Knative-style, scale to zero after 2 s idle",
                             "spright-baseline",
                             ("knative", "{chain}", "--listen", "{listen}",
-                             "--scale-to-zero", "2s")),
+                             "--scale-to-zero", "2s"), helpers=BASELINE_HOST),
     "grpc": PlaneDef("grpc", "gRPC services", "spright-baseline",
-                     ("grpc", "{chain}", "--listen", "{listen}"), workloads=("boutique",)),
+                     ("grpc", "{chain}", "--listen", "{listen}"), workloads=("boutique",),
+                     helpers=BASELINE_HOST),
 }
 
 
@@ -845,7 +853,8 @@ def preflight(args, planes):
     bin_dir = os.path.abspath(args.bin_dir)
     needed = {}
     for p in planes:
-        needed.setdefault(os.path.join(bin_dir, PLANES[p].launcher), []).append(f"plane {p}")
+        for b in (PLANES[p].launcher,) + PLANES[p].helpers:
+            needed.setdefault(os.path.join(bin_dir, b), []).append(f"plane {p}")
     if args.workload == "parking":
         needed.setdefault(os.path.join(bin_dir, "spright-parking-images"), []).append(
             "the parking images")

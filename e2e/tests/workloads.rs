@@ -39,6 +39,9 @@ fn parking(kind: PlaneKind, test: &str) {
     }
 }
 
+/// What the baselines run the workloads' functions in.
+const BASELINE_HOST: &str = "spright-baseline-host";
+
 // Long enough that a function is still up right after answering, and that no function of a
 // visit is scaled to zero (losing its in-memory state, such as carts) while another one
 // cold-starts, even with debug binaries on a busy machine.
@@ -104,13 +107,13 @@ fn motion_knative_style_scaled_to_zero_cold_starts() {
             r.text()
         );
         assert!(
-            !plane.processes("spright-motion").is_empty(),
+            !plane.processes(BASELINE_HOST).is_empty(),
             "burst {burst}: the functions run"
         );
         wait_for(
             "the functions to be scaled to zero",
             Duration::from_secs(10),
-            || plane.processes("spright-motion").is_empty().then_some(()),
+            || plane.processes(BASELINE_HOST).is_empty().then_some(()),
         );
     }
     parking(S2Z, "parking_knative_style_scaled_to_zero");

@@ -9,11 +9,15 @@ pub mod pod;
 pub mod process;
 pub mod revision;
 
+use crate::workloads::Workload;
 use process::{find_program, Proc};
 use spright_core::chain::Chain;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// The binary hosting the example workloads' services.
+const HOST: &str = "spright-baseline-host";
 
 /// What both launches take.
 #[derive(Debug, Clone)]
@@ -35,6 +39,11 @@ pub enum LaunchError {
     NoCommand { index: usize, function: String },
     #[error("function {function}: command {command:?} is not an executable on PATH")]
     NotFound { function: String, command: String },
+    #[error(
+        "spright-baseline-host is neither beside this launcher nor on PATH \
+         (cargo build -p spright-baselines --bins builds it)"
+    )]
+    NoHost,
     #[error(
         "nginx not found at /usr/sbin/nginx nor on PATH (scripts/install-deps.sh installs it)"
     )]
@@ -74,7 +83,9 @@ impl LaunchError {
     }
 }
 
-/// Each function's program and arguments, checked before anything starts.
+/// Each function's program and arguments, checked before anything starts. Where the chain
+/// names an example workload's spright binary, its service runs in `spright-baseline-host`
+/// instead: those binaries run on spright alone.
 fn commands(chain: &Chain) -> Result<Vec<(PathBuf, Vec<String>)>, LaunchError> {
     chain
         .functions
@@ -87,6 +98,11 @@ fn commands(chain: &Chain) -> Result<Vec<(PathBuf, Vec<String>)>, LaunchError> {
                     function: f.name.clone(),
                 });
             };
+            if let Some(workload) = Workload::by_binary(command) {
+                let host = find_host().ok_or(LaunchError::NoHost)?;
+                let args = std::iter::once(workload.name.to_owned()).chain(args.iter().cloned());
+                return Ok((host, args.collect()));
+            }
             let program = find_program(command).ok_or_else(|| LaunchError::NotFound {
                 function: f.name.clone(),
                 command: command.clone(),
@@ -94,6 +110,17 @@ fn commands(chain: &Chain) -> Result<Vec<(PathBuf, Vec<String>)>, LaunchError> {
             Ok((program, args.to_vec()))
         })
         .collect()
+}
+
+/// `spright-baseline-host`: beside the running launcher (one build makes both), else on PATH.
+fn find_host() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(HOST));
+    match beside {
+        Some(host) if process::is_executable(&host) => Some(host),
+        _ => find_program(HOST),
+    }
 }
 
 /// `n` distinct loopback ports that were free a moment ago, chosen below Linux's default

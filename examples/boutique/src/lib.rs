@@ -1,11 +1,10 @@
 //! The Online Boutique (Google's microservices demo) as spright functions: ten services
 //! calling each other RPC style, with messages that are read in place from the chain's pool.
-//! The same services run Knative-style and gRPC-style under `spright-baselines`, which is how
-//! the benchmark compares data planes on identical logic.
+//! The services are plain [`spright_sdk::rpc::Service`] values, so other hosts can run the very
+//! same logic (the Knative-style and gRPC-style baselines do, which is how the benchmark
+//! compares data planes); [`proto`] is where a gRPC host plugs in the messages' protobuf form.
 
 pub mod data;
 pub mod model;
-mod proto;
+pub mod proto;
 pub mod services;
-
-pub use proto::pb;

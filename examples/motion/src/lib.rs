@@ -81,6 +81,18 @@ pub fn decide(r: &Reading) -> Command {
     }
 }
 
+/// The functions, as the chain file names them.
+pub const NAMES: &[&str] = &["sensor", "actuator"];
+
+/// The function called `name`.
+pub fn by_name(name: &str) -> Option<Service> {
+    Some(match name {
+        "sensor" => sensor(),
+        "actuator" => actuator(),
+        _ => return None,
+    })
+}
+
 /// The sensor: validates a reading and emits a command for the actuator.
 pub fn sensor() -> Service {
     Service::new("sensor").http(|req: HttpRequest, _: Cx| async move {

@@ -39,6 +39,20 @@ fn record(req: &HttpRequest) -> Result<&str, String> {
     std::str::from_utf8(req.body()).map_err(|_| "the record is not UTF-8".to_owned())
 }
 
+/// The functions, as the chain file names them.
+pub const NAMES: &[&str] = &["detection", "search", "index", "charging"];
+
+/// The function called `name`.
+pub fn by_name(name: &str) -> Option<Service> {
+    Some(match name {
+        "detection" => detection(),
+        "search" => search(),
+        "index" => index(),
+        "charging" => charging(),
+        _ => return None,
+    })
+}
+
 /// Plate detection: decodes the frame and reads the plate.
 pub fn detection() -> Service {
     Service::new("detection").http(|req: HttpRequest, _: Cx| async move {

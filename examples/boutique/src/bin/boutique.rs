@@ -1,5 +1,4 @@
-//! `spright-boutique <service>`: runs one of the Online Boutique's services, hosted as
-//! `SPRIGHT_HOST` says (spright by default).
+//! `spright-boutique <service>`: runs one of the Online Boutique's services on spright.
 
 use anyhow::{bail, Context};
 use spright_example_boutique::services;
@@ -9,7 +8,7 @@ fn main() -> anyhow::Result<()> {
     let Some(service) = services::by_name(&name) else {
         bail!("unknown service {name:?}\n{}", usage());
     };
-    spright_baselines::run(service)
+    spright_sdk::run(service).with_context(|| format!("function {name}"))
 }
 
 fn usage() -> String {

@@ -1,13 +1,12 @@
-//! `spright-motion <sensor|actuator>`: runs one of the motion-detection functions, hosted as
-//! `SPRIGHT_HOST` says (spright by default).
+//! `spright-motion <sensor|actuator>`: runs one of the motion-detection functions on spright.
 
-use anyhow::bail;
+use anyhow::{bail, Context};
+use spright_example_motion::{by_name, NAMES};
 
 fn main() -> anyhow::Result<()> {
-    let service = match std::env::args().nth(1).as_deref() {
-        Some("sensor") => spright_example_motion::sensor(),
-        Some("actuator") => spright_example_motion::actuator(),
-        other => bail!("usage: spright-motion <sensor|actuator> (got {other:?})"),
+    let name = std::env::args().nth(1);
+    let Some(service) = name.as_deref().and_then(by_name) else {
+        bail!("usage: spright-motion <{}> (got {name:?})", NAMES.join("|"));
     };
-    spright_baselines::run(service)
+    spright_sdk::run(service).with_context(|| format!("function {}", name.unwrap_or_default()))
 }

@@ -1,16 +1,16 @@
-//! `spright-parking <detection|search|index|charging>`: runs one of the parking functions,
-//! hosted as `SPRIGHT_HOST` says (spright by default).
+//! `spright-parking <detection|search|index|charging>`: runs one of the parking functions on
+//! spright.
 
-use anyhow::bail;
-use spright_example_parking::stages;
+use anyhow::{bail, Context};
+use spright_example_parking::stages::{by_name, NAMES};
 
 fn main() -> anyhow::Result<()> {
-    let service = match std::env::args().nth(1).as_deref() {
-        Some("detection") => stages::detection(),
-        Some("search") => stages::search(),
-        Some("index") => stages::index(),
-        Some("charging") => stages::charging(),
-        other => bail!("usage: spright-parking <detection|search|index|charging> (got {other:?})"),
+    let name = std::env::args().nth(1);
+    let Some(service) = name.as_deref().and_then(by_name) else {
+        bail!(
+            "usage: spright-parking <{}> (got {name:?})",
+            NAMES.join("|")
+        );
     };
-    spright_baselines::run(service)
+    spright_sdk::run(service).with_context(|| format!("function {}", name.unwrap_or_default()))
 }
