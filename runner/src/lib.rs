@@ -11,6 +11,7 @@ pub use binaries::Binaries;
 use anyhow::{bail, Context};
 use slog::{info, warn, Logger};
 use spright_core::chain::{Chain, RoutingMode};
+use spright_core::env;
 use spright_core::logging::LogFormat;
 use spright_core::manifest::{ChainKey, Manifest, ManifestError};
 use std::future::Future;
@@ -149,18 +150,18 @@ async fn run_chain(
             let mut cmd = Command::new(program);
             cmd.args(&f.command.as_ref().expect("checked")[1..])
                 .envs(&f.env)
-                .env("SPRIGHT_CHAIN", &chain.name)
-                .env("SPRIGHT_FUNCTION", &f.name)
+                .env(env::CHAIN, &chain.name)
+                .env(env::FUNCTION, &f.name)
                 .env(
-                    "SPRIGHT_SOCKET",
+                    env::SOCKET,
                     manifest
                         .function(&f.name)
                         .expect("in manifest")
                         .socket
                         .clone(),
                 )
-                .env("SPRIGHT_POOL", &manifest.pool.path)
-                .env("SPRIGHT_LOG_FORMAT", log_format_name(opts.log_format))
+                .env(env::POOL, &manifest.pool.path)
+                .env(env::LOG_FORMAT, log_format_name(opts.log_format))
                 .stdin(Stdio::null());
             process::supervised(&mut cmd);
             functions.spawn(supervise_function(

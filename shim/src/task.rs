@@ -62,7 +62,7 @@ fn container_not_found(id: &str) -> TaskError {
 
 impl TaskService {
     pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> TaskService {
-        let runtime_root = std::env::var_os("SPRIGHT_RUNTIME_ROOT")
+        let runtime_root = std::env::var_os(spright_core::env::RUNTIME_ROOT)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(spright_core::manifest::DEFAULT_RUNTIME_ROOT));
         let events = ToContainerd {

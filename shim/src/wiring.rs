@@ -8,6 +8,7 @@
 
 use serde_json::{json, Value};
 use spright_core::chain::RoutingMode;
+use spright_core::env;
 use spright_core::manifest::{ChainKey, Manifest, ManifestError, REPLICA_SEPARATOR};
 use spright_core::rings::rings_path;
 use std::collections::HashMap;
@@ -384,21 +385,13 @@ fn check_mountable(
 }
 
 fn check_name(key: &str, value: &str) -> Result<(), WiringError> {
-    let ok = !value.is_empty()
-        && value.len() <= 48
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(WiringError::Malformed {
+    spright_core::names::check_name(value, spright_core::names::MAX_FUNCTION_NAME).map_err(
+        |problem| WiringError::Malformed {
             key: key.to_owned(),
             value: value.to_owned(),
-            problem: "names are 1 to 48 lowercase letters, digits and '-'".into(),
-        })
-    }
+            problem,
+        },
+    )
 }
 
 /// The function's registration socket, if the chain declares it.
@@ -459,13 +452,13 @@ fn set_env(process: &mut Value, wiring: &FunctionWiring) {
         .into_iter()
         .filter(|e| !e.as_str().is_some_and(|e| e.starts_with("SPRIGHT_")))
         .collect();
-    env.push(json!(format!("SPRIGHT_CHAIN={}", wiring.chain)));
+    env.push(json!(format!("{}={}", env::CHAIN, wiring.chain)));
     if let Some(replica) = &wiring.replica {
-        env.push(json!(format!("SPRIGHT_REPLICA={replica}")));
+        env.push(json!(format!("{}={replica}", env::REPLICA)));
     }
-    env.push(json!(format!("SPRIGHT_FUNCTION={}", wiring.function)));
-    env.push(json!(format!("SPRIGHT_POOL={POOL_IN_CONTAINER}")));
-    env.push(json!(format!("SPRIGHT_SOCKET={SOCKET_IN_CONTAINER}")));
+    env.push(json!(format!("{}={}", env::FUNCTION, wiring.function)));
+    env.push(json!(format!("{}={POOL_IN_CONTAINER}", env::POOL)));
+    env.push(json!(format!("{}={SOCKET_IN_CONTAINER}", env::SOCKET)));
     if let Some(p) = process.as_object_mut() {
         p.insert("env".into(), Value::Array(env));
     }

@@ -4,11 +4,13 @@
 
 pub mod chain;
 pub mod descriptor;
+pub mod env;
 pub mod envelope;
 pub mod fdpass;
 pub mod ids;
 pub mod logging;
 pub mod manifest;
+pub mod names;
 pub mod pool;
 pub mod protocol;
 pub mod rings;

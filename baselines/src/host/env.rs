@@ -50,13 +50,13 @@ impl Env {
                 ))
             }
         };
-        let threads = match var("SPRIGHT_THREADS") {
+        let threads = match var(spright_core::env::THREADS) {
             None => 1,
             Some(t) => match t.trim().parse::<usize>() {
                 Ok(n) if n > 0 => n,
                 _ => {
                     return Err(invalid(
-                        "SPRIGHT_THREADS",
+                        spright_core::env::THREADS,
                         &t,
                         "expected a count above 0".into(),
                     ))
@@ -86,10 +86,10 @@ impl Env {
         if let Some(a) = var("SPRIGHT_HTTP_LISTEN") {
             env.http_listen = Some(address("SPRIGHT_HTTP_LISTEN", &a)?);
         }
-        if let Some(ms) = var("SPRIGHT_TIMEOUT_MS") {
+        if let Some(ms) = var(spright_core::env::TIMEOUT_MS) {
             let ms: u64 = ms.trim().parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
                 invalid(
-                    "SPRIGHT_TIMEOUT_MS",
+                    spright_core::env::TIMEOUT_MS,
                     &ms,
                     "expected milliseconds above 0".into(),
                 )

@@ -34,8 +34,14 @@ pub async fn run(options: &Options) -> Result<(), LaunchError> {
             ("SPRIGHT_HOST".into(), "grpc".into()),
             ("SPRIGHT_LISTEN".into(), listen.clone()),
             ("SPRIGHT_PEERS".into(), peers.clone()),
-            ("SPRIGHT_THREADS".into(), options.threads.to_string()),
-            ("SPRIGHT_TIMEOUT_MS".into(), chain.timeout_ms.to_string()),
+            (
+                spright_core::env::THREADS.into(),
+                options.threads.to_string(),
+            ),
+            (
+                spright_core::env::TIMEOUT_MS.into(),
+                chain.timeout_ms.to_string(),
+            ),
         ]);
         if i == entry {
             env.push(("SPRIGHT_HTTP_LISTEN".into(), options.listen.to_string()));

@@ -58,7 +58,10 @@ pub async fn run(options: &Options, scale_to_zero: Option<Duration>) -> Result<(
             ("SPRIGHT_HOST".into(), "http".into()),
             ("SPRIGHT_LISTEN".into(), format!("127.0.0.1:{port}")),
             ("SPRIGHT_GATEWAY_URL".into(), format!("http://{gateway}")),
-            ("SPRIGHT_THREADS".into(), options.threads.to_string()),
+            (
+                spright_core::env::THREADS.into(),
+                options.threads.to_string(),
+            ),
         ]);
         let spec = PodSpec {
             function: f.name.clone(),

@@ -106,10 +106,9 @@ impl ChainPool {
     }
 }
 
-/// Longest chain name (it becomes part of file names and the pool header).
-pub const MAX_CHAIN_NAME: usize = 48;
-/// Longest function name (it becomes a socket file name).
-pub const MAX_FUNCTION_NAME: usize = 48;
+// Chain names become part of file names and the pool header, function names socket names.
+pub(crate) use crate::names::check_name;
+pub use crate::names::{MAX_CHAIN_NAME, MAX_FUNCTION_NAME};
 
 impl Chain {
     /// Loads and validates a chain file.
@@ -405,27 +404,6 @@ impl Chain {
         }
         allow
     }
-}
-
-/// Checks a name of the chain file's kind: 1 to `max` lowercase letters, digits and '-', not
-/// leading with '-'.
-pub(crate) fn check_name(name: &str, max: usize) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name.len() > max {
-        return Err(format!("{name:?} is longer than {max} characters"));
-    }
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if !ok {
-        return Err(format!(
-            "{name:?} may only hold lowercase letters, digits and '-' (not leading)"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
