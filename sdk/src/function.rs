@@ -361,7 +361,7 @@ fn write_in_place(
 /// process is told to stop (SIGTERM/SIGINT). Builds its own tokio runtime: one thread unless
 /// `SPRIGHT_THREADS` asks for more.
 pub fn run<H: Handler>(handler: H) -> Result<(), SdkError> {
-    let threads: usize = std::env::var("SPRIGHT_THREADS")
+    let threads: usize = std::env::var(spright_core::env::THREADS)
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(1);
@@ -414,7 +414,7 @@ pub async fn serve<H: Handler>(handler: H) -> Result<(), SdkError> {
 }
 
 async fn serve_counting<H: Handler>(handler: H, activity: Arc<Activity>) -> Result<(), SdkError> {
-    let format = std::env::var("SPRIGHT_LOG_FORMAT")
+    let format = std::env::var(spright_core::env::LOG_FORMAT)
         .ok()
         .and_then(|f| f.parse().ok())
         .unwrap_or_default();
