@@ -2,7 +2,6 @@
 //! descriptor to the route's first function, wait for the answer, and turn that into the
 //! HTTP response, with the body served straight from the pool.
 
-use crate::dispatch::Outcome;
 use crate::metrics::{RequestLabels, RouteLabel};
 use crate::Gateway;
 use bytes::Bytes;
@@ -11,10 +10,10 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use slog::debug;
-use spright_core::descriptor::{Descriptor, Kind, RefuseReason, ReplyError, ABI_VERSION};
+use spright_core::descriptor::RefuseReason;
 use spright_core::envelope::{self, ENVELOPE_HEADER_SIZE};
-use spright_core::ids::FnId;
-use spright_sdk::{Lease, Message};
+use spright_sdk::runtime::{next_hop, Destination, Failure, Position, Step, Trail};
+use spright_sdk::Message;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,8 +56,14 @@ pub async fn handle(
     let (label, response) = match gw.routes.find(req.method().as_str(), req.uri().path()) {
         Some((index, route)) => {
             let label = gw.routes.label(index);
-            let entry = FnId(route.sequence[0]);
-            (label, through_chain(&gw, req, index, entry).await)
+            let response = match next_hop(&route.sequence, Position::Entry) {
+                Some(first) => through_chain(&gw, req, index, first).await,
+                None => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("route {label} has no functions"),
+                ),
+            };
+            (label, response)
         }
         None => {
             let response = if gw.routes.path_known(req.uri().path()) {
@@ -125,10 +130,11 @@ async fn through_chain(
     gw: &Arc<Gateway>,
     req: Request<Incoming>,
     route: u16,
-    entry: FnId,
+    first: Step,
 ) -> Response<Body> {
+    let runtime = &gw.runtime;
     let meta = request_meta(&req);
-    let buffer_size = gw.pool.buffer_size() as usize;
+    let buffer_size = runtime.pool().buffer_size() as usize;
     let room = envelope::body_capacity(buffer_size, meta.len());
     if ENVELOPE_HEADER_SIZE + meta.len() > buffer_size {
         return error(
@@ -145,10 +151,10 @@ async fn through_chain(
         return too_large(room);
     }
 
-    let (request_id, outcome) = gw.dispatcher.open();
-    // However this future ends, even dropped by hyper when the client goes away, the slot goes.
-    let _slot = gw.dispatcher.slot(request_id);
-    let mut lease = match Lease::alloc(&gw.pool, gw.me, request_id) {
+    // However this future ends, even dropped by hyper when the client goes away, the wait goes.
+    let mut answer = runtime.open_request();
+    let request_id = answer.key();
+    let mut lease = match runtime.lease(request_id) {
         Ok(l) => l,
         Err(_) => {
             let mut r = error(
@@ -205,101 +211,62 @@ async fn through_chain(
     envelope::write_header(lease.space(), 0, meta.len(), body_len);
     lease.set_len(body_at + body_len);
 
-    let d = Descriptor {
-        version: ABI_VERSION,
-        kind: Kind::Request as u8,
-        dst_fn: entry.0,
-        dst_instance: spright_core::ANY_INSTANCE.0,
-        route,
-        origin_instance: gw.me.instance.0,
-        request_id,
-        ..Descriptor::default()
-    };
-    if let Err(e) = gw.sender.send_lease(lease, d) {
+    let d = Trail::start(request_id, route, runtime.me().instance).to(Destination::Next(first));
+    if let Err(e) = runtime.send_lease(lease, d) {
         return error(
             StatusCode::BAD_GATEWAY,
             format!("sending into the chain: {e}"),
         );
     }
 
-    let mut outcome = outcome;
     let mut retried = false;
     loop {
-        let result = tokio::time::timeout(gw.timeout, &mut outcome).await;
-        let finished = match result {
-            Err(_) => {
-                gw.dispatcher.close(request_id);
-                let reclaimed = gw.dispatcher.reclaim_in_transit(request_id);
-                debug!(gw.log, "request timed out"; "request" => request_id, "reclaimed" => reclaimed);
-                return error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "the chain did not answer within {} ms",
-                        gw.timeout.as_millis()
-                    ),
-                );
-            }
-            Ok(Err(_)) => {
-                return error(StatusCode::BAD_GATEWAY, "the request was abandoned");
-            }
-            Ok(Ok(o)) => o,
+        let failure = match answer.outcome(gw.timeout).await {
+            Ok(message) => return to_http(message),
+            Err(failure) => failure,
         };
-        match finished {
-            Outcome::Reply(message) => return to_http(message),
-            Outcome::Failed(code) => return failed(code),
-            Outcome::Gone { function } => {
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "function {} exited while handling the request",
-                        gw.name_of(function)
-                    ),
+        match failure {
+            Failure::Timeout { .. } => {
+                let reclaimed = runtime.reclaim_in_transit(request_id);
+                debug!(gw.log, "request timed out"; "request" => request_id, "reclaimed" => reclaimed);
+            }
+            // An instance may have left between the router's choice and its delivery; one
+            // retry picks among those that remain.
+            Failure::Refused {
+                function,
+                reason: Some(RefuseReason::NoDestination),
+                lease: Some(lease),
+            } if !retried => {
+                retried = true;
+                answer.reopen();
+                if runtime.send_lease(lease, d).is_ok() {
+                    continue;
+                }
+                return chain_failed(
+                    gw,
+                    &Failure::Refused {
+                        function,
+                        reason: Some(RefuseReason::NoDestination),
+                        lease: None,
+                    },
                 );
             }
-            Outcome::Refused {
-                function,
-                reason,
-                lease,
-            } => {
-                // An instance may have left between the router's choice and its delivery;
-                // one retry picks among those that remain.
-                if let (Some(RefuseReason::NoDestination), Some(lease), false) =
-                    (reason, lease, retried)
-                {
-                    retried = true;
-                    outcome = gw.dispatcher.reopen(request_id);
-                    if gw.sender.send_lease(lease, d).is_ok() {
-                        continue;
-                    }
-                }
-                return match reason {
-                    Some(RefuseReason::Busy) => busy(gw.name_of(function)),
-                    Some(RefuseReason::NoDestination) | None => error(
-                        StatusCode::BAD_GATEWAY,
-                        format!("function {} is not registered", gw.name_of(function)),
-                    ),
-                    Some(r) => error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!(
-                            "the router refused the request for {}: {}",
-                            gw.name_of(function),
-                            r.as_str()
-                        ),
-                    ),
-                };
-            }
+            _ => {}
         }
+        return chain_failed(gw, &failure);
     }
 }
 
-/// Back-pressure: the function's queue is full. The client may retry after a second.
-fn busy(function: &str) -> Response<Body> {
-    let mut r = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("function {function} is busy (its queue is full)"),
-    );
-    r.headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+/// The answer to a request the chain did not answer with a message. Back-pressure and
+/// exhaustion (503) tell the client to retry after a second.
+fn chain_failed(gw: &Gateway, failure: &Failure) -> Response<Body> {
+    let status =
+        StatusCode::from_u16(failure.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = error(status, failure.http_text(|f| gw.name_of(f)));
+    if failure.retry_after() {
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     r
 }
 
@@ -308,38 +275,6 @@ fn too_large(room: usize) -> Response<Body> {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("request body is larger than the {room} bytes a pool buffer holds"),
     )
-}
-
-fn failed(code: Option<ReplyError>) -> Response<Body> {
-    let (status, text) = match code {
-        Some(ReplyError::HandlerFailed) => (StatusCode::INTERNAL_SERVER_ERROR, "a function failed"),
-        Some(ReplyError::PoolExhausted) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "a function found the pool exhausted",
-        ),
-        Some(ReplyError::DownstreamUnavailable) => (
-            StatusCode::BAD_GATEWAY,
-            "a function downstream is not registered",
-        ),
-        Some(ReplyError::DownstreamTimeout) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "a function downstream did not answer in time",
-        ),
-        Some(ReplyError::DownstreamBusy) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "a function downstream is busy (its queue is full)",
-        ),
-        None => (
-            StatusCode::BAD_GATEWAY,
-            "the chain answered with a malformed message",
-        ),
-    };
-    let mut r = error(status, text);
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    r
 }
 
 /// The body of a reply, served from the pool buffer; the buffer is freed when hyper is done.

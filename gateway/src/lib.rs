@@ -5,7 +5,6 @@
 //! buffer and sent as a descriptor to the route's first function; the answer comes back as a
 //! descriptor and its body is served from the pool without a copy.
 
-mod dispatch;
 mod http;
 mod metrics;
 mod routes;
@@ -13,17 +12,15 @@ mod routes;
 pub use routes::RouteTable;
 
 use anyhow::Context as _;
-use dispatch::Dispatcher;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics::Metrics;
 use slog::{info, warn, Logger};
-use spright_core::ids::{Endpoint, FnId};
+use spright_core::ids::FnId;
 use spright_core::manifest::Manifest;
-use spright_core::pool::Pool;
-use spright_sdk::member::{Member, Sender};
+use spright_sdk::runtime::{self, Runtime};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,10 +34,7 @@ const MAX_HEAD: usize = 64 * 1024;
 
 pub struct Gateway {
     routes: RouteTable,
-    pool: Arc<Pool>,
-    me: Endpoint,
-    sender: Sender,
-    dispatcher: Arc<Dispatcher>,
+    runtime: Arc<Runtime>,
     metrics: Metrics,
     timeout: Duration,
     manifest: Manifest,
@@ -49,7 +43,7 @@ pub struct Gateway {
 
 impl Gateway {
     fn name_of(&self, f: FnId) -> &str {
-        self.manifest.spec.name_of(f)
+        self.runtime.name_of(f)
     }
 
     async fn metrics_response(&self) -> hyper::Response<http::Body> {
@@ -93,7 +87,8 @@ pub struct Config {
 pub struct Bound {
     gateway: Arc<Gateway>,
     listener: TcpListener,
-    member_parts: (spright_sdk::member::Receiver, spright_sdk::member::Events),
+    inbound: runtime::Receiver,
+    events: runtime::Events,
 }
 
 impl Bound {
@@ -108,10 +103,15 @@ impl Bound {
         let Bound {
             gateway,
             listener,
-            member_parts: (receiver, events),
+            mut inbound,
+            events: mut pool_manager_events,
         } = self;
-        let mut receive = tokio::spawn(gateway.dispatcher.clone().receive(receiver));
-        let mut events = tokio::spawn(gateway.dispatcher.clone().events(events));
+        // The gateway serves no requests: the runtime answers waits and rejects the rest.
+        let runtime = gateway.runtime.clone();
+        let mut receive = tokio::spawn(async move { runtime.receive(&mut inbound, |_| {}).await });
+        let runtime = gateway.runtime.clone();
+        let mut events =
+            tokio::spawn(async move { runtime.follow(&mut pool_manager_events, |_| {}).await });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -177,11 +177,11 @@ async fn drain(gateway: &Gateway, connections: GracefulShutdown) {
             _ = &mut closed => break,
             _ = &mut deadline => {
                 warn!(gateway.log, "requests still in flight after draining; closing them";
-                    "in_flight" => gateway.dispatcher.in_flight(), "drain" => ?limit);
+                    "in_flight" => gateway.runtime.in_flight(), "drain" => ?limit);
                 return;
             }
             _ = tokio::time::sleep(DRAIN_TICK) => {
-                idle_ticks = if gateway.dispatcher.in_flight() == 0 { idle_ticks + 1 } else { 0 };
+                idle_ticks = if gateway.runtime.in_flight() == 0 { idle_ticks + 1 } else { 0 };
                 if idle_ticks >= 2 {
                     break;
                 }
@@ -196,7 +196,8 @@ async fn drain(gateway: &Gateway, connections: GracefulShutdown) {
 /// Registers with the chain as the gateway and binds the HTTP listener.
 pub async fn bind(config: Config, log: Logger) -> anyhow::Result<Bound> {
     let manifest = config.manifest;
-    let member = Member::register(&manifest.gateway_socket, Some(&manifest.pool.path))
+    let log = log.new(slog::o!("chain" => manifest.chain.clone()));
+    let joined = Runtime::join(&manifest.gateway_socket, Some(&manifest.pool.path), &log)
         .await
         .context("registering with the chain's pool-manager")?;
     let listener = match config.listener {
@@ -220,22 +221,13 @@ pub async fn bind(config: Config, log: Logger) -> anyhow::Result<Bound> {
                 .with_context(|| format!("binding {listen}"))?
         }
     };
-    let (info, sender, receiver, events) = member.into_parts();
-    let log = log
-        .new(slog::o!("chain" => manifest.chain.clone(), "instance" => info.endpoint.instance.0));
-    let dispatcher = Arc::new(Dispatcher::new(
-        info.pool.clone(),
-        info.endpoint,
-        log.clone(),
-    ));
-    let metrics = Metrics::new(info.pool.clone(), dispatcher.clone());
+    let log = joined.log;
+    let runtime = Arc::new(joined.runtime);
+    let metrics = Metrics::new(runtime.clone());
     info!(log, "gateway listening"; "address" => %listener.local_addr()?, "routing" => %manifest.routing);
     let gateway = Arc::new(Gateway {
         routes: RouteTable::new(&manifest.spec.routes),
-        pool: info.pool.clone(),
-        me: info.endpoint,
-        sender,
-        dispatcher,
+        runtime,
         metrics,
         timeout: Duration::from_millis(manifest.spec.timeout_ms),
         manifest,
@@ -244,6 +236,7 @@ pub async fn bind(config: Config, log: Logger) -> anyhow::Result<Bound> {
     Ok(Bound {
         gateway,
         listener,
-        member_parts: (receiver, events),
+        inbound: joined.inbound,
+        events: joined.events,
     })
 }

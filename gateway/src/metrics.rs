@@ -2,7 +2,6 @@
 //! histograms, pool occupancy read from the pool's headers, and the router's per-function
 //! counters (SPROXY's per-CPU map, through the pool-manager's control socket).
 
-use crate::dispatch::Dispatcher;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -11,9 +10,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use spright_core::pool::Pool;
 use spright_core::protocol::RouterStats;
-use std::sync::atomic::Ordering;
+use spright_sdk::runtime::Runtime;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,14 +35,13 @@ pub struct Metrics {
 
 #[derive(Debug)]
 struct ChainCollector {
-    pool: Arc<Pool>,
+    runtime: Arc<Runtime>,
     router: Arc<Mutex<Option<RouterStats>>>,
-    dispatcher: Arc<Dispatcher>,
 }
 
 impl Collector for ChainCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.pool.stats();
+        let stats = self.runtime.pool().stats();
         {
             let mut m = encoder.encode_descriptor(
                 "spright_pool_buffers",
@@ -67,20 +64,18 @@ impl Collector for ChainCollector {
             None,
             MetricType::Gauge,
         )?)?;
-        ConstGauge::new(self.dispatcher.in_flight() as i64).encode(encoder.encode_descriptor(
+        ConstGauge::new(self.runtime.in_flight() as i64).encode(encoder.encode_descriptor(
             "spright_gateway_in_flight_requests",
             "Requests sent into the chain and not answered yet",
             None,
             MetricType::Gauge,
         )?)?;
-        ConstCounter::new(self.dispatcher.rejected.load(Ordering::Relaxed)).encode(
-            encoder.encode_descriptor(
-                "spright_gateway_rejected_descriptors",
-                "Descriptors the gateway rejected (forged, stale or from another pool)",
-                None,
-                MetricType::Counter,
-            )?,
-        )?;
+        ConstCounter::new(self.runtime.rejected()).encode(encoder.encode_descriptor(
+            "spright_gateway_rejected_descriptors",
+            "Descriptors the gateway rejected (forged, stale or from another pool)",
+            None,
+            MetricType::Counter,
+        )?)?;
         let router = self.router.lock().unwrap();
         let Some(router) = router.as_ref() else {
             return Ok(());
@@ -156,7 +151,7 @@ impl Collector for ChainCollector {
 }
 
 impl Metrics {
-    pub fn new(pool: Arc<Pool>, dispatcher: Arc<Dispatcher>) -> Metrics {
+    pub fn new(runtime: Arc<Runtime>) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -175,9 +170,8 @@ impl Metrics {
         );
         let router = Arc::new(Mutex::new(None));
         registry.register_collector(Box::new(ChainCollector {
-            pool,
+            runtime,
             router: router.clone(),
-            dispatcher,
         }));
         Metrics {
             registry,

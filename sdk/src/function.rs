@@ -4,19 +4,18 @@
 
 use crate::error::{CallError, SdkError};
 use crate::lease::Lease;
-use crate::member::{Member, MemberInfo, Sender};
+use crate::member::Member;
 use crate::message::{Message, Reply, Request, Response};
+use crate::runtime::{Caller, Runtime, Trail, Work};
 use slog::{debug, info, warn, Logger};
-use spright_core::descriptor::{Descriptor, Kind, RefuseReason, ReplyError, ABI_VERSION};
+use spright_core::descriptor::ReplyError;
 use spright_core::envelope::{self, ENVELOPE_HEADER_SIZE};
-use spright_core::ids::{Endpoint, FnId, GATEWAY};
+use spright_core::ids::GATEWAY;
 use spright_core::protocol::Event;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// What a handler may fail with; it becomes a 500 response naming the function.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -44,23 +43,12 @@ where
     }
 }
 
-struct PendingCall {
-    reply: oneshot::Sender<Result<Reply, CallError>>,
-    callee: u16,
-    request_id: u64,
-}
-
 /// State shared by every request an instance serves.
 struct Instance {
-    info: MemberInfo,
-    sender: Sender,
-    pending: Mutex<HashMap<u32, PendingCall>>,
-    next_call: AtomicU32,
-    ids: HashMap<String, u16>,
-    timeout: Duration,
+    runtime: Runtime,
+    /// This function's name.
+    function: String,
     log: Logger,
-    rejected: AtomicU64,
-    refused: AtomicU64,
     activity: Arc<Activity>,
 }
 
@@ -115,58 +103,34 @@ const DRAIN_QUIET: Duration = Duration::from_millis(250);
 /// ...or for the gateway's timeout and a second at most (the gateway's own drain bound).
 const DRAIN_MARGIN: Duration = Duration::from_secs(1);
 
-impl Instance {
-    fn me(&self) -> Endpoint {
-        self.info.endpoint
-    }
-
-    fn name_of(&self, id: u16) -> String {
-        if id == GATEWAY.0 {
-            return "gateway".into();
-        }
-        self.ids
-            .iter()
-            .find(|(_, &v)| v == id)
-            .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| format!("function {id}"))
-    }
-}
-
 /// What a handler knows about the request it serves, and how it makes responses and calls.
 #[derive(Clone)]
 pub struct Context {
     instance: Arc<Instance>,
-    request_id: u64,
-    route: u16,
-    hops: u8,
-    origin_instance: u16,
-    /// Set when this request is a call: (caller function, caller instance, call id).
-    caller: Option<(u16, u16, u32)>,
+    trail: Trail,
+    /// Set when this request is a call.
+    caller: Option<Caller>,
     request_line: Arc<[u8]>,
 }
 
 impl Context {
     /// The id the gateway gave the request.
     pub fn request_id(&self) -> u64 {
-        self.request_id
+        self.trail.request_id
     }
 
     /// This function's name.
     pub fn function(&self) -> &str {
-        &self.instance.info.welcome.function
+        &self.instance.function
     }
 
     /// This instance's number.
     pub fn instance(&self) -> u16 {
-        self.instance.info.endpoint.instance.0
+        self.instance.runtime.me().instance.0
     }
 
     fn lease(&self) -> Result<Lease, SdkError> {
-        Lease::alloc(
-            &self.instance.info.pool,
-            self.instance.me(),
-            self.request_id,
-        )
+        self.instance.runtime.lease(self.trail.request_id)
     }
 
     fn meta(&self, content_type: &str) -> Vec<u8> {
@@ -293,63 +257,24 @@ impl Context {
         meta: Vec<u8>,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<Reply, CallError> {
-        let inst = &self.instance;
+        let runtime = &self.instance.runtime;
         let failed = |message: String| CallError::Failed {
             function: function.to_owned(),
             message,
         };
-        let callee = *inst
-            .ids
-            .get(function)
+        let callee = runtime
+            .function_id(function)
             .ok_or_else(|| failed("no such function in this chain".into()))?;
         let mut lease = self.lease().map_err(|e| failed(e.to_string()))?;
         let n = write_in_place(&mut lease, 0, &meta, fill).map_err(|e| failed(e.to_string()))?;
         lease.set_len(n);
-
-        let call_id = loop {
-            let id = inst.next_call.fetch_add(1, Ordering::Relaxed);
-            if id != 0 {
-                break id;
-            }
-        };
-        let (tx, rx) = oneshot::channel();
-        inst.pending.lock().unwrap().insert(
-            call_id,
-            PendingCall {
-                reply: tx,
-                callee,
-                request_id: self.request_id,
-            },
-        );
-        let d = Descriptor {
-            version: ABI_VERSION,
-            kind: Kind::Request as u8,
-            hops: self.hops,
-            dst_fn: callee,
-            dst_instance: spright_core::ANY_INSTANCE.0,
-            route: self.route,
-            origin_instance: self.origin_instance,
-            request_id: self.request_id,
-            call_id,
-            ..Descriptor::default()
-        };
-        if let Err(e) = inst.sender.send_lease(lease, d) {
-            inst.pending.lock().unwrap().remove(&call_id);
-            return Err(failed(e.to_string()));
-        }
-        match tokio::time::timeout(inst.timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(CallError::Gone {
-                function: function.to_owned(),
-            }),
-            Err(_) => {
-                inst.pending.lock().unwrap().remove(&call_id);
-                Err(CallError::Timeout {
-                    function: function.to_owned(),
-                    ms: inst.timeout.as_millis() as u64,
-                })
-            }
-        }
+        let mut answer = runtime
+            .call(self.trail, callee, lease)
+            .map_err(|e| failed(e.to_string()))?;
+        answer
+            .outcome(runtime.timeout())
+            .await
+            .map_err(|f| f.call_error(function.to_owned()))
     }
 }
 
@@ -436,7 +361,7 @@ fn write_in_place(
 /// process is told to stop (SIGTERM/SIGINT). Builds its own tokio runtime: one thread unless
 /// `SPRIGHT_THREADS` asks for more.
 pub fn run<H: Handler>(handler: H) -> Result<(), SdkError> {
-    let threads: usize = std::env::var("SPRIGHT_THREADS")
+    let threads: usize = std::env::var(spright_core::env::THREADS)
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(1);
@@ -489,7 +414,7 @@ pub async fn serve<H: Handler>(handler: H) -> Result<(), SdkError> {
 }
 
 async fn serve_counting<H: Handler>(handler: H, activity: Arc<Activity>) -> Result<(), SdkError> {
-    let format = std::env::var("SPRIGHT_LOG_FORMAT")
+    let format = std::env::var(spright_core::env::LOG_FORMAT)
         .ok()
         .and_then(|f| f.parse().ok())
         .unwrap_or_default();
@@ -519,38 +444,40 @@ async fn serve_member_counting<H: Handler>(
         "instance" => info.endpoint.instance.0));
     info!(log, "registered"; "chain" => &info.welcome.chain, "routing" => %info.welcome.routing);
     let instance = Arc::new(Instance {
-        ids: info.welcome.functions.iter().cloned().collect(),
-        timeout: Duration::from_millis(info.welcome.timeout_ms),
-        info,
-        sender,
-        pending: Mutex::new(HashMap::new()),
-        // Random, so a restarted instance does not take its predecessor's late replies for
-        // answers to its own calls.
-        next_call: AtomicU32::new(fastrand::u32(1..)),
+        runtime: Runtime::new(&info, sender, log.clone()),
+        function: info.welcome.function.clone(),
         log: log.clone(),
-        rejected: AtomicU64::new(0),
-        refused: AtomicU64::new(0),
         activity,
     });
     let _ = instance
         .activity
         .chain
-        .set((instance.info.pool.clone(), instance.timeout));
+        .set((info.pool.clone(), instance.runtime.timeout()));
     let handler = Arc::new(handler);
-    let events_done = {
-        let instance = instance.clone();
-        async move {
-            while let Some(event) = events.next().await {
-                on_event(&instance, event);
+    let events_done = instance.runtime.follow(&mut events, |event| {
+        if let Event::Gone {
+            function,
+            remaining: 0,
+            ..
+        } = event
+        {
+            if *function == GATEWAY.0 {
+                instance
+                    .activity
+                    .gateway_gone
+                    .store(true, Ordering::Relaxed);
             }
         }
-    };
+    });
     let receiving = async {
         loop {
-            match receiver
-                .next_batch(|d| dispatch(&instance, &handler, d))
-                .await
-            {
+            let batch = receiver.next_batch(|d| {
+                instance.activity.received.fetch_add(1, Ordering::Relaxed);
+                if let Some(work) = instance.runtime.accept(d) {
+                    dispatch(&instance, &handler, work);
+                }
+            });
+            match batch.await {
                 Ok(true) => {}
                 Ok(false) => return Ok(()),
                 Err(e) => return Err(SdkError::Io(e)),
@@ -561,304 +488,63 @@ async fn serve_member_counting<H: Handler>(
         _ = events_done => Err(SdkError::PoolManagerGone),
         r = receiving => r.and(Err(SdkError::PoolManagerGone)),
     };
-    info!(log, "leaving"; "rejected_descriptors" => instance.rejected.load(Ordering::Relaxed));
+    info!(log, "leaving"; "rejected_descriptors" => instance.runtime.rejected());
     result
 }
 
-fn on_event(instance: &Instance, event: Event) {
-    if let Event::Gone {
-        function,
-        remaining,
-        requests,
-        ..
-    } = event
-    {
-        if function == GATEWAY.0 && remaining == 0 {
+/// Starts handling a request: the handler runs in a task of its own, and its result goes where
+/// the runtime says.
+fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) {
+    let Work {
+        trail,
+        caller,
+        lease,
+    } = work;
+    let Some(lease) = lease else {
+        warn!(instance.log, "request without a buffer"; "request" => trail.request_id);
+        instance
+            .runtime
+            .answer(trail, caller, Err(ReplyError::HandlerFailed));
+        return;
+    };
+    let message = match Message::parse(lease) {
+        Ok(m) => m,
+        Err((lease, e)) => {
+            warn!(instance.log, "malformed request envelope"; "error" => %e);
             instance
-                .activity
-                .gateway_gone
-                .store(true, Ordering::Relaxed);
-        }
-        let mut pending = instance.pending.lock().unwrap();
-        let dead: Vec<u32> = pending
-            .iter()
-            .filter(|(_, p)| {
-                requests.binary_search(&p.request_id).is_ok()
-                    || (remaining == 0 && p.callee == function)
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        for id in dead {
-            if let Some(p) = pending.remove(&id) {
-                let _ = p.reply.send(Err(CallError::Gone {
-                    function: instance.name_of(p.callee),
-                }));
-            }
-        }
-    }
-}
-
-/// Handles one received descriptor. Nothing in the pool is touched before the descriptor is
-/// validated and its buffer claimed.
-fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, d: Descriptor) {
-    instance.activity.received.fetch_add(1, Ordering::Relaxed);
-    let pool = &instance.info.pool;
-    let me = instance.me();
-    let claim = |d: &Descriptor| -> Option<Option<Lease>> {
-        match pool.claim(d, me) {
-            Ok(buf) => Some(buf.map(|b| Lease::claimed(pool, b, me, d.len))),
-            Err(e) => {
-                instance.rejected.fetch_add(1, Ordering::Relaxed);
-                warn!(instance.log, "rejected a descriptor";
-                    "error" => %e, "from" => d.src_fn, "request" => d.request_id);
-                None
-            }
+                .runtime
+                .answer(trail, caller, Err(ReplyError::HandlerFailed));
+            drop(lease);
+            return;
         }
     };
-    match d.kind() {
-        Some(Kind::Request) => {
-            let Some(lease) = claim(&d) else { return };
-            let Some(lease) = lease else {
-                warn!(instance.log, "request without a buffer"; "from" => d.src_fn);
-                let instance = instance.clone();
-                tokio::spawn(async move {
-                    let ctx = context(&instance, &d, Arc::from(&b""[..]));
-                    deliver(&instance, &ctx, Err(ReplyError::HandlerFailed), &d).await;
-                });
-                return;
-            };
-            let message = match Message::parse(lease) {
-                Ok(m) => m,
-                Err((lease, e)) => {
-                    warn!(instance.log, "malformed request envelope"; "error" => %e);
-                    let instance = instance.clone();
-                    tokio::spawn(async move {
-                        let ctx = context(&instance, &d, Arc::from(&b""[..]));
-                        deliver(&instance, &ctx, Err(ReplyError::HandlerFailed), &d).await;
-                        drop(lease);
-                    });
-                    return;
-                }
-            };
-            let ctx = context(instance, &d, Arc::from(message.request_line()));
-            let (instance, handler) = (instance.clone(), handler.clone());
-            let handling = Handling::new(&instance.activity);
-            tokio::spawn(async move {
-                let _handling = handling;
-                let result = match handler.handle(message, ctx.clone()).await {
-                    Ok(r) => Ok(r),
-                    Err(e) => {
-                        debug!(instance.log, "handler failed"; "error" => %e, "request" => d.request_id);
-                        let exhausted = matches!(
-                            e.downcast_ref::<SdkError>(),
-                            Some(SdkError::PoolExhausted(_))
-                        );
-                        let text = format!("{} failed: {e}", ctx.function());
-                        if exhausted {
-                            Err(ReplyError::PoolExhausted)
-                        } else {
-                            ctx.respond(500, "text/plain", text.as_bytes())
-                                .map_err(|_| ReplyError::PoolExhausted)
-                        }
-                    }
-                };
-                deliver(&instance, &ctx, result, &d).await;
-            });
-        }
-        Some(Kind::Reply) if d.call_id != 0 => {
-            // Only the reply from the function called, for the request it was called for.
-            let pending = {
-                let mut pending = instance.pending.lock().unwrap();
-                let ours = pending
-                    .get(&d.call_id)
-                    .is_some_and(|p| p.callee == d.src_fn && p.request_id == d.request_id);
-                if ours {
-                    pending.remove(&d.call_id)
-                } else {
-                    None
-                }
-            };
-            let Some(lease) = claim(&d) else {
-                if let Some(p) = pending {
-                    let _ = p.reply.send(Err(CallError::Failed {
-                        function: instance.name_of(p.callee),
-                        message: "the reply was not valid".into(),
-                    }));
-                }
-                return;
-            };
-            let Some(p) = pending else {
-                return; // the call timed out; the lease drops and frees the buffer
-            };
-            let function = instance.name_of(p.callee);
-            let result = match lease {
-                None => Err(CallError::Failed {
-                    function,
-                    message: reply_error_text(d.status).into(),
-                }),
-                Some(lease) => Message::parse(lease).map_err(|(_, e)| CallError::Failed {
-                    function,
-                    message: format!("malformed reply: {e}"),
-                }),
-            };
-            let _ = p.reply.send(result);
-        }
-        Some(Kind::Refused) => refused(instance, d),
-        _ => {
-            instance.rejected.fetch_add(1, Ordering::Relaxed);
-            warn!(instance.log, "unexpected descriptor"; "kind" => d.kind, "from" => d.src_fn);
-            // If it validly hands us a buffer, take it and free it so that it does not stay in
-            // transit.
-            if let Ok(Some(buf)) = pool.claim(&d, me) {
-                pool.free(buf, me);
-            }
-        }
-    }
-}
-
-fn context(instance: &Arc<Instance>, d: &Descriptor, request_line: Arc<[u8]>) -> Context {
-    Context {
+    let ctx = Context {
         instance: instance.clone(),
-        request_id: d.request_id,
-        route: d.route,
-        hops: d.hops,
-        origin_instance: d.origin_instance,
-        caller: (d.call_id != 0).then_some((d.src_fn, d.src_instance, d.call_id)),
-        request_line,
-    }
-}
-
-fn reply_error_text(status: u8) -> &'static str {
-    match ReplyError::from_u8(status) {
-        Some(ReplyError::HandlerFailed) => "the handler failed",
-        Some(ReplyError::PoolExhausted) => "the pool was exhausted",
-        Some(ReplyError::DownstreamUnavailable) => "a function downstream is unavailable",
-        Some(ReplyError::DownstreamTimeout) => "a function downstream timed out",
-        Some(ReplyError::DownstreamBusy) => "a function downstream is busy",
-        None => "unknown error",
-    }
-}
-
-/// Sends a handler's result where it goes: back to the caller, on to the next function of the
-/// route's sequence, or to the gateway.
-async fn deliver(
-    instance: &Instance,
-    ctx: &Context,
-    result: Result<Response, ReplyError>,
-    request: &Descriptor,
-) {
-    let mut d = Descriptor {
-        version: ABI_VERSION,
-        kind: Kind::Reply as u8,
-        hops: request.hops,
-        route: request.route,
-        origin_instance: request.origin_instance,
-        request_id: request.request_id,
-        ..Descriptor::default()
+        trail,
+        caller,
+        request_line: Arc::from(message.request_line()),
     };
-    if let Some((caller, caller_instance, call_id)) = ctx.caller {
-        d.dst_fn = caller;
-        d.dst_instance = caller_instance;
-        d.call_id = call_id;
-    } else {
-        let sequence = instance
-            .info
-            .welcome
-            .routes
-            .get(request.route as usize)
-            .map(|r| r.sequence.as_slice())
-            .unwrap_or(&[]);
-        let next = request.hops as usize + 1;
-        // An error answer (4xx/5xx) ends the sequence: it goes straight back to the client.
-        let go_on = matches!(&result, Ok(r) if r.status() < 400);
-        match (go_on, sequence.get(next)) {
-            (true, Some(&next_fn)) => {
-                d.kind = Kind::Request as u8;
-                d.hops = request.hops.saturating_add(1);
-                d.dst_fn = next_fn;
-                d.dst_instance = spright_core::ANY_INSTANCE.0;
-            }
-            _ => {
-                d.dst_fn = GATEWAY.0;
-                d.dst_instance = request.origin_instance;
-            }
-        }
-    }
-    let sent = match result {
-        Ok(response) => instance.sender.send_lease(response.lease, d),
-        Err(code) => {
-            d.status = code as u8;
-            instance.sender.send(&d).map_err(SdkError::Send)
-        }
-    };
-    if let Err(e) = sent {
-        warn!(instance.log, "could not send a result on"; "error" => %e, "to" => d.dst_fn);
-    }
-}
-
-/// A descriptor this instance sent came back refused: take the buffer back and fail what
-/// waited on it.
-fn refused(instance: &Arc<Instance>, d: Descriptor) {
-    let pool = &instance.info.pool;
-    let me = instance.me();
-    if let Ok(Some(buf)) = pool.check(&d) {
-        if pool.take_back(buf, FnId(d.dst_fn), me) {
-            drop(Lease::claimed(pool, buf, me, 0));
-        }
-    }
-    let (reason, original) = d.refusal().unwrap_or((None, None));
-    let function = instance.name_of(d.dst_fn);
-    let refused = instance.refused.fetch_add(1, Ordering::Relaxed) + 1;
-    // While a function is down every send to it is refused: log the first, then a count now
-    // and then, not one line per request.
-    if refused == 1 || refused.is_multiple_of(1000) {
-        warn!(instance.log, "a send was refused";
-            "to" => &function, "reason" => reason.map(RefuseReason::as_str).unwrap_or("?"),
-            "request" => d.request_id, "refused_so_far" => refused);
-    }
-    match original {
-        Some(Kind::Request) if d.call_id != 0 => {
-            let mut pending = instance.pending.lock().unwrap();
-            let ours = pending
-                .get(&d.call_id)
-                .is_some_and(|p| p.callee == d.dst_fn && p.request_id == d.request_id);
-            if ours {
-                if let Some(p) = pending.remove(&d.call_id) {
-                    let error = match reason {
-                        Some(RefuseReason::Busy) => CallError::Busy { function },
-                        _ => CallError::Refused { function, reason },
-                    };
-                    let _ = p.reply.send(Err(error));
+    let (instance, handler) = (instance.clone(), handler.clone());
+    let handling = Handling::new(&instance.activity);
+    tokio::spawn(async move {
+        let _handling = handling;
+        let result = match handler.handle(message, ctx.clone()).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                debug!(instance.log, "handler failed"; "error" => %e, "request" => trail.request_id);
+                let exhausted = matches!(
+                    e.downcast_ref::<SdkError>(),
+                    Some(SdkError::PoolExhausted(_))
+                );
+                let text = format!("{} failed: {e}", ctx.function());
+                if exhausted {
+                    Err(ReplyError::PoolExhausted)
+                } else {
+                    ctx.respond(500, "text/plain", text.as_bytes())
+                        .map_err(|_| ReplyError::PoolExhausted)
                 }
             }
-        }
-        Some(Kind::Request) => {
-            // The next function of a sequence is not there (or too busy to take it): tell the
-            // gateway now rather than let the request time out.
-            let code = match reason {
-                Some(RefuseReason::Busy) => ReplyError::DownstreamBusy,
-                _ => ReplyError::DownstreamUnavailable,
-            };
-            let instance = instance.clone();
-            tokio::spawn(async move {
-                let reply = Descriptor {
-                    version: ABI_VERSION,
-                    kind: Kind::Reply as u8,
-                    status: code as u8,
-                    dst_fn: GATEWAY.0,
-                    dst_instance: d.origin_instance,
-                    origin_instance: d.origin_instance,
-                    route: d.route,
-                    hops: d.hops,
-                    request_id: d.request_id,
-                    ..Descriptor::default()
-                };
-                let _ = instance.sender.send(&reply);
-            });
-        }
-        // A reply refused as busy: its receiver (the gateway, a caller) is so far behind that
-        // its queue is full. The reply is dropped with its buffer; the request ends in a
-        // timeout there (504), as it would behind any receiver that does not keep up.
-        _ => {} // a reply nobody waits for any more; its buffer is back in the pool
-    }
+        };
+        instance.runtime.answer(ctx.trail, ctx.caller, result);
+    });
 }

@@ -86,6 +86,15 @@ impl Lease {
     }
 }
 
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("buffer", &self.buf)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         self.pool.free(self.buf, self.me);

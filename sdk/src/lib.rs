@@ -28,6 +28,7 @@ mod lease;
 pub mod member;
 mod message;
 pub mod rpc;
+pub mod runtime;
 mod sender;
 
 pub use error::{CallError, SdkError};

@@ -6,6 +6,7 @@ use crate::error::SdkError;
 pub use crate::sender::Sender;
 use spright_core::chain::RoutingMode;
 use spright_core::descriptor::{Descriptor, DescriptorFramer};
+use spright_core::env;
 use spright_core::fdpass::recv_with_fd;
 use spright_core::ids::{Endpoint, FnId, InstanceId};
 use spright_core::pool::Pool;
@@ -18,12 +19,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::OwnedReadHalf as UnixReadHalf;
 use tokio::net::{TcpStream, UnixStream};
-
-/// Environment variables a function reads (the runner and the shim set them).
-pub const ENV_SOCKET: &str = "SPRIGHT_SOCKET";
-pub const ENV_POOL: &str = "SPRIGHT_POOL";
-pub const ENV_CHAIN: &str = "SPRIGHT_CHAIN";
-pub const ENV_FUNCTION: &str = "SPRIGHT_FUNCTION";
 
 /// A registered instance: its identity, the mapped pool and its data socket.
 pub struct Member {
@@ -41,8 +36,8 @@ impl Member {
     /// Registers using `SPRIGHT_SOCKET` (and `SPRIGHT_POOL` when the pool is mounted somewhere
     /// other than its host path, as in a container).
     pub async fn from_env() -> Result<Member, SdkError> {
-        let socket = std::env::var_os(ENV_SOCKET).ok_or(SdkError::MissingEnv(ENV_SOCKET))?;
-        let pool = std::env::var_os(ENV_POOL).map(PathBuf::from);
+        let socket = std::env::var_os(env::SOCKET).ok_or(SdkError::MissingEnv(env::SOCKET))?;
+        let pool = std::env::var_os(env::POOL).map(PathBuf::from);
         Member::register(Path::new(&socket), pool.as_deref()).await
     }
 

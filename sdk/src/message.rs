@@ -5,6 +5,7 @@ use spright_core::envelope::{Envelope, EnvelopeError, ENVELOPE_HEADER_SIZE};
 use std::ops::Range;
 
 /// A message in a held buffer: a request to handle, or the reply to a call.
+#[derive(Debug)]
 pub struct Message {
     lease: Lease,
     status: u16,

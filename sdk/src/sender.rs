@@ -9,8 +9,6 @@
 //! (see `spright_core::rings`), which is synchronous by nature; there is no backlog: a full ring
 //! is refused as SPROXY refuses an undeliverable descriptor.
 
-use crate::error::SdkError;
-use crate::lease::Lease;
 use spright_core::descriptor::{Descriptor, DESCRIPTOR_SIZE};
 use spright_core::ids::{Endpoint, FnId};
 use spright_core::pool::Pool;
@@ -81,43 +79,11 @@ impl Sender {
         }
     }
 
-    /// Sends a descriptor stamped with this pool's tag.
-    pub fn send(&self, d: &Descriptor) -> io::Result<()> {
-        let mut d = *d;
-        d.pool_tag = self.inner.pool.tag();
-        self.enqueue(d)
-    }
-
-    /// Sends exactly `d`, unmodified (no pool tag stamped): for tools and tests that need to
-    /// put arbitrary descriptors on the wire. The router still stamps the sender's identity
-    /// (in poll mode, this sender does).
+    /// Sends exactly `d`, unmodified: the member runtime stamps the pool tag and marks the
+    /// buffer in transit first; tools and tests may put arbitrary descriptors on the wire. The
+    /// router still stamps the sender's identity (in poll mode, this sender does).
     pub fn send_raw(&self, d: &Descriptor) -> io::Result<()> {
         self.enqueue(*d)
-    }
-
-    /// Sends `lease`'s buffer to `d.dst_fn`: the buffer is marked in transit and described in
-    /// `d`. If it cannot be sent, the buffer comes back and is freed.
-    pub fn send_lease(&self, lease: Lease, mut d: Descriptor) -> Result<(), SdkError> {
-        let pool = &self.inner.pool;
-        let (buf, len) = (lease.buffer(), lease.len());
-        pool.describe(buf, &mut d);
-        d.len = len;
-        let to = FnId(d.dst_fn);
-        // The lease's buffer is now the descriptor's: it must not be freed on drop.
-        std::mem::forget(lease);
-        if !pool.send(buf, self.inner.me, to) {
-            // Only possible if the pool was tampered with: the buffer is not ours any more.
-            return Err(SdkError::Send(io::Error::other(
-                "buffer was not held by this instance",
-            )));
-        }
-        if let Err(e) = self.enqueue(d) {
-            if pool.take_back(buf, to, self.inner.me) {
-                pool.free(buf, self.inner.me);
-            }
-            return Err(SdkError::Send(e));
-        }
-        Ok(())
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
