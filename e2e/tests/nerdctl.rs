@@ -112,7 +112,7 @@ fn streams(out: &std::process::Output) -> String {
 /// What one runtime did with the server container, step by step (only what is the same on
 /// every run), and how long stop and rm took.
 fn serve_exec_log_stop_rm(
-    n: &Nerdctl,
+    n: &Nerdctl<'_>,
     network: &Network,
     runtime: &str,
 ) -> (Vec<(&'static str, String)>, Duration) {

@@ -93,12 +93,16 @@ struct Backlog {
 
 // SAFETY: plain repr(C) integers without padding, mirrored from the C side.
 unsafe impl Pod for Backlog {}
+// SAFETY: as above.
 unsafe impl Pod for EndpointValue {}
+// SAFETY: as above.
 unsafe impl Pod for InstanceTable {}
+// SAFETY: as above.
 unsafe impl Pod for FnCounters {}
+// SAFETY: as above.
 unsafe impl Pod for ChainCounters {}
 
-const _: () = assert!(std::mem::size_of::<InstanceTable>() == 4 + 2 * MAX_INSTANCES as usize);
+const _: () = assert!(size_of::<InstanceTable>() == 4 + 2 * MAX_INSTANCES as usize);
 
 /// A loaded and attached SPROXY with its maps. Dropping it detaches the program and, unless
 /// pinned, frees the maps.
@@ -432,7 +436,7 @@ fn backlog_slot(endpoint: Endpoint) -> u32 {
 /// The kernel's unique, never reused id of a socket.
 fn socket_cookie(socket: &impl AsRawFd) -> std::io::Result<u64> {
     let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    let mut len = size_of::<u64>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `cookie`, which outlives the call.
     let rc = unsafe {
         libc::getsockopt(

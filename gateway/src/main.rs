@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
 fn inherited_listener(fd: i32) -> anyhow::Result<std::net::TcpListener> {
     use std::os::fd::FromRawFd;
     let mut accepting: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `accepting`.
     let rc = unsafe {
         libc::getsockopt(

@@ -40,7 +40,7 @@ struct ChainCollector {
 }
 
 impl Collector for ChainCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let stats = self.runtime.pool().stats();
         {
             let mut m = encoder.encode_descriptor(

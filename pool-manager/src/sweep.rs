@@ -200,7 +200,7 @@ mod tests {
         let dead = Endpoint::new(FnId(1), InstanceId(0));
         let alive = Endpoint::new(FnId(1), InstanceId(1));
         let next = FnId(2);
-        let mut routed = std::collections::HashMap::new();
+        let mut routed = HashMap::new();
         // 30: sent by the dead instance, never routed; 31: sent by it and routed on (its
         // receiver will claim it); 32: sent by a live instance, not routed yet.
         for (req, from, route) in [(30u64, dead, false), (31, dead, true), (32, alive, false)] {
@@ -228,7 +228,7 @@ mod tests {
         let gw = Endpoint::new(GATEWAY, InstanceId(0));
         let dead = Endpoint::new(FnId(1), InstanceId(0));
         let alive = Endpoint::new(FnId(1), InstanceId(1));
-        let mut routed = std::collections::HashMap::new();
+        let mut routed = HashMap::new();
         for (req, to) in [(20u64, dead), (21, alive)] {
             let b = pool.alloc(gw, req).unwrap();
             assert!(pool.send(b, gw, to.function));

@@ -84,7 +84,7 @@ pub async fn up(
     // The runner holds the gateway's listening socket for the chain's whole life and hands it
     // down: a restarted gateway serves the same address, and clients that connect while it is
     // down wait in the backlog instead of being refused.
-    let listen: std::net::SocketAddr = match opts.listen {
+    let listen: SocketAddr = match opts.listen {
         Some(a) => a,
         None => chain.listen.parse().context("the chain's gateway.listen")?,
     };

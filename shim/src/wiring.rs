@@ -352,6 +352,7 @@ fn check_mountable(
     if meta.file_type().is_symlink() {
         return Err(suspicious("a symbolic link"));
     }
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if meta.uid() != unsafe { libc::geteuid() } {
         return Err(suspicious("not owned by the shim's user"));
     }

@@ -150,8 +150,8 @@ pub struct Descriptor {
     pub call_id: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Descriptor>() == DESCRIPTOR_SIZE);
-const _: () = assert!(std::mem::align_of::<Descriptor>() == 8);
+const _: () = assert!(size_of::<Descriptor>() == DESCRIPTOR_SIZE);
+const _: () = assert!(align_of::<Descriptor>() == 8);
 
 /// Byte offsets of the fields SPROXY touches, asserted here so a reordering cannot go unnoticed.
 pub mod field_offsets {

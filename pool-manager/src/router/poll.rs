@@ -155,7 +155,7 @@ mod tests {
         let a = Endpoint::new(FnId(1), InstanceId(0));
         router.set_instances(a.function, &[a.instance]).unwrap();
         let ring = router.rings.ring_of(a).unwrap();
-        let stale = spright_core::rings::Interrupted { ring, position: 0 };
+        let stale = Interrupted { ring, position: 0 };
         assert!(router.interrupted_pushes().is_empty());
         assert_eq!(router.unblock(&[stale]), 0, "nothing is reserved");
         assert!(router.rings.push(ring, &Descriptor::request(a.function, 1)));

@@ -47,10 +47,10 @@ impl<T: Wire> Arg<T> {
     /// The message's body as a `T`, in place; copied only if the sender misaligned it.
     pub(crate) fn in_place(message: Message) -> Result<Arg<T>, WireError> {
         let body = message.body();
-        if body.len() != std::mem::size_of::<T>() {
+        if body.len() != size_of::<T>() {
             return Err(WireError::Size {
                 type_name: std::any::type_name::<T>(),
-                expected: std::mem::size_of::<T>(),
+                expected: size_of::<T>(),
                 got: body.len(),
             });
         }

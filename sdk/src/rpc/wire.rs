@@ -131,13 +131,11 @@ pub struct List<T, const N: usize> {
 // anywhere. `LAYOUT` checks it at compile time for every List that is built or read (the
 // constructors, `as_slice` and `push` evaluate it); an all-zero List is empty.
 unsafe impl<T: Pod, const N: usize> Zeroable for List<T, N> {}
+// SAFETY: as for Zeroable; every bit pattern of the fields is valid.
 unsafe impl<T: Pod, const N: usize> Pod for List<T, N> {}
 
 impl<T: Pod, const N: usize> List<T, N> {
-    const LAYOUT: () = assert!(
-        std::mem::align_of::<T>() <= 8
-            && std::mem::size_of::<Self>() == 8 + N * std::mem::size_of::<T>()
-    );
+    const LAYOUT: () = assert!(align_of::<T>() <= 8 && size_of::<Self>() == 8 + N * size_of::<T>());
 
     pub fn new() -> Self {
         let () = Self::LAYOUT;
@@ -303,6 +301,6 @@ mod tests {
         let mut l = List::<u64, 2>::new();
         l.len = 1000;
         assert_eq!(l.len(), 2);
-        assert_eq!(std::mem::size_of::<List<u64, 2>>(), 24);
+        assert_eq!(size_of::<List<u64, 2>>(), 24);
     }
 }

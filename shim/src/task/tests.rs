@@ -95,7 +95,7 @@ fn runc_failed(command: &str, message: &str) -> crate::runc::RuncError {
 
 impl Shim {
     /// A bundle for `id` whose spec has `annotations` and a PID namespace of its own or not.
-    fn bundle(&self, id: &str, own_pid_namespace: bool, annotations: serde_json::Value) -> String {
+    fn bundle(&self, id: &str, own_pid_namespace: bool, annotations: Value) -> String {
         let dir = self.bundles.path().join(id);
         std::fs::create_dir_all(&dir).unwrap();
         let namespaces = if own_pid_namespace {
@@ -118,7 +118,7 @@ impl Shim {
         &self,
         id: &str,
         own_pid_namespace: bool,
-        annotations: serde_json::Value,
+        annotations: Value,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         let req = api::CreateTaskRequest {
             id: id.into(),
@@ -371,7 +371,7 @@ async fn an_exec_runs_its_spec_through_runc_exec_is_signalled_directly_and_delet
     };
     assert_eq!(id, "c1");
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(spec).unwrap()["args"],
+        serde_json::from_str::<Value>(spec).unwrap()["args"],
         json!(["/bin/sh"])
     );
     assert_eq!(calls[3], Call::Signal { pid, signal: 2 }, "not runc kill");
@@ -599,7 +599,7 @@ async fn a_delete_runc_refuses_is_forced_and_a_container_runc_no_longer_has_is_d
 
 #[tokio::test]
 async fn a_function_is_wired_before_runc_create_and_its_execs_get_its_environment() {
-    let s = shim_in(crate::wiring::tests::runtime_root());
+    let s = shim_in(wiring::tests::runtime_root());
     let annotations = json!({"spright.io/chain": "shop", "spright.io/function": "ads"});
     s.create_with("f1", true, annotations).await.unwrap();
     s.start("f1", "").await.unwrap();
@@ -607,13 +607,13 @@ async fn a_function_is_wired_before_runc_create_and_its_execs_get_its_environmen
     s.start("f1", "e1").await.unwrap();
     // The spec runc got: config.json is rewritten before `runc create` and not after.
     let config = std::fs::read_to_string(s.bundles.path().join("f1/config.json")).unwrap();
-    let spec: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let spec: Value = serde_json::from_str(&config).unwrap();
     assert!(
         spec["mounts"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|m| m["destination"] == crate::wiring::POOL_IN_CONTAINER),
+            .any(|m| m["destination"] == wiring::POOL_IN_CONTAINER),
         "{spec}"
     );
     let calls = s.journal.calls();

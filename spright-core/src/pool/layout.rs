@@ -56,7 +56,7 @@ pub struct BufferHeader {
     pub _reserved: [u64; 5],
 }
 
-const _: () = assert!(std::mem::size_of::<BufferHeader>() == BUFFER_HEADER_SIZE as usize);
+const _: () = assert!(size_of::<BufferHeader>() == BUFFER_HEADER_SIZE as usize);
 // The offsets docs/abi.md promises.
 const _: () = {
     use std::mem::offset_of;
@@ -71,7 +71,7 @@ const _: () = {
     assert!(offset_of!(PoolHeader, alloc_cursor) == 128);
     assert!(offset_of!(BufferHeader, owner_request) == 8);
 };
-const _: () = assert!(std::mem::size_of::<PoolHeader>() <= PAGE as usize);
+const _: () = assert!(size_of::<PoolHeader>() <= PAGE as usize);
 
 /// The geometry of a pool, derived from its count and buffer size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

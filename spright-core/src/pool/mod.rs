@@ -119,6 +119,7 @@ impl std::fmt::Debug for Pool {
 // SAFETY: all shared mutable state is accessed through atomics in the headers, and buffer data
 // is only touched by the instance that holds the buffer (the ownership protocol above).
 unsafe impl Send for Pool {}
+// SAFETY: as for Send.
 unsafe impl Sync for Pool {}
 
 /// The sizes a pool is created with.
@@ -577,7 +578,12 @@ impl Pool {
     /// must not create overlapping mutable access.
     pub unsafe fn data(&self, buf: BufferRef) -> &[u8] {
         let off = self.layout.offset_of(buf.index) as usize;
-        std::slice::from_raw_parts(self.map.as_ptr().add(off), self.layout.buffer_size as usize)
+        // SAFETY: the caller holds `buf`, so its index is one of this pool's and the whole
+        // buffer lies inside the mapping (the layout was checked against the file on open);
+        // the caller also vouches that nothing else writes it meanwhile.
+        unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr().add(off), self.layout.buffer_size as usize)
+        }
     }
 
     /// Mutable data of a buffer this process holds.
@@ -587,10 +593,13 @@ impl Pool {
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn data_mut(&self, buf: BufferRef) -> &mut [u8] {
         let off = self.layout.offset_of(buf.index) as usize;
-        std::slice::from_raw_parts_mut(
-            self.map.as_mut_ptr().add(off),
-            self.layout.buffer_size as usize,
-        )
+        // SAFETY: as in `data`.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.as_mut_ptr().add(off),
+                self.layout.buffer_size as usize,
+            )
+        }
     }
 
     /// Counts buffers by state (one pass over the headers).

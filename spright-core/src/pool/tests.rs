@@ -246,7 +246,9 @@ fn concurrent_allocators_never_share_a_buffer() {
                             instance: 0
                         }
                     );
+                    // SAFETY: this thread holds `b` (checked just above).
                     unsafe { pool.data_mut(b)[0] = t as u8 };
+                    // SAFETY: as above.
                     assert_eq!(unsafe { pool.data(b)[0] }, t as u8);
                     assert!(pool.free(b, me));
                 }
@@ -265,6 +267,7 @@ fn processes_share_the_pool() {
     let path = dir.path().join("p.pool");
     let d = sent_descriptor(&pool, 77, F1.function);
     let buf = pool.check(&d).unwrap().unwrap();
+    // SAFETY: nobody else runs yet; the descriptor names this buffer.
     unsafe { pool.data_mut(buf)[..5].copy_from_slice(b"hello") };
     // SAFETY: the child only maps the pool, works on it and _exits.
     let pid = unsafe { libc::fork() };
@@ -272,15 +275,18 @@ fn processes_share_the_pool() {
         let ok = std::panic::catch_unwind(|| {
             let child = Pool::open(&path).unwrap();
             let b = child.claim(&d, F1).unwrap().unwrap();
+            // SAFETY: the child claimed `b`; the parent waits meanwhile.
             let data = unsafe { child.data_mut(b) };
             assert_eq!(&data[..5], b"hello");
             data[..5].copy_from_slice(b"HELLO");
             assert!(child.send(b, F1, GATEWAY));
         })
         .is_ok();
+        // SAFETY: _exit ends the forked child without running the parent's destructors.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
     let mut status = 0;
+    // SAFETY: `status` outlives the call; `pid` is our child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -289,5 +295,6 @@ fn processes_share_the_pool() {
     let mut back = d;
     back.dst_fn = 0;
     let b = pool.claim(&back, GW).unwrap().unwrap();
+    // SAFETY: we claimed `b` back; the child is gone.
     assert_eq!(unsafe { &pool.data(b)[..5] }, b"HELLO");
 }

@@ -131,6 +131,7 @@ impl std::fmt::Debug for Rings {
 // SAFETY: shared mutable state is reached only through atomics, and a cell's descriptor only by
 // the producer or consumer whose turn its sequence number says it is.
 unsafe impl Send for Rings {}
+// SAFETY: as for Send.
 unsafe impl Sync for Rings {}
 
 /// Bounds the retries of a contended push or pop, so that a corrupted file cannot hang us.
