@@ -8,6 +8,10 @@ under load (from /proc), and wrk's own CPU apart. For the chains: CPU used over 
 Writes docs/bench/dataplane.md.
 
 Usage (as root, from the repository): e2e/bench/dataplane.py [--duration 20] [--idle 30]
+
+With --before DIR (the target/release directory of another build, say an older commit's), it
+instead compares that build with this one: each routing mode of both builds, in alternating
+order over several rounds, and writes the medians side by side (docs/bench/dataplane-compare.md).
 """
 
 import argparse
@@ -132,6 +136,84 @@ def measure(name, url, proc, seconds, script, idle_seconds):
     return row
 
 
+def start_chain(bin_dir, routing, port, runtime_root):
+    return subprocess.Popen(
+        [os.path.join(bin_dir, "spright"), "up", os.path.join(ROOT, "configs", "demo-chain.yaml"),
+         "--routing", routing, "--listen", f"127.0.0.1:{port}", "--runtime-root", runtime_root],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def median(values):
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
+def compare(args, script, tmp):
+    """Two builds side by side: every routing mode of each, rounds in alternating order so that
+    drift of the machine falls on both alike."""
+    builds = [(args.before_label, os.path.abspath(args.before)), (args.after_label, BIN)]
+    for _, d in builds:
+        if not os.access(os.path.join(d, "spright"), os.X_OK):
+            raise SystemExit(f"{d}/spright is missing: build that tree with cargo build --release")
+    routings = ("sockmap", "user", "poll")
+    results = {(b, r): [] for b, _ in builds for r in routings}
+    port = 8190
+    for round_ in range(args.rounds):
+        order = builds if round_ % 2 == 0 else builds[::-1]
+        for routing in routings:
+            for label, bin_dir in order:
+                port += 1
+                root = os.path.join(tmp, f"{label}-{routing}-{round_}")
+                proc = start_chain(bin_dir, routing, port, root)
+                try:
+                    results[(label, routing)].append(
+                        measure(f"round {round_ + 1}, {routing}, {label}",
+                                f"http://127.0.0.1:{port}/render", proc, args.duration, script,
+                                args.idle))
+                finally:
+                    stop(proc)
+    lines = [
+        "# Data-plane benchmark: two builds side by side",
+        "",
+        f"Written by `e2e/bench/dataplane.py --before` on {datetime.date.today()}: "
+        f"{platform.node()}, kernel {platform.release()}, {os.cpu_count()} CPUs. The demo chain "
+        f"(`configs/demo-chain.yaml`, four descriptor hops per request) of each build in each "
+        f"routing mode, {args.rounds} rounds in alternating order, each `wrk -t1 -c{CONNECTIONS} "
+        f"-d{args.duration}s` POST to `/render` after a 3 s warm-up, then {args.idle} s idle. "
+        f"Medians over the rounds; the range is in brackets. CPU per request: utime+stime of "
+        f"the chain's processes (wrk apart) over requests served.",
+        "",
+        "| routing | build | requests/s | p50 ms | p99 ms | CPU per request, µs | idle, % of a core |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for routing in routings:
+        for label, _ in builds:
+            rows = results[(label, routing)]
+            rps = [r["rps"] for r in rows]
+            p99 = [r["p99"] for r in rows]
+            cpu = [r["cores"] / r["rps"] * 1e6 for r in rows]
+            lines.append(
+                f"| {routing} | {label} | {median(rps):.0f} [{min(rps):.0f}-{max(rps):.0f}] | "
+                f"{median([r['p50'] for r in rows]):.2f} | {median(p99):.2f} "
+                f"[{min(p99):.2f}-{max(p99):.2f}] | {median(cpu):.1f} | "
+                f"{median([r['idle'] for r in rows]) * 100:.3f} |")
+    lines += ["", "After against before (medians):", ""]
+    (before, _), (after, _) = builds
+    for routing in routings:
+        b, a = results[(before, routing)], results[(after, routing)]
+        lines.append(
+            f"- {routing}: requests/s {median([r['rps'] for r in a]) / median([r['rps'] for r in b]) * 100:.0f}%, "
+            f"p99 {median([r['p99'] for r in a]) / median([r['p99'] for r in b]) * 100:.0f}%, "
+            f"CPU per request {median([r['cores'] / r['rps'] for r in a]) / median([r['cores'] / r['rps'] for r in b]) * 100:.0f}% "
+            f"of {before}'s.")
+    lines.append("")
+    out = args.out or os.path.join(ROOT, "docs", "bench", "dataplane-compare.md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {out}")
+
+
 def stop(proc):
     proc.send_signal(signal.SIGINT)
     try:
@@ -145,8 +227,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=20, help="seconds of load per system")
     ap.add_argument("--idle", type=int, default=30, help="seconds of idle measurement per chain")
-    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "bench", "dataplane.md"))
+    ap.add_argument("--out", help="default docs/bench/dataplane.md (dataplane-compare.md with --before)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--before", metavar="DIR", help="another build's target/release directory to compare with")
+    ap.add_argument("--before-label", default="before")
+    ap.add_argument("--after-label", default="this tree")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the comparison")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the kernel-mode chain loads eBPF")
@@ -158,14 +244,12 @@ def main():
     script = os.path.join(tmp, "post.lua")
     with open(script, "w") as f:
         f.write(f'wrk.method = "POST"\nwrk.body = "{BODY}"\n')
-    chain_file = os.path.join(ROOT, "configs", "demo-chain.yaml")
+    if args.before:
+        return compare(args, script, tmp)
     rows = []
     for name, routing, port in (("chain, kernel (sockmap)", "sockmap", 8181),
                                 ("chain, user-space relay", "user", 8182)):
-        proc = subprocess.Popen(
-            [os.path.join(BIN, "spright"), "up", chain_file, "--routing", routing,
-             "--listen", f"127.0.0.1:{port}", "--runtime-root", os.path.join(tmp, routing)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_chain(BIN, routing, port, os.path.join(tmp, routing))
         try:
             rows.append(measure(name, f"http://127.0.0.1:{port}/render", proc,
                                 args.duration, script, args.idle))
@@ -219,10 +303,11 @@ def main():
         f"{bare['cores'] / bare['rps'] * 1e6:.0f} µs.",
         "",
     ]
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+    out = args.out or os.path.join(ROOT, "docs", "bench", "dataplane.md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
         f.write("\n".join(lines))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
