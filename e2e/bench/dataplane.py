@@ -155,7 +155,7 @@ def compare(args, script, tmp):
     for _, d in builds:
         if not os.access(os.path.join(d, "spright"), os.X_OK):
             raise SystemExit(f"{d}/spright is missing: build that tree with cargo build --release")
-    routings = ("sockmap", "user", "poll")
+    routings = args.routings.split(",")
     results = {(b, r): [] for b, _ in builds for r in routings}
     port = 8190
     for round_ in range(args.rounds):
@@ -197,15 +197,20 @@ def compare(args, script, tmp):
                 f"{median([r['p50'] for r in rows]):.2f} | {median(p99):.2f} "
                 f"[{min(p99):.2f}-{max(p99):.2f}] | {median(cpu):.1f} | "
                 f"{median([r['idle'] for r in rows]) * 100:.3f} |")
-    lines += ["", "After against before (medians):", ""]
     (before, _), (after, _) = builds
+    lines += ["", f"After against before: the median of the rounds' ratios (each round ran both "
+              f"builds back to back, so drift of the machine between rounds cancels), range in "
+              f"brackets.", ""]
+
+    def ratios(a, b, of):
+        r = [of(x) / of(y) * 100 for x, y in zip(a, b)]
+        return f"{median(r):.0f}% [{min(r):.0f}-{max(r):.0f}%]"
     for routing in routings:
         b, a = results[(before, routing)], results[(after, routing)]
         lines.append(
-            f"- {routing}: requests/s {median([r['rps'] for r in a]) / median([r['rps'] for r in b]) * 100:.0f}%, "
-            f"p99 {median([r['p99'] for r in a]) / median([r['p99'] for r in b]) * 100:.0f}%, "
-            f"CPU per request {median([r['cores'] / r['rps'] for r in a]) / median([r['cores'] / r['rps'] for r in b]) * 100:.0f}% "
-            f"of {before}'s.")
+            f"- {routing}: requests/s {ratios(a, b, lambda r: r['rps'])}, "
+            f"p99 {ratios(a, b, lambda r: r['p99'])}, "
+            f"CPU per request {ratios(a, b, lambda r: r['cores'] / r['rps'])} of {before}'s.")
     lines.append("")
     out = args.out or os.path.join(ROOT, "docs", "bench", "dataplane-compare.md")
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -233,6 +238,7 @@ def main():
     ap.add_argument("--before-label", default="before")
     ap.add_argument("--after-label", default="this tree")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the comparison")
+    ap.add_argument("--routings", default="sockmap,user,poll", help="routing modes to compare")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the kernel-mode chain loads eBPF")
