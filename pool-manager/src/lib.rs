@@ -10,6 +10,7 @@
 
 mod control;
 mod members;
+mod membership;
 mod paths;
 pub mod privileges;
 mod router;
@@ -19,7 +20,7 @@ mod sweep;
 pub use paths::{ChainPaths, Locations};
 
 use anyhow::Context;
-use members::Members;
+use membership::Members;
 use router::{KernelRouter, PollRouter, Relay, Router};
 use slog::{info, o, Logger};
 use spright_core::chain::{Chain, RoutingMode};

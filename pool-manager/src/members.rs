@@ -5,17 +5,17 @@
 //! stays open: it carries events to the instance, and its end (or the end of the data socket)
 //! ends the registration.
 
-use crate::router::Router;
-use crate::sweep::sweep;
+use crate::membership::Member;
+use crate::router::{InstanceSocket, Router};
 use crate::Shared;
 use slog::{info, warn};
 use spright_core::chain::RoutingMode;
 use spright_core::descriptor::ABI_VERSION;
 use spright_core::fdpass::send_with_fd;
-use spright_core::ids::{Endpoint, FnId, InstanceId, MAX_INSTANCES};
+use spright_core::ids::{Endpoint, FnId};
 use spright_core::protocol::{Event, Hello, Registration, Welcome};
-use spright_core::rings::{Interrupted, POLL_INSTANCES};
-use std::collections::{BTreeMap, HashMap};
+use spright_core::rings::Interrupted;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -30,65 +30,9 @@ use tokio::sync::{mpsc, Notify};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const HELLO_MAX: usize = 4096;
 
-struct Member {
-    pid: u32,
-    port: u16,
-    events: mpsc::UnboundedSender<Event>,
-    stop: Arc<Notify>,
-}
-
-/// Registered instances by function.
-#[derive(Default)]
-pub struct Members {
-    by_function: BTreeMap<u16, BTreeMap<u16, Member>>,
-    shutting_down: bool,
-}
-
-impl Members {
-    fn free_instance(&self, function: FnId, limit: u16) -> Option<InstanceId> {
-        let taken = self.by_function.get(&function.0);
-        (0..limit)
-            .find(|i| taken.is_none_or(|m| !m.contains_key(i)))
-            .map(InstanceId)
-    }
-
-    fn instances(&self, function: FnId) -> Vec<InstanceId> {
-        self.by_function
-            .get(&function.0)
-            .map(|m| m.keys().map(|&i| InstanceId(i)).collect())
-            .unwrap_or_default()
-    }
-
-    /// The registered instances, by function.
-    pub fn instance_ids(&self) -> BTreeMap<u16, Vec<InstanceId>> {
-        self.by_function
-            .iter()
-            .map(|(&f, m)| (f, m.keys().map(|&i| InstanceId(i)).collect()))
-            .collect()
-    }
-
-    /// Pids of the registered instances, by function.
-    pub fn pids(&self) -> BTreeMap<u16, Vec<u32>> {
-        self.by_function
-            .iter()
-            .map(|(&f, m)| (f, m.values().map(|m| m.pid).collect()))
-            .collect()
-    }
-
-    fn broadcast(&self, event: &Event) {
-        for m in self.by_function.values().flat_map(|m| m.values()) {
-            let _ = m.events.send(event.clone());
-        }
-    }
-}
-
 /// Tells every member's task to end without sweeping (the whole chain is going away).
 pub fn close_all(shared: &Shared) {
-    let mut members = shared.members.lock().unwrap();
-    members.shutting_down = true;
-    for m in members.by_function.values().flat_map(|m| m.values()) {
-        m.stop.notify_one();
-    }
+    shared.members.lock().unwrap().shut_down();
 }
 
 /// The loopback listener data-socket pairs are made on.
@@ -270,24 +214,31 @@ async fn register(
     let joined = {
         let mut members = shared.members.lock().unwrap();
         let mut router = shared.router.lock().unwrap();
-        join(
-            &shared,
-            &mut members,
-            &mut router,
-            function,
-            hello.pid,
+        let socket = InstanceSocket {
+            client: &client,
             port,
-            &client,
-            peer_write,
-            events_tx,
-            stop.clone(),
+            peer_writer: peer_write,
+        };
+        let member = Member {
+            pid: hello.pid,
+            port,
+            events: events_tx,
+            stop: stop.clone(),
+        };
+        members.join(
+            &mut *router,
+            function,
+            &name,
+            shared.routing,
+            socket,
+            member,
         )
     };
     let (endpoint, kept_writer) = match joined {
         Ok(j) => j,
         Err(e) => {
-            warn!(shared.log, "registration refused"; "function" => &name, "error" => &e);
-            refuse(&mut conn, e).await;
+            warn!(shared.log, "registration refused"; "function" => &name, "error" => %e);
+            refuse(&mut conn, e.to_string()).await;
             return;
         }
     };
@@ -328,66 +279,10 @@ async fn register(
 
     let reason = serve_member(&shared, endpoint, conn, peer_read, events_rx, stop).await;
     drop(kept_writer);
-    if shared.members.lock().unwrap().shutting_down {
+    if shared.members.lock().unwrap().is_shutting_down() {
         return;
     }
     leave(&shared, endpoint, reason);
-}
-
-/// Instances a function may have at once: poll mode has a ring for each of a few.
-fn max_instances(routing: RoutingMode) -> u16 {
-    match routing {
-        RoutingMode::Poll => POLL_INSTANCES,
-        RoutingMode::Sockmap | RoutingMode::User => MAX_INSTANCES,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn join(
-    shared: &Shared,
-    members: &mut Members,
-    router: &mut Router,
-    function: FnId,
-    pid: u32,
-    port: u16,
-    client: &TcpStream,
-    peer_write: tokio::net::tcp::OwnedWriteHalf,
-    events: mpsc::UnboundedSender<Event>,
-    stop: Arc<Notify>,
-) -> Result<(Endpoint, Option<tokio::net::tcp::OwnedWriteHalf>), String> {
-    if members.shutting_down {
-        return Err("the chain is shutting down".into());
-    }
-    let limit = max_instances(shared.routing);
-    let instance = members.free_instance(function, limit).ok_or_else(|| {
-        format!(
-            "function {} already has {limit} instances, the most {} routing serves",
-            shared.chain.name_of(function),
-            shared.routing
-        )
-    })?;
-    let endpoint = Endpoint::new(function, instance);
-    let kept = router
-        .register(endpoint, client, port, peer_write)
-        .map_err(|e| format!("router refused the socket: {e}"))?;
-    members.by_function.entry(function.0).or_default().insert(
-        instance.0,
-        Member {
-            pid,
-            port,
-            events,
-            stop,
-        },
-    );
-    if let Err(e) = router.set_instances(function, &members.instances(function)) {
-        members
-            .by_function
-            .get_mut(&function.0)
-            .map(|m| m.remove(&instance.0));
-        router.unregister(endpoint, port);
-        return Err(format!("router refused the instance: {e}"));
-    }
-    Ok((endpoint, kept))
 }
 
 /// Runs until the registration ends; returns why.
@@ -463,45 +358,29 @@ async fn audit_loop(shared: Arc<Shared>, endpoint: Endpoint, mut peer: OwnedRead
     }
 }
 
-/// Withdraws an instance: out of the router first, then its buffers are swept (and in poll
-/// mode its ring drained), then everyone hears which requests were affected. All under the
-/// members lock, so the instance number is not given to a newcomer (who could claim buffers
-/// under the same identity) before the sweep.
+/// Withdraws an instance (in the order `Members::leave` keeps), then tells everyone which
+/// requests were affected.
 fn leave(shared: &Arc<Shared>, endpoint: Endpoint, reason: &str) {
     let mut members = shared.members.lock().unwrap();
-    let member = members
-        .by_function
-        .get_mut(&endpoint.function.0)
-        .and_then(|m| m.remove(&endpoint.instance.0));
-    let instances = members.instances(endpoint.function);
-    let requests = {
+    let left = {
         let mut router = shared.router.lock().unwrap();
-        if let Err(e) = router.set_instances(endpoint.function, &instances) {
-            warn!(shared.log, "could not update the instance table"; "error" => %e);
-        }
-        if let Some(m) = &member {
-            router.unregister(endpoint, m.port);
-        }
-        let mut requests = sweep(&shared.pool, endpoint, instances.is_empty(), |i| {
-            router.transit(i)
-        });
-        if let Router::Poll(p) = &*router {
-            requests.extend(p.drain(endpoint, &shared.pool));
-        }
-        requests
+        members.leave(&mut *router, &shared.pool, endpoint)
     };
+    if let Some(e) = &left.table_error {
+        warn!(shared.log, "could not update the instance table"; "error" => e);
+    }
     info!(shared.log, "instance left";
         "function" => shared.chain.name_of(endpoint.function),
         "instance" => endpoint.instance.0,
-        "pid" => member.as_ref().map(|m| m.pid).unwrap_or(0),
+        "pid" => left.member.as_ref().map(|m| m.pid).unwrap_or(0),
         "reason" => reason,
-        "remaining" => instances.len(),
-        "requests_affected" => requests.len());
+        "remaining" => left.remaining,
+        "requests_affected" => left.requests.len());
     members.broadcast(&Event::Gone {
         function: endpoint.function.0,
         instance: endpoint.instance.0,
-        remaining: instances.len() as u16,
-        requests: requests.into_iter().collect(),
+        remaining: left.remaining as u16,
+        requests: left.requests.into_iter().collect(),
     });
 }
 

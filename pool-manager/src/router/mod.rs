@@ -13,9 +13,12 @@ pub use kernel::KernelRouter;
 pub use poll::PollRouter;
 pub use relay::Relay;
 
+use crate::membership::MemberTable;
 use spright_core::ids::{Endpoint, FnId, InstanceId};
+use spright_core::pool::Pool;
 use spright_core::protocol::FunctionStats;
 use spright_core::transit;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -173,6 +176,60 @@ impl Router {
             received: c.received,
             refused: c.refused,
             queued,
+        }
+    }
+}
+
+/// An instance's data socket as registration hands it to the router.
+pub struct InstanceSocket<'s> {
+    /// The socket the instance will own.
+    pub client: &'s TcpStream,
+    pub port: u16,
+    /// The pool-manager's end (the relay writes to the instance through it).
+    pub peer_writer: OwnedWriteHalf,
+}
+
+impl MemberTable for Router {
+    type Socket<'s> = InstanceSocket<'s>;
+    /// The pool-manager's end, when the router does not keep it (it must stay open while the
+    /// instance lives).
+    type Kept = Option<OwnedWriteHalf>;
+    type Error = RouterError;
+
+    fn register(
+        &mut self,
+        endpoint: Endpoint,
+        socket: InstanceSocket<'_>,
+    ) -> Result<Self::Kept, RouterError> {
+        Router::register(
+            self,
+            endpoint,
+            socket.client,
+            socket.port,
+            socket.peer_writer,
+        )
+    }
+
+    fn unregister(&mut self, endpoint: Endpoint, port: u16) {
+        Router::unregister(self, endpoint, port)
+    }
+
+    fn set_instances(
+        &mut self,
+        function: FnId,
+        instances: &[InstanceId],
+    ) -> Result<(), RouterError> {
+        Router::set_instances(self, function, instances)
+    }
+
+    fn transit(&self, index: u32) -> Option<transit::Transit> {
+        Router::transit(self, index)
+    }
+
+    fn drain(&self, gone: Endpoint, pool: &Pool) -> BTreeSet<u64> {
+        match self {
+            Router::Poll(p) => p.drain(gone, pool),
+            Router::Kernel(_) | Router::User(_) => BTreeSet::new(),
         }
     }
 }
