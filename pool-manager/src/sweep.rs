@@ -94,13 +94,14 @@ impl StaleTransit {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use spright_core::descriptor::Descriptor;
     use spright_core::ids::{FnId, InstanceId, GATEWAY};
     use spright_core::pool::PoolSpec;
 
-    fn pool() -> (tempfile::TempDir, Pool) {
+    /// A small pool in a directory of its own (dropped with it).
+    pub(crate) fn pool() -> (tempfile::TempDir, Pool) {
         let dir = tempfile::tempdir().unwrap();
         let spec = PoolSpec {
             buffer_count: 8,

@@ -1,8 +1,9 @@
 //! Membership's order of operations against a recording router, with a real pool.
 
 use super::*;
+use crate::sweep::tests::pool;
 use spright_core::ids::GATEWAY;
-use spright_core::pool::{BufferRef, PoolSpec};
+use spright_core::pool::BufferRef;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -105,16 +106,6 @@ fn join_in(
     members
         .join(router, F, "parse", routing, (), m)
         .map(|(e, ())| e)
-}
-
-fn pool() -> (tempfile::TempDir, Pool) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = PoolSpec {
-        buffer_count: 8,
-        buffer_size: 1024,
-    };
-    let pool = Pool::create(&dir.path().join("p"), spec, "t", 0o600).unwrap();
-    (dir, pool)
 }
 
 /// A buffer of request `request` on its way from the gateway to `F`.
