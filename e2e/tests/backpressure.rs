@@ -208,7 +208,7 @@ fn rejected_buffers(routing: &'static str) {
     let lease = Lease::alloc(&pool, me, 991).unwrap();
     let buf = lease.buffer();
     std::mem::forget(lease);
-    assert!(pool.send(buf, me, GATEWAY));
+    assert!(pool.mark_in_transit(buf, me, GATEWAY));
     let mut d = rogue.descriptor(GATEWAY, 991);
     d.kind = Kind::Reply as u8;
     pool.describe(buf, &mut d);
@@ -222,7 +222,7 @@ fn rejected_buffers(routing: &'static str) {
     let lease = Lease::alloc(&pool, me, 992).unwrap();
     let buf = lease.buffer();
     std::mem::forget(lease);
-    assert!(pool.send(buf, me, FnId(2)));
+    assert!(pool.mark_in_transit(buf, me, FnId(2)));
     let mut d = rogue.descriptor(FnId(2), 993);
     pool.describe(buf, &mut d);
     d.len = 16;
@@ -234,7 +234,7 @@ fn rejected_buffers(routing: &'static str) {
     let lease = Lease::alloc(&pool, me, 994).unwrap();
     let buf = lease.buffer();
     std::mem::forget(lease);
-    assert!(pool.send(buf, me, FnId(2)));
+    assert!(pool.mark_in_transit(buf, me, FnId(2)));
 
     assert!(chain.pool_stats().in_transit >= 3, "{routing}");
     // Within the chain's timeout and the sweep's margin, all three are free again, with the

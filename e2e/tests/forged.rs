@@ -47,7 +47,7 @@ fn forged_descriptors(routing: &'static str) {
         let lease = Lease::alloc(&pool, me, 77).unwrap();
         let buf = lease.buffer();
         for dst in [GATEWAY, FnId(2)] {
-            assert!(pool.send(buf, me, dst));
+            assert!(pool.mark_in_transit(buf, me, dst));
             let mut d = base(
                 dst.0,
                 if dst == GATEWAY {

@@ -120,7 +120,7 @@ pub(crate) mod tests {
         // Request 10: claimed by f1. Request 11: in transit to f1. Request 12: held by f2.
         let send = |req: u64| {
             let b = pool.alloc(gw, req).unwrap();
-            assert!(pool.send(b, gw, f1.function));
+            assert!(pool.mark_in_transit(b, gw, f1.function));
             let mut d = Descriptor::request(f1.function, req);
             pool.describe(b, &mut d);
             d
@@ -153,7 +153,7 @@ pub(crate) mod tests {
         // f1's reply on its way to the gateway; a forged descriptor made the router record it
         // as routed to the rogue, at the right generation.
         let b = pool.alloc(f1, 40).unwrap();
-        assert!(pool.send(b, f1, GATEWAY));
+        assert!(pool.mark_in_transit(b, f1, GATEWAY));
         let forged = Transit {
             generation: b.generation,
             to: rogue,
@@ -169,9 +169,9 @@ pub(crate) mod tests {
         let gw = Endpoint::new(GATEWAY, InstanceId(0));
         let f1 = Endpoint::new(FnId(1), InstanceId(0));
         let stuck = pool.alloc(gw, 50).unwrap();
-        assert!(pool.send(stuck, gw, f1.function));
+        assert!(pool.mark_in_transit(stuck, gw, f1.function));
         let moving = pool.alloc(gw, 51).unwrap();
-        assert!(pool.send(moving, gw, f1.function));
+        assert!(pool.mark_in_transit(moving, gw, f1.function));
         pool.alloc(gw, 52).unwrap(); // held: never the stale sweep's business
 
         let t0 = Instant::now();
@@ -181,7 +181,7 @@ pub(crate) mod tests {
         let mut d = Descriptor::request(f1.function, 51);
         pool.describe(moving, &mut d);
         let claimed = pool.claim(&d, f1).unwrap().unwrap();
-        assert!(pool.send(claimed, f1, GATEWAY));
+        assert!(pool.mark_in_transit(claimed, f1, GATEWAY));
         assert!(stale.check(&pool, t0 + Duration::from_secs(4)).is_empty());
         let r = stale.check(&pool, t0 + Duration::from_secs(6));
         assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![50]);
@@ -206,7 +206,7 @@ pub(crate) mod tests {
         // receiver will claim it); 32: sent by a live instance, not routed yet.
         for (req, from, route) in [(30u64, dead, false), (31, dead, true), (32, alive, false)] {
             let b = pool.alloc(from, req).unwrap();
-            assert!(pool.send(b, from, next));
+            assert!(pool.mark_in_transit(b, from, next));
             if route {
                 let to = Endpoint::new(next, InstanceId(0));
                 routed.insert(
@@ -232,7 +232,7 @@ pub(crate) mod tests {
         let mut routed = HashMap::new();
         for (req, to) in [(20u64, dead), (21, alive)] {
             let b = pool.alloc(gw, req).unwrap();
-            assert!(pool.send(b, gw, to.function));
+            assert!(pool.mark_in_transit(b, gw, to.function));
             routed.insert(
                 b.index,
                 Transit {
@@ -243,7 +243,7 @@ pub(crate) mod tests {
         }
         // A record from an older generation of the buffer does not count.
         let b = pool.alloc(gw, 22).unwrap();
-        assert!(pool.send(b, gw, dead.function));
+        assert!(pool.mark_in_transit(b, gw, dead.function));
         routed.insert(
             b.index,
             Transit {

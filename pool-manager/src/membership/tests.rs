@@ -112,7 +112,7 @@ fn join_in(
 fn in_transit(pool: &Pool, request: u64) -> BufferRef {
     let gw = Endpoint::new(GATEWAY, InstanceId(0));
     let b = pool.alloc(gw, request).unwrap();
-    assert!(pool.send(b, gw, F));
+    assert!(pool.mark_in_transit(b, gw, F));
     b
 }
 

@@ -132,7 +132,7 @@ mod tests {
         let mut sent = Vec::new();
         for request in [7u64, 8] {
             let buf = pool.alloc(gw, request).unwrap();
-            assert!(pool.send(buf, gw, dead.function));
+            assert!(pool.mark_in_transit(buf, gw, dead.function));
             let mut d = Descriptor::request(dead.function, request);
             pool.describe(buf, &mut d);
             router.rings.send(gw, d).unwrap();

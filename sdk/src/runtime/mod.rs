@@ -210,7 +210,7 @@ impl Runtime {
         let to = d.dst();
         // The lease's buffer is now the descriptor's: it must not be freed on drop.
         std::mem::forget(lease);
-        if !pool.send(buf, self.me, to) {
+        if !pool.mark_in_transit(buf, self.me, to) {
             // Only possible if the pool was tampered with: the buffer is not ours any more.
             return Err(SdkError::Send(io::Error::other(
                 "buffer was not held by this instance",

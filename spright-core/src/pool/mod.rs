@@ -385,7 +385,7 @@ impl Pool {
     }
 
     /// Marks a held buffer as in transit to `to`, just before its descriptor is sent.
-    pub fn send(&self, buf: BufferRef, from: Endpoint, to: FnId) -> bool {
+    pub fn mark_in_transit(&self, buf: BufferRef, from: Endpoint, to: FnId) -> bool {
         if buf.index < self.layout.buffer_count {
             let header = self.header(buf.index);
             header.sent_by.store(

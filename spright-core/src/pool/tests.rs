@@ -29,7 +29,7 @@ fn new_pool(count: u32) -> (tempfile::TempDir, Pool) {
 
 fn sent_descriptor(pool: &Pool, request: u64, to: FnId) -> Descriptor {
     let buf = pool.alloc(GW, request).unwrap();
-    assert!(pool.send(buf, GW, to));
+    assert!(pool.mark_in_transit(buf, GW, to));
     let mut d = Descriptor::request(to, request);
     pool.describe(buf, &mut d);
     d.len = 10;
@@ -279,7 +279,7 @@ fn processes_share_the_pool() {
             let data = unsafe { child.data_mut(b) };
             assert_eq!(&data[..5], b"hello");
             data[..5].copy_from_slice(b"HELLO");
-            assert!(child.send(b, F1, GATEWAY));
+            assert!(child.mark_in_transit(b, F1, GATEWAY));
         })
         .is_ok();
         // SAFETY: _exit ends the forked child without running the parent's destructors.

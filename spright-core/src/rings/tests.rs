@@ -254,7 +254,7 @@ fn sends_record_where_each_buffer_went() {
     f.rings.set_live(F1, &[InstanceId(4)]).unwrap();
     let gw = ep(GATEWAY, 0);
     let buf = f.pool.alloc(gw, 42).unwrap();
-    assert!(f.pool.send(buf, gw, F1));
+    assert!(f.pool.mark_in_transit(buf, gw, F1));
     let mut d = Descriptor::request(F1, 42);
     f.pool.describe(buf, &mut d);
     f.rings.send(gw, d).unwrap();
