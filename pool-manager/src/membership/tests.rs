@@ -255,6 +255,9 @@ fn a_leaving_instance_is_unrouted_then_unregistered_then_swept() {
         },
     );
     pool.alloc(at(1), 12).unwrap();
+    // Request 13: on its way to the function with no record of which instance; the other
+    // instance may still receive it.
+    let unrecorded = in_transit(&pool, 13);
 
     let left = members.leave(&mut router, &pool, at(0));
     assert_eq!(
@@ -263,6 +266,7 @@ fn a_leaving_instance_is_unrouted_then_unregistered_then_swept() {
             Call::SetInstances(F, vec![InstanceId(1)]),
             Call::Unregister(at(0), 7000),
             Call::Transit(routed.index),
+            Call::Transit(unrecorded.index),
             Call::Drain(at(0)),
         ]
     );
@@ -272,8 +276,8 @@ fn a_leaving_instance_is_unrouted_then_unregistered_then_swept() {
     assert!(left.table_error.is_none());
     assert_eq!(
         pool.stats().in_use(),
-        1,
-        "the other instance's buffer was swept"
+        2,
+        "the other instance's buffer or the one still on its way to it was swept"
     );
     assert_eq!(members.instance_ids()[&F.0], [InstanceId(1)]);
 }
@@ -304,8 +308,16 @@ fn a_refused_table_update_on_leaving_still_unregisters_and_sweeps() {
     router.refuse_tables = true;
     let left = members.leave(&mut router, &pool, at(0));
     assert_eq!(left.table_error.as_deref(), Some("map update failed"));
-    assert!(router.take().contains(&Call::Unregister(at(0), 7000)));
+    assert_eq!(
+        router.take(),
+        [
+            Call::SetInstances(F, vec![]),
+            Call::Unregister(at(0), 7000),
+            Call::Drain(at(0)),
+        ]
+    );
     assert_eq!(left.requests.into_iter().collect::<Vec<_>>(), [30]);
+    assert!(members.pids().values().all(Vec::is_empty));
 }
 
 #[test]

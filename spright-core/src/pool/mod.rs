@@ -577,10 +577,11 @@ impl Pool {
     /// The caller must hold `buf` (by the ownership protocol) for as long as the slice lives, and
     /// must not create overlapping mutable access.
     pub unsafe fn data(&self, buf: BufferRef) -> &[u8] {
+        assert!(buf.index < self.layout.buffer_count);
         let off = self.layout.offset_of(buf.index) as usize;
-        // SAFETY: the caller holds `buf`, so its index is one of this pool's and the whole
-        // buffer lies inside the mapping (the layout was checked against the file on open);
-        // the caller also vouches that nothing else writes it meanwhile.
+        // SAFETY: the index is in bounds, so the whole buffer lies inside the mapping (the
+        // layout was checked against the file on open). That no one writes it meanwhile, here
+        // or in another process, is the ownership protocol the caller vouches for.
         unsafe {
             std::slice::from_raw_parts(self.map.as_ptr().add(off), self.layout.buffer_size as usize)
         }
@@ -592,8 +593,10 @@ impl Pool {
     /// As for [`Pool::data`], and no other reference to the same buffer may be alive.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn data_mut(&self, buf: BufferRef) -> &mut [u8] {
+        assert!(buf.index < self.layout.buffer_count);
         let off = self.layout.offset_of(buf.index) as usize;
-        // SAFETY: as in `data`.
+        // SAFETY: in bounds as in `data`; that this is the only reference to the buffer's
+        // bytes while it lives is the caller's promise (it holds the buffer).
         unsafe {
             std::slice::from_raw_parts_mut(
                 self.map.as_mut_ptr().add(off),
