@@ -2,10 +2,26 @@
 //! `/echo` (default) echoes the body, `/sleep?ms=N` echoes after N ms, `/block?ms=N` stalls the
 //! instance's thread for N ms then echoes, `/fail` returns an
 //! error, `/crash` exits mid-request, `/call?to=F` calls F with the body, `/big?bytes=N`
-//! answers N bytes, `/whoami` names the function, instance and pid.
+//! answers N bytes, `/whoami` names the function, instance and pid, `/fanout?to=F&n=N` makes
+//! N calls to F's `/gather?n=G` together (G is `group`, N by default), and
+//! `/gather?n=G&wait_ms=W` answers only once G gathers are in this instance at once (each fails
+//! after W ms, 5000 by default; a group that timed out stays part-filled, so a test uses a
+//! failing group size once).
 
 use spright_sdk::{Context, Error, Request, Response};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Barrier;
+
+/// One barrier per group size that `/gather` is asked for.
+static GATHERINGS: Mutex<Option<HashMap<usize, Arc<Barrier>>>> = Mutex::new(None);
+
+fn number(req: &Request, name: &str, default: u64) -> u64 {
+    req.query_param(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 async fn handle(req: Request, ctx: Context) -> Result<Response, Error> {
     let op = req.path().rsplit('/').next().unwrap_or("echo").to_owned();
@@ -48,6 +64,44 @@ async fn handle(req: Request, ctx: Context) -> Result<Response, Error> {
                 room[..n].fill(b'x');
                 n
             })
+        }
+        "fanout" => {
+            let to = req.query_param("to").unwrap_or("").to_owned();
+            let n = number(&req, "n", 2);
+            let group = number(&req, "group", n);
+            let wait_ms = number(&req, "wait_ms", 5000);
+            let target = format!("/gather?n={group}&wait_ms={wait_ms}");
+            let mut calls = tokio::task::JoinSet::new();
+            for _ in 0..n {
+                let (ctx, to, target) = (ctx.clone(), to.clone(), target.clone());
+                calls.spawn(async move { ctx.call(&to, "POST", &target, b"").await });
+            }
+            let mut answers = Vec::new();
+            while let Some(call) = calls.join_next().await {
+                let reply = call??;
+                let body = String::from_utf8_lossy(reply.body()).into_owned();
+                if reply.status() != 200 {
+                    return Err(format!("a call answered {}: {body}", reply.status()).into());
+                }
+                answers.push(body);
+            }
+            answers.sort();
+            ctx.respond(200, "text/plain", answers.join("\n").as_bytes())
+        }
+        "gather" => {
+            let n = number(&req, "n", 2) as usize;
+            let wait = Duration::from_millis(number(&req, "wait_ms", 5000));
+            let barrier = GATHERINGS
+                .lock()
+                .unwrap()
+                .get_or_insert_with(HashMap::new)
+                .entry(n)
+                .or_insert_with(|| Arc::new(Barrier::new(n)))
+                .clone();
+            match tokio::time::timeout(wait, barrier.wait()).await {
+                Ok(_) => ctx.respond(200, "text/plain", format!("{n} together").as_bytes()),
+                Err(_) => Err(format!("{n} calls did not arrive together within {wait:?}").into()),
+            }
         }
         "whoami" => ctx.respond(
             200,

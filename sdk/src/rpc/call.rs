@@ -209,4 +209,112 @@ impl Cx {
             }
         }
     }
+
+    /// Calls method `M` once for each of `requests`, all at once, and waits for every reply;
+    /// the replies come in the requests' order. The first failure fails the whole: the calls
+    /// still out are abandoned (their answers are freed when they come). Independent calls to
+    /// different methods go together the same way with [`try_join!`](crate::rpc::try_join) over
+    /// [`Cx::call`].
+    pub async fn call_all<M: Method>(
+        &self,
+        requests: impl IntoIterator<Item = M::Req>,
+    ) -> Result<Vec<Arg<M::Resp>>, CallError> {
+        let requests: Vec<M::Req> = requests.into_iter().collect();
+        futures_util::future::try_join_all(requests.iter().map(|r| self.call::<M>(r))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::wire::Str;
+    use bytemuck::{Pod, Zeroable};
+    use serde::{Deserialize, Serialize};
+    use std::time::Duration;
+    use tokio::sync::Barrier;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable, Serialize, Deserialize)]
+    struct Word {
+        text: Str<8>,
+    }
+    impl Wire for Word {}
+
+    struct Shout;
+    impl Method for Shout {
+        const SERVICE: &'static str = "shouter";
+        const NAME: &'static str = "Shout";
+        type Req = Word;
+        type Resp = Word;
+    }
+
+    /// Answers a call only once `group` calls are waiting at the same time; a word "fail"
+    /// fails at once.
+    struct Gathering {
+        together: Arc<Barrier>,
+    }
+
+    impl Remote for Gathering {
+        fn codec(&self) -> Codec {
+            Codec::Json
+        }
+
+        fn call(
+            &self,
+            service: &'static str,
+            _method: &'static str,
+            body: Vec<u8>,
+        ) -> BoxFuture<Result<Vec<u8>, CallError>> {
+            let together = self.together.clone();
+            Box::pin(async move {
+                let word: Word = Codec::Json.decode(&body).unwrap();
+                if word.text.as_str() == "fail" {
+                    return Err(CallError::Failed {
+                        function: service.to_owned(),
+                        message: "asked to fail".into(),
+                    });
+                }
+                let waited = tokio::time::timeout(Duration::from_secs(5), together.wait()).await;
+                assert!(waited.is_ok(), "the calls were not in flight together");
+                let loud = Str::new(&word.text.as_str().to_uppercase()).unwrap();
+                Ok(Codec::Json.encode(&Word { text: loud }).unwrap())
+            })
+        }
+    }
+
+    fn word(text: &str) -> Word {
+        Word {
+            text: Str::new(text).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn call_all_has_every_call_in_flight_at_once_and_keeps_their_order() {
+        let words = ["a", "bb", "ccc", "dddd", "eeeee"];
+        let cx = Cx::remote(Arc::new(Gathering {
+            together: Arc::new(Barrier::new(words.len())),
+        }));
+        let replies = cx
+            .call_all::<Shout>(words.iter().map(|w| word(w)))
+            .await
+            .unwrap();
+        let got: Vec<&str> = replies.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(got, ["A", "BB", "CCC", "DDDD", "EEEEE"]);
+    }
+
+    #[tokio::test]
+    async fn call_all_fails_with_the_first_failure_without_waiting_for_the_rest() {
+        // The barrier never fills: only the failure can end this call_all in time.
+        let cx = Cx::remote(Arc::new(Gathering {
+            together: Arc::new(Barrier::new(10)),
+        }));
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(2),
+            cx.call_all::<Shout>([word("x"), word("fail"), word("y")]),
+        )
+        .await
+        .expect("call_all waited for calls after one had failed");
+        let e = outcome.err().expect("a failed call fails call_all");
+        assert!(e.to_string().contains("asked to fail"), "{e}");
+    }
 }

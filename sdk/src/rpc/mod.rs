@@ -35,3 +35,8 @@ mod wire;
 pub use call::{Arg, BoxFuture, Codec, Cx, Method, Remote, WireError, RPC_METHOD};
 pub use service::{HttpRequest, HttpResponse, ServeError, Service};
 pub use wire::{Empty, List, Str, TooLong, Wire};
+
+/// Waits for several calls made together, failing on the first error:
+/// `let (a, b) = try_join!(cx.call::<A>(&x), cx.call::<B>(&y))?;` (tokio's macro, so that
+/// functions need no runtime crate of their own).
+pub use tokio::try_join;

@@ -1,5 +1,7 @@
-//! Frontend: the shop's pages. Every page is assembled from calls to the other services, in
-//! the order the original's frontend makes them.
+//! Frontend: the shop's pages. Every page is assembled from calls to the other services: the
+//! calls the original's frontend makes, those that do not depend on each other's answers made
+//! together (the home page's price conversions all at once, with the currencies, the catalog
+//! and the cart fetched side by side).
 //!
 //! ```text
 //! GET  /boutique/?session=S&currency=C               home page
@@ -12,7 +14,7 @@
 //! The session and currency travel in the query (the original keeps them in cookies).
 
 use crate::model::*;
-use spright_sdk::rpc::{Cx, Empty, HttpRequest, HttpResponse, List, Service, Str};
+use spright_sdk::rpc::{try_join, Cx, Empty, HttpRequest, HttpResponse, List, Service, Str};
 use spright_sdk::Error;
 use std::fmt::Write;
 
@@ -85,13 +87,33 @@ async fn currencies(s: &Session, cx: &Cx) -> Result<Currencies, PageError> {
     Ok(*c)
 }
 
-async fn convert(from: Money, s: &Session, cx: &Cx) -> Result<Money, PageError> {
-    let req = ConvertRequest {
+fn to_currency(from: Money, s: &Session) -> ConvertRequest {
+    ConvertRequest {
         from,
         to_code: s.currency,
         _pad: [0; 4],
-    };
-    Ok(*cx.call::<Convert>(&req).await?)
+    }
+}
+
+async fn convert(from: Money, s: &Session, cx: &Cx) -> Result<Money, PageError> {
+    Ok(*cx.call::<Convert>(&to_currency(from, s)).await?)
+}
+
+/// Every price of `products` in the session's currency, converted all at once.
+async fn prices_of(products: &[Product], s: &Session, cx: &Cx) -> Result<Vec<Money>, PageError> {
+    let requests: Vec<ConvertRequest> = products
+        .iter()
+        .map(|p| to_currency(p.price_usd, s))
+        .collect();
+    let converted = cx.call_all::<Convert>(requests).await?;
+    Ok(converted.iter().map(|m| **m).collect())
+}
+
+/// The products `ids` names, asked for all at once.
+async fn products_by_id(ids: &[Str<16>], cx: &Cx) -> Result<Vec<Product>, PageError> {
+    let requests: Vec<ProductId> = ids.iter().map(|&id| ProductId { id }).collect();
+    let products = cx.call_all::<GetProduct>(requests).await?;
+    Ok(products.iter().map(|p| **p).collect())
 }
 
 async fn cart_of(s: &Session, cx: &Cx) -> Result<Cart, PageError> {
@@ -115,11 +137,8 @@ async fn recommendations(s: &Session, ids: &[Str<16>], cx: &Cx) -> Result<Vec<Pr
         product_ids: ids.iter().copied().collect(),
     };
     let rec = cx.call::<ListRecommendations>(&req).await?;
-    let mut out = Vec::new();
-    for id in rec.product_ids.as_slice().iter().take(4) {
-        out.push(*cx.call::<GetProduct>(&ProductId { id: *id }).await?);
-    }
-    Ok(out)
+    let ids: Vec<Str<16>> = rec.product_ids.as_slice().iter().take(4).copied().collect();
+    products_by_id(&ids, cx).await
 }
 
 /// The product `id`: 404 when the catalog has none, a failure when the catalog could not be
@@ -137,29 +156,36 @@ async fn product_by_id(id: Str<16>, cx: &Cx) -> Result<Product, PageError> {
     }
 }
 
+async fn list_products(cx: &Cx) -> Result<ProductList, PageError> {
+    Ok(*cx.call::<ListProducts>(&Empty::default()).await?)
+}
+
 async fn home(s: &Session, cx: &Cx) -> Result<HttpResponse, PageError> {
-    let currencies = currencies(s, cx).await?;
-    let products = cx.call::<ListProducts>(&Empty::default()).await?;
-    let cart = cart_of(s, cx).await?;
+    let (currencies, products, cart) =
+        try_join!(currencies(s, cx), list_products(cx), cart_of(s, cx))?;
+    let products = products.products.as_slice();
+    let (prices, ads) = try_join!(prices_of(products, s, cx), ads("", cx))?;
     let mut html = Html::new("Online Boutique", s, &currencies, &cart);
     html.line("<h2>Hot products</h2><ul class=\"products\">");
-    for p in products.products.as_slice() {
-        let price = convert(p.price_usd, s, cx).await?;
-        html.product_link(p, &price, s);
+    for (p, price) in products.iter().zip(&prices) {
+        html.product_link(p, price, s);
     }
     html.line("</ul>");
-    html.ads(&ads("", cx).await?);
+    html.ads(&ads);
     Ok(html.finish())
 }
 
 async fn product(id: &str, s: &Session, cx: &Cx) -> Result<HttpResponse, PageError> {
     let id = Str::new(id).map_err(|_| PageError::NotFound(format!("no product {id:?}")))?;
     let product = product_by_id(id, cx).await?;
-    let currencies = currencies(s, cx).await?;
-    let cart = cart_of(s, cx).await?;
-    let price = convert(product.price_usd, s, cx).await?;
-    let recommended = recommendations(s, &[id], cx).await?;
-    let ads = ads(product.categories.as_str(), cx).await?;
+    let asked = [id];
+    let (currencies, cart, price, recommended, ads) = try_join!(
+        currencies(s, cx),
+        cart_of(s, cx),
+        convert(product.price_usd, s, cx),
+        recommendations(s, &asked, cx),
+        ads(product.categories.as_str(), cx)
+    )?;
     let mut html = Html::new(product.name.as_str(), s, &currencies, &cart);
     let _ = write!(
         html.body,
@@ -175,27 +201,29 @@ async fn product(id: &str, s: &Session, cx: &Cx) -> Result<HttpResponse, PageErr
 }
 
 async fn view_cart(s: &Session, cx: &Cx) -> Result<HttpResponse, PageError> {
-    let currencies = currencies(s, cx).await?;
-    let cart = cart_of(s, cx).await?;
-    let ids: Vec<Str<16>> = cart.items.as_slice().iter().map(|i| i.product_id).collect();
-    let recommended = recommendations(s, &ids, cx).await?;
-    let quote = cx
-        .call::<GetQuote>(&ShippingRequest {
-            address: Address::default(),
-            items: cart.items,
-        })
-        .await?;
-    let shipping = convert(quote.cost_usd, s, cx).await?;
+    let (currencies, cart) = try_join!(currencies(s, cx), cart_of(s, cx))?;
+    let items = cart.items.as_slice();
+    let ids: Vec<Str<16>> = items.iter().map(|i| i.product_id).collect();
+    let shipping = async {
+        let quote = cx
+            .call::<GetQuote>(&ShippingRequest {
+                address: Address::default(),
+                items: cart.items,
+            })
+            .await?;
+        convert(quote.cost_usd, s, cx).await
+    };
+    let priced = async {
+        let products = products_by_id(&ids, cx).await?;
+        let prices = prices_of(&products, s, cx).await?;
+        Ok::<_, PageError>((products, prices))
+    };
+    let (recommended, shipping, (products, prices)) =
+        try_join!(recommendations(s, &ids, cx), shipping, priced)?;
     let mut total = shipping;
     let mut html = Html::new("Shopping cart", s, &currencies, &cart);
     html.line("<h2>Your cart</h2><ul class=\"cart\">");
-    for item in cart.items.as_slice() {
-        let p = cx
-            .call::<GetProduct>(&ProductId {
-                id: item.product_id,
-            })
-            .await?;
-        let price = convert(p.price_usd, s, cx).await?;
+    for ((item, p), price) in items.iter().zip(&products).zip(&prices) {
         let cost = price.times(item.quantity);
         total = total.plus(&cost);
         let _ = writeln!(
@@ -286,12 +314,11 @@ async fn checkout(req: &HttpRequest, s: &Session, cx: &Cx) -> Result<HttpRespons
     };
     let currencies = currencies(s, cx).await?;
     let order = cx.call::<PlaceOrder>(&order_req).await?;
-    let recommended = recommendations(s, &[], cx).await?;
+    let (recommended, cart) = try_join!(recommendations(s, &[], cx), cart_of(s, cx))?;
     let mut total = order.shipping_cost;
     for item in order.items.as_slice() {
         total = total.plus(&item.cost);
     }
-    let cart = cart_of(s, cx).await?;
     let mut html = Html::new("Order complete", s, &currencies, &cart);
     let _ = write!(
         html.body,
