@@ -5,6 +5,8 @@
 //! through the file descriptors held here needs no capability, which is what lets the
 //! pool-manager drop its privileges after setup.
 
+pub mod floor;
+
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, SockHash};
 use aya::programs::{BtfTracePoint, SkMsg};
 use aya::Btf;
