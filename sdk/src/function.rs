@@ -526,7 +526,7 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) 
     };
     let (instance, handler) = (instance.clone(), handler.clone());
     let handling = Handling::new(&instance.activity);
-    tokio::spawn(async move {
+    let mut task = Box::pin(async move {
         let _handling = handling;
         let result = match handler.handle(message, ctx.clone()).await {
             Ok(r) => Ok(r),
@@ -547,4 +547,11 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) 
         };
         instance.runtime.answer(ctx.trail, ctx.caller, result);
     });
+    // Most handlers finish without waiting for anything: run them here, at once, and spawn a
+    // task only for one that has to wait (its first poll as a task registers the wake-ups it
+    // needs, so none is lost to the no-op waker of this first try).
+    let mut first_try = std::task::Context::from_waker(std::task::Waker::noop());
+    if task.as_mut().poll(&mut first_try).is_pending() {
+        tokio::spawn(task);
+    }
 }
