@@ -12,6 +12,7 @@ mod control;
 mod members;
 mod membership;
 mod paths;
+mod placement;
 pub mod privileges;
 mod router;
 mod runtime_dir;
@@ -23,7 +24,7 @@ use anyhow::Context;
 use membership::Members;
 use router::{KernelRouter, PollRouter, Relay, Router};
 use slog::{info, o, Logger};
-use spright_core::chain::{Chain, RoutingMode};
+use spright_core::chain::{Chain, CpuPlacement, RoutingMode};
 use spright_core::manifest::ChainKey;
 use spright_core::pool::Pool;
 use spright_core::rings::POLL_INSTANCES;
@@ -183,6 +184,12 @@ async fn serve(
         tasks.spawn(members::watch_interrupted_pushes(shared.clone()));
     }
     tasks.spawn(reclaim_stale_transit(shared.clone()));
+    // Poll mode's processes spin: each needs a CPU of its own.
+    let placing = chain.cpu_placement == CpuPlacement::Adaptive && routing != RoutingMode::Poll;
+    let placer = Arc::new(Mutex::new(placement::Placer::default()));
+    if placing {
+        tasks.spawn(place_processes(shared.clone(), placer.clone()));
+    }
 
     runtime_dir::publish_manifest(&paths, key, &chain, routing, &shared.pool)?;
     info!(log, "ready"; "manifest" => %paths.manifest.display());
@@ -192,8 +199,52 @@ async fn serve(
     // Unpublish first so nothing new joins, then let members see their connections close.
     let _ = std::fs::remove_file(&paths.manifest);
     tasks.abort_all();
+    // Members that outlive the chain (a function told to stop drains first) are told to take
+    // their CPUs back, if their registration still delivers it.
+    let orders = placer.lock().unwrap().release();
+    tell_placement(&shared, orders);
     members::close_all(&shared);
     Ok(())
+}
+
+/// For the life of the chain: gathers its processes on one CPU while they use little and
+/// spreads them when they need more (see `placement`).
+async fn place_processes(shared: Arc<Shared>, placer: Arc<Mutex<placement::Placer>>) {
+    // The relay is on every hop's path: the pool-manager moves with the chain.
+    let with_self = shared.routing == RoutingMode::User;
+    let mut last = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(placement::TICK).await;
+        let members: Vec<u32> = {
+            let members = shared.members.lock().unwrap();
+            members
+                .pids()
+                .into_values()
+                .flatten()
+                .filter(|&p| p > 1)
+                .collect()
+        };
+        let now = std::time::Instant::now();
+        let (step, orders) = placer.lock().unwrap().tick(&members, with_self, now - last);
+        last = now;
+        tell_placement(&shared, orders);
+        match step {
+            placement::Move::Gather(cpu) => {
+                slog::debug!(shared.log, "little load: the chain gathers on one CPU"; "cpu" => cpu)
+            }
+            placement::Move::Spread => {
+                slog::debug!(shared.log, "the load grew: the chain spreads over its CPUs")
+            }
+            placement::Move::Stay => {}
+        }
+    }
+}
+
+fn tell_placement(shared: &Shared, orders: placement::Orders) {
+    let members = shared.members.lock().unwrap();
+    for (pid, cpu) in orders.tell {
+        members.tell(pid, &spright_core::protocol::Event::Placement { cpu });
+    }
 }
 
 /// How often the pool is looked over for buffers stuck in transit.

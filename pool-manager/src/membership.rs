@@ -135,6 +135,15 @@ impl Members {
             .collect()
     }
 
+    /// Sends `event` to the members whose process is `pid`.
+    pub fn tell(&self, pid: u32, event: &Event) {
+        for m in self.by_function.values().flat_map(|m| m.values()) {
+            if m.pid == pid {
+                let _ = m.events.send(event.clone());
+            }
+        }
+    }
+
     pub fn broadcast(&self, event: &Event) {
         for m in self.by_function.values().flat_map(|m| m.values()) {
             let _ = m.events.send(event.clone());

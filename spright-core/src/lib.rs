@@ -2,6 +2,7 @@
 //! and the registration protocol. It depends on nothing else of spright's, so a function, the
 //! gateway, the pool-manager and the shim all agree on one definition.
 
+pub mod affinity;
 pub mod chain;
 pub mod descriptor;
 pub mod env;

@@ -62,6 +62,10 @@ pub enum Event {
     },
     /// An instance joined.
     Joined { function: u16, instance: u16 },
+    /// Where the member should run its threads (`cpu_placement: adaptive`): all on `cpu`, or,
+    /// with none, each back on the CPUs it had (see [`crate::affinity`]). Members that do not
+    /// know the event ignore it.
+    Placement { cpu: Option<u32> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

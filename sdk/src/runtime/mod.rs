@@ -37,7 +37,7 @@ use crate::lease::Lease;
 use crate::member::{Member, MemberInfo};
 use crate::message::{Message, Response};
 use pending::Pending;
-use slog::{warn, Logger};
+use slog::{debug, warn, Logger};
 use spright_core::descriptor::{Descriptor, Kind, RefuseReason, ReplyError};
 use spright_core::ids::{Endpoint, FnId, GATEWAY};
 use spright_core::pool::{Holder, Pool};
@@ -73,6 +73,8 @@ pub struct Runtime {
     timeout: Duration,
     rejected: AtomicU64,
     refused: AtomicU64,
+    /// Where the pool-manager placed this process's threads (Event::Placement).
+    threads: std::sync::Mutex<spright_core::affinity::OwnThreads>,
     log: Logger,
 }
 
@@ -123,6 +125,7 @@ impl Runtime {
             timeout: Duration::from_millis(info.welcome.timeout_ms),
             rejected: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            threads: Default::default(),
             log,
         }
     }
@@ -448,14 +451,18 @@ impl Runtime {
     /// held part of, and, when none of its function is left, every call to that function.
     /// Returns how many waits it failed.
     pub fn on_event(&self, event: Event) -> usize {
-        let Event::Gone {
-            function,
-            remaining,
-            mut requests,
-            ..
-        } = event
-        else {
-            return 0;
+        let (function, remaining, mut requests) = match event {
+            Event::Gone {
+                function,
+                remaining,
+                requests,
+                ..
+            } => (function, remaining, requests),
+            Event::Placement { cpu } => {
+                self.place(cpu.map(|c| c as usize));
+                return 0;
+            }
+            Event::Joined { .. } => return 0,
         };
         requests.sort_unstable();
         let function = FnId(function);
@@ -466,6 +473,21 @@ impl Runtime {
             },
             || Failure::Gone { function },
         )
+    }
+
+    /// Gathers this process's threads on `cpu`, or gives them their own CPUs back.
+    fn place(&self, cpu: Option<usize>) {
+        let mut threads = self.threads.lock().unwrap();
+        match cpu {
+            Some(cpu) => {
+                let moved = threads.gather(cpu);
+                debug!(self.log, "threads gathered on one CPU"; "cpu" => cpu, "threads" => moved);
+            }
+            None => {
+                threads.spread();
+                debug!(self.log, "threads back on their own CPUs");
+            }
+        }
     }
 
     /// Neither a request for us nor an answer we could wait for. A valid buffer sent to us

@@ -43,6 +43,19 @@ impl std::fmt::Display for RoutingMode {
     }
 }
 
+/// Where the chain's processes may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuPlacement {
+    /// The pool-manager keeps the gateway and the functions on one CPU while they use little
+    /// of it (a hop then wakes a process on the same CPU, not across CPUs) and gives them back
+    /// every CPU they may use when the load grows. Not in poll mode.
+    #[default]
+    Adaptive,
+    /// Processes stay where the kernel's scheduler puts them.
+    Off,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainFile {
@@ -50,6 +63,8 @@ pub struct ChainFile {
     pub chain: String,
     #[serde(default)]
     pub routing: RoutingMode,
+    #[serde(default)]
+    pub cpu_placement: CpuPlacement,
     pub pool: PoolSection,
     #[serde(default)]
     pub gateway: GatewaySection,

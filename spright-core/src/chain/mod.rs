@@ -4,7 +4,8 @@ mod file;
 mod units;
 
 pub use file::{
-    ChainFile, FunctionSection, GatewaySection, PoolSection, RouteSection, RoutingMode,
+    ChainFile, CpuPlacement, FunctionSection, GatewaySection, PoolSection, RouteSection,
+    RoutingMode,
 };
 pub use units::{parse_bytes, parse_millis, ByteSize, Millis};
 
@@ -63,6 +64,9 @@ pub struct Route {
 pub struct Chain {
     pub name: String,
     pub routing: RoutingMode,
+    /// Manifests written before the field existed read as the default.
+    #[serde(default)]
+    pub cpu_placement: CpuPlacement,
     pub pool: ChainPool,
     pub listen: String,
     pub timeout_ms: u64,
@@ -356,6 +360,7 @@ impl Chain {
         Ok(Chain {
             name: file.chain,
             routing: file.routing,
+            cpu_placement: file.cpu_placement,
             pool,
             listen: file.gateway.listen,
             timeout_ms: file.gateway.timeout.0,
