@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The request id that ends a ping-pong.
+const STOP: u64 = u64::MAX;
+
 /// What one side of a ping-pong does: send a descriptor, wait for one.
 trait Side: Send {
     fn send(&mut self, d: &Descriptor);
@@ -135,6 +138,9 @@ fn ping_pong(
         pin(cpus.1);
         let start = thread_cpu();
         while let Some(d) = pong.receive() {
+            if d.request_id == STOP {
+                break;
+            }
             pong.send(&d);
         }
         thread_cpu() - start
@@ -161,7 +167,7 @@ fn ping_pong(
         }
         let cpu = thread_cpu() - start_cpu;
         stop.store(true, Ordering::Relaxed);
-        drop(ping); // closes the socket: the answering side's read ends
+        ping.send(&Descriptor::request(FnId(2), STOP));
         (rtt_ns, cpu)
     });
     let (rtt_ns, ping_cpu) = pinging.join().expect("pinging thread");
