@@ -213,8 +213,9 @@ async fn place_processes(shared: Arc<Shared>, placer: Arc<Mutex<placement::Place
     // The relay is on every hop's path: the pool-manager moves with the chain.
     let with_self = shared.routing == RoutingMode::User;
     let mut last = std::time::Instant::now();
+    let mut wait = placement::TICK;
     loop {
-        tokio::time::sleep(placement::TICK).await;
+        tokio::time::sleep(wait).await;
         let members: Vec<u32> = {
             let members = shared.members.lock().unwrap();
             members
@@ -225,7 +226,12 @@ async fn place_processes(shared: Arc<Shared>, placer: Arc<Mutex<placement::Place
                 .collect()
         };
         let now = std::time::Instant::now();
-        let (step, orders) = placer.lock().unwrap().tick(&members, with_self, now - last);
+        let (step, orders) = {
+            let mut placer = placer.lock().unwrap();
+            let looked = placer.tick(&members, with_self, now - last);
+            wait = placer.next_look();
+            looked
+        };
         last = now;
         tell_placement(&shared, orders);
         match step {

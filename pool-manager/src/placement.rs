@@ -18,8 +18,13 @@ use spright_core::affinity::{CpuSet, OwnThreads};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// How often the load is looked at.
+/// How often the load is looked at while the chain works...
 pub const TICK: Duration = Duration::from_millis(500);
+/// ...and while it is (next to) idle, so that looking costs an idle chain next to nothing. A
+/// burst that comes meanwhile runs on the one CPU for at most this long before spreading.
+pub const QUIET_TICK: Duration = Duration::from_secs(2);
+/// Below this many cores the chain counts as idle for [`QUIET_TICK`].
+const IDLE_BELOW: f64 = 0.05;
 /// Gather when the chain uses less than this many cores...
 const GATHER_BELOW: f64 = 0.4;
 /// ...for this many ticks in a row (a pause between bursts does not gather).
@@ -131,6 +136,8 @@ pub struct Placer {
     told: BTreeSet<u32>,
     /// The pool-manager's own threads, when it is on the data path (the user-space relay).
     own: OwnThreads,
+    /// The load at the last look, in cores.
+    cores: f64,
 }
 
 impl Placer {
@@ -154,6 +161,7 @@ impl Placer {
         }
         self.last_ticks = now;
         let cores = used as f64 / ticks_per_second() / elapsed.as_secs_f64().max(1e-3);
+        self.cores = cores;
         let common = if visible {
             common_cpu(members.iter().chain(with_self.then_some(&me)).copied())
         } else {
@@ -185,6 +193,15 @@ impl Placer {
             (Move::Stay | Move::Gather(_), Layout::Spread) => {}
         }
         (step, orders)
+    }
+
+    /// When to look again.
+    pub fn next_look(&self) -> Duration {
+        if self.cores < IDLE_BELOW {
+            QUIET_TICK
+        } else {
+            TICK
+        }
     }
 
     /// The chain is stopping: every member told to gather is to be told to spread.
@@ -275,6 +292,8 @@ mod tests {
             told.extend(placer.tick(&[a.id()], false, TICK).1.tell);
         }
         assert_eq!(told, vec![(a.id(), Some(cpu))]);
+        // An idle chain is looked at less often.
+        assert_eq!(placer.next_look(), QUIET_TICK);
         // A newcomer is told on the next look; the others are not told again.
         let (_, orders) = placer.tick(&[a.id(), b.id()], false, TICK);
         assert_eq!(orders.tell, vec![(b.id(), Some(cpu))]);
