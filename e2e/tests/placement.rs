@@ -74,7 +74,7 @@ fn an_idle_chain_gathers_on_one_cpu_and_spreads_under_load() {
         let chain = common::start(common::TESTFN_YAML, routing, &[]);
         let cpu = wait_for(
             "the idle chain to gather on one CPU",
-            Duration::from_secs(20),
+            Duration::from_secs(40),
             || gathered(&chain),
         );
         assert!(
@@ -109,7 +109,7 @@ fn an_idle_chain_gathers_on_one_cpu_and_spreads_under_load() {
         }
 
         // Quiet again: gathered again.
-        wait_for("the chain to gather again", Duration::from_secs(20), || {
+        wait_for("the chain to gather again", Duration::from_secs(40), || {
             gathered(&chain)
         });
         chain.wait_pool_idle();
