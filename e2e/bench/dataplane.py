@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Data-plane benchmark: the demo chain in kernel mode, the same chain in user-space mode, and a
-bare hyper server answering the same bytes, measured one after another in one run with wrk on
-loopback.
+bare hyper server answering the same bytes; three no-op functions in sequence (GET, keep-alive)
+next to nginx with one worker answering a constant; and the floor of a hop on this machine
+(48-byte ping-pong over sk_msg and over a shared-memory ring, spright-floor). All measured one
+after another in one run with wrk on loopback.
 
 For each system: requests/s, p50/p99 latency, CPU cores used by all of the system's processes
-under load (from /proc), and wrk's own CPU apart. For the chains: CPU used over an idle period.
-Writes docs/bench/dataplane.md.
+under load (from /proc), CPU per request and per hop, and wrk's own CPU apart. For the chains:
+CPU used over an idle period. Writes docs/bench/dataplane.md.
 
 Usage (as root, from the repository): e2e/bench/dataplane.py [--duration 20] [--idle 30]
 
@@ -81,10 +83,12 @@ def wait_http(url, proc, timeout=30):
     raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
-def run_wrk(url, seconds, script):
-    """Runs wrk; returns (stdout, wrk's own CPU seconds)."""
+def run_wrk(url, seconds, script, connections=CONNECTIONS, script_args=()):
+    """Runs wrk (a GET without a script); returns (stdout, wrk's own CPU seconds)."""
     proc = subprocess.Popen(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", script, url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+        + (["-s", script] if script else []) + [url]
+        + (["--", *script_args] if script_args else []),
         stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -107,12 +111,13 @@ def parse_wrk(out):
     return rps, p["50"], p["99"], int(errors.group(1)) if errors else 0, socket_errors.group(1) if socket_errors else ""
 
 
-def measure(name, url, proc, seconds, script, idle_seconds):
+def measure(name, url, proc, seconds, script, idle_seconds, connections=CONNECTIONS, hops=None,
+            script_args=()):
     wait_http(url, proc)
-    run_wrk(url, 3, script)  # warm-up
+    run_wrk(url, 3, script, connections, script_args)  # warm-up
     pids = descendants(proc.pid)
     cpu0, t0 = cpu_seconds(pids), time.time()
-    out, wrk_cpu = run_wrk(url, seconds, script)
+    out, wrk_cpu = run_wrk(url, seconds, script, connections, script_args)
     cpu1, t1 = cpu_seconds(pids), time.time()
     rps, p50, p99, non2xx, sockerr = parse_wrk(out)
     if non2xx or sockerr:
@@ -120,7 +125,7 @@ def measure(name, url, proc, seconds, script, idle_seconds):
     row = {
         "name": name, "rps": rps, "p50": p50, "p99": p99,
         "cores": (cpu1 - cpu0) / (t1 - t0), "wrk_cores": wrk_cpu / (t1 - t0),
-        "processes": len(pids), "idle": None,
+        "processes": len(pids), "idle": None, "connections": connections, "hops": hops,
     }
     if idle_seconds:
         time.sleep(2)  # let the last responses drain
@@ -136,11 +141,68 @@ def measure(name, url, proc, seconds, script, idle_seconds):
     return row
 
 
-def start_chain(bin_dir, routing, port, runtime_root):
+def start_chain(bin_dir, routing, port, runtime_root, chain_file=None):
+    chain_file = chain_file or os.path.join(ROOT, "configs", "demo-chain.yaml")
     return subprocess.Popen(
-        [os.path.join(bin_dir, "spright"), "up", os.path.join(ROOT, "configs", "demo-chain.yaml"),
+        [os.path.join(bin_dir, "spright"), "up", chain_file,
          "--routing", routing, "--listen", f"127.0.0.1:{port}", "--runtime-root", runtime_root],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# Three functions that answer at once (spright-testfn's echo of an empty GET), in sequence:
+# gateway -> a -> b -> c -> gateway, four hops.
+NOOP_CHAIN = """chain: noop
+pool:
+  buffers: 1024
+  buffer_size: 16KiB
+gateway:
+  timeout: 5s
+functions:
+  - {name: a, id: 1, command: [spright-testfn]}
+  - {name: b, id: 2, command: [spright-testfn]}
+  - {name: c, id: 3, command: [spright-testfn]}
+routes:
+  - path: /noop
+    sequence: [a, b, c]
+"""
+NOOP_HOPS = 4
+DEMO_HOPS = 4
+FLOOR_CONNECTIONS = 32
+
+NGINX_CONF = """worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/nginx-body;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 200 "ok"; }}
+  }}
+}}
+"""
+
+
+def nginx_binary():
+    for path in ("/usr/sbin/nginx", "/usr/bin/nginx"):
+        if os.access(path, os.X_OK):
+            return path
+    raise SystemExit("nginx is missing: scripts/install-deps.sh installs it")
+
+
+def run_floor(bin_dir, seconds):
+    """spright-floor's cases: one dict per line of its output."""
+    import json
+    out = subprocess.run([os.path.join(bin_dir, "spright-floor"), "--seconds", str(seconds)],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    cases = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    for c in cases:
+        print(f"floor, {c['case']}: round trip {c['rtt_us_mean']:.2f} µs (p99 "
+              f"{c['rtt_us_p99']:.2f}), {c['cpu_us_per_hop']:.2f} µs of CPU per hop", flush=True)
+    return cases
 
 
 def median(values):
@@ -239,6 +301,8 @@ def main():
     ap.add_argument("--after-label", default="this tree")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the comparison")
     ap.add_argument("--routings", default="sockmap,user,poll", help="routing modes to compare")
+    ap.add_argument("--floor-seconds", type=int, default=3, help="seconds per floor case")
+    ap.add_argument("--light-rate", type=int, default=500, help="requests/s of the light-load rows")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the kernel-mode chain loads eBPF")
@@ -268,8 +332,54 @@ def main():
                             args.duration, script, 0))
     finally:
         stop(proc)
-
     bare = rows[-1]
+    for r in rows[:2]:
+        r["hops"] = DEMO_HOPS
+
+    noop_file = os.path.join(tmp, "noop.yaml")
+    with open(noop_file, "w") as f:
+        f.write(NOOP_CHAIN)
+    noop_rows = []
+    for name, routing, port in (("3 no-op functions, sockmap", "sockmap", 8184),
+                                ("3 no-op functions, user-space relay", "user", 8185)):
+        proc = start_chain(BIN, routing, port, os.path.join(tmp, f"noop-{routing}"), noop_file)
+        try:
+            noop_rows.append(measure(name, f"http://127.0.0.1:{port}/noop/echo", proc,
+                                     args.duration, None, args.idle, FLOOR_CONNECTIONS, NOOP_HOPS))
+        finally:
+            stop(proc)
+    # Light load: a fixed rate, the chain's processes gathered on one CPU (the default) or left
+    # to the scheduler.
+    rate_script = os.path.join(ROOT, "e2e", "bench", "lua", "rate.lua")
+    light_rows = []
+    for placement, port in (("adaptive", 8187), ("off", 8188)):
+        light_file = os.path.join(tmp, f"noop-{placement}.yaml")
+        with open(light_file, "w") as f:
+            f.write(NOOP_CHAIN.replace("chain: noop\n", f"chain: noop\ncpu_placement: {placement}\n"))
+        proc = start_chain(BIN, "sockmap", port, os.path.join(tmp, f"light-{placement}"), light_file)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/noop/echo", proc)
+            time.sleep(10)  # an idle chain is looked at every 2 s and gathers after 4 quiet looks
+            light_rows.append(measure(
+                f"3 no-op functions, sockmap, {args.light_rate} req/s, cpu_placement {placement}",
+                f"http://127.0.0.1:{port}/noop/echo", proc, args.duration, rate_script, 0, 4,
+                NOOP_HOPS, (str(args.light_rate),)))
+        finally:
+            stop(proc)
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(tmp=tmp, port=8186))
+    proc = subprocess.Popen([nginx_binary(), "-c", conf, "-p", tmp],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        noop_rows.append(measure("nginx, 1 worker, constant reply (baseline)",
+                                 "http://127.0.0.1:8186/", proc, args.duration, None, 0,
+                                 FLOOR_CONNECTIONS))
+    finally:
+        stop(proc)
+    nginx = noop_rows[-1]
+    floor = run_floor(BIN, args.floor_seconds)
+
     lines = [
         "# Data-plane benchmark",
         "",
@@ -293,6 +403,50 @@ def main():
         lines.append(
             f"| {r['name']} | {r['rps']:.0f} | {r['rps'] / bare['rps'] * 100:.0f}% | {r['p50']:.2f} | "
             f"{r['p99']:.2f} | {r['cores']:.2f} | {r['wrk_cores']:.2f} | {idle} |")
+    def per_hop(r):
+        return f"{r['cores'] / r['rps'] * 1e6 / r['hops']:.1f}" if r["hops"] else ""
+
+    lines += [
+        "",
+        f"Three no-op functions in sequence (`spright-testfn` echoing an empty GET: gateway -> a "
+        f"-> b -> c -> gateway, {NOOP_HOPS} hops) and nginx with one worker answering a constant, "
+        f"both `wrk -t1 -c{FLOOR_CONNECTIONS}` GET with keep-alive. CPU per hop is the chain's CPU "
+        f"per request (the gateway's HTTP work included) over its hops.",
+        "",
+        "| system | requests/s | vs nginx | p50 ms | p99 ms | cores used | CPU per request, µs "
+        "| CPU per hop, µs | idle, % of a core |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in noop_rows + light_rows:
+        idle = "" if r["idle"] is None else f"{r['idle'] * 100:.3f}"
+        lines.append(
+            f"| {r['name']} | {r['rps']:.0f} | "
+            + (f"{r['rps'] / nginx['rps'] * 100:.0f}%" if r in noop_rows else "offered rate")
+            + " | "
+            f"{r['p50']:.2f} | {r['p99']:.2f} | {r['cores']:.2f} | "
+            f"{r['cores'] / r['rps'] * 1e6:.1f} | {per_hop(r)} | {idle} |")
+    lines += [
+        "",
+        f"The floor of a hop on this machine (`spright-floor`, {args.floor_seconds} s per case): "
+        f"48-byte ping-pong between two threads, over sk_msg with a bare redirect program (no "
+        f"SPROXY; each side blocks in `read`) and over spright's shared-memory descriptor rings "
+        f"(each side polls). CPU per hop is both threads' CPU time over half the round trips.",
+        "",
+        "| floor | round trips | round trip µs, mean | p50 µs | p99 µs | CPU per hop, µs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in floor:
+        lines.append(
+            f"| {c['case']} | {c['round_trips']} | {c['rtt_us_mean']:.2f} | {c['rtt_us_p50']:.2f} "
+            f"| {c['rtt_us_p99']:.2f} | {c['cpu_us_per_hop']:.2f} |")
+    sk = {c["case"]: c for c in floor}
+    lines += ["", "Each plane's CPU per hop and p99 next to the floor (this run):", ""]
+    for r in rows[:2] + noop_rows[:2] + light_rows:
+        lines.append(f"- {r['name']}: {per_hop(r)} µs of CPU per hop, p99 {r['p99']:.2f} ms.")
+    for name in ("sk_msg, one CPU", "sk_msg, two CPUs", "ring, two CPUs spinning"):
+        if name in sk:
+            lines.append(f"- floor, {name}: {sk[name]['cpu_us_per_hop']:.2f} µs of CPU per hop, "
+                         f"a round trip in {sk[name]['rtt_us_mean']:.2f} µs.")
     kernel, user = rows[0], rows[1]
     tick_pct = 100.0 / TICK / args.idle
     lines += [
@@ -307,6 +461,12 @@ def main():
         f"- CPU per request: kernel chain {kernel['cores'] / kernel['rps'] * 1e6:.0f} µs, user "
         f"chain {user['cores'] / user['rps'] * 1e6:.0f} µs, bare server "
         f"{bare['cores'] / bare['rps'] * 1e6:.0f} µs.",
+        f"- three no-op functions with keep-alive: {noop_rows[0]['rps'] / nginx['rps'] * 100:.0f}% "
+        f"of nginx's requests/s with one worker (target: at least 60%); "
+        f"{per_hop(noop_rows[0])} µs of CPU per hop saturated (target: at most 5 µs).",
+        "",
+        "Where a hop's time goes (perf profiles, per process CPU, what was tried): "
+        "[hop-cost.md](hop-cost.md).",
         "",
     ]
     out = args.out or os.path.join(ROOT, "docs", "bench", "dataplane.md")
