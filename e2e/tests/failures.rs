@@ -167,6 +167,25 @@ fn a_function_crashing_mid_request_gives_502() {
 }
 
 #[test]
+fn a_panicking_handler_loses_its_request_and_nothing_else() {
+    let yaml = common::TESTFN_YAML.replace("timeout: 30s", "timeout: 300ms");
+    for routing in common::modes("a_panicking_handler_loses_its_request_and_nothing_else") {
+        let chain = common::start(&yaml, routing, &[]);
+        let before = chain.wait_instances("back", 1);
+        let r = http::post(chain.addr, "/back/panic", b"");
+        assert_eq!(r.status, 504, "{routing}: {}", r.text());
+        // The same process serves on, and the request's buffer came back.
+        assert_eq!(
+            http::post(chain.addr, "/back/echo", b"still here").text(),
+            "still here"
+        );
+        assert_eq!(chain.pids("back"), before, "{routing}: back was restarted");
+        chain.wait_pool_idle();
+        chain.stop();
+    }
+}
+
+#[test]
 fn a_slow_chain_times_out_with_504_and_its_buffers_come_back() {
     let yaml = common::TESTFN_YAML.replace("timeout: 30s", "timeout: 300ms");
     for routing in common::modes("a_slow_chain_times_out_with_504_and_its_buffers_come_back") {

@@ -524,6 +524,7 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) 
         caller,
         request_line: Arc::from(message.request_line()),
     };
+    let log = instance.log.clone();
     let (instance, handler) = (instance.clone(), handler.clone());
     let handling = Handling::new(&instance.activity);
     let mut task = Box::pin(async move {
@@ -550,8 +551,17 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) 
     // Most handlers finish without waiting for anything: run them here, at once, and spawn a
     // task only for one that has to wait (its first poll as a task registers the wake-ups it
     // needs, so none is lost to the no-op waker of this first try).
+    // A handler that panics loses its request and nothing else, as it would in a task of its
+    // own (tokio catches a task's panic): the receive loop goes on.
     let mut first_try = std::task::Context::from_waker(std::task::Waker::noop());
-    if task.as_mut().poll(&mut first_try).is_pending() {
-        tokio::spawn(task);
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        task.as_mut().poll(&mut first_try)
+    }));
+    match polled {
+        Ok(std::task::Poll::Pending) => {
+            tokio::spawn(task);
+        }
+        Ok(std::task::Poll::Ready(())) => {}
+        Err(_) => warn!(log, "a handler panicked; its request is lost"),
     }
 }

@@ -1,12 +1,12 @@
 //! A function for tests, whose behaviour the request path picks:
 //! `/echo` (default) echoes the body, `/sleep?ms=N` echoes after N ms, `/block?ms=N` stalls the
-//! instance's thread for N ms then echoes, `/fail` returns an
-//! error, `/crash` exits mid-request, `/call?to=F` calls F with the body, `/big?bytes=N`
-//! answers N bytes, `/whoami` names the function, instance and pid, `/fanout?to=F&n=N` makes
-//! N calls to F's `/gather?n=G` together (G is `group`, N by default), and
-//! `/gather?n=G&wait_ms=W` answers only once G gathers are in this instance at once (each fails
-//! after W ms, 5000 by default; a group that timed out stays part-filled, so a test uses a
-//! failing group size once).
+//! instance's thread for N ms then echoes, `/fail` returns an error, `/crash` exits
+//! mid-request, `/panic` panics in the handler, `/call?to=F` calls F with the body,
+//! `/big?bytes=N` answers N bytes, `/whoami` names the function, instance and pid,
+//! `/fanout?to=F&n=N` makes N calls to F's `/gather?n=G` together (G is `group`, N by default),
+//! and `/gather?n=G&wait_ms=W` answers only once G gathers are in this instance at once (each
+//! fails after W ms, 5000 by default; a group that timed out stays part-filled, so a test uses
+//! a failing group size once).
 
 use spright_sdk::{Context, Error, Request, Response};
 use std::collections::HashMap;
@@ -45,6 +45,7 @@ async fn handle(req: Request, ctx: Context) -> Result<Response, Error> {
         }
         "fail" => Err("deliberate failure".into()),
         "crash" => std::process::exit(3),
+        "panic" => panic!("deliberate panic"),
         "call" => {
             let to = req.query_param("to").unwrap_or("").to_owned();
             let reply = ctx.call(&to, "POST", "/echo", req.body()).await?;
