@@ -200,7 +200,8 @@ async fn serve(
     let _ = std::fs::remove_file(&paths.manifest);
     tasks.abort_all();
     // Members that outlive the chain (a function told to stop drains first) are told to take
-    // their CPUs back, if their registration still delivers it.
+    // their CPUs back; best effort: a registration told to stop may end before it passes this
+    // on, and the placing task is aborted, not awaited.
     let orders = placer.lock().unwrap().release();
     tell_placement(&shared, orders);
     members::close_all(&shared);
@@ -222,7 +223,8 @@ async fn place_processes(shared: Arc<Shared>, placer: Arc<Mutex<placement::Place
                 .pids()
                 .into_values()
                 .flatten()
-                .filter(|&p| p > 1)
+                // Pid 0 stays: a member in another pid namespace, which placement cannot
+                // measure (it keeps the chain spread).
                 .collect()
         };
         let now = std::time::Instant::now();

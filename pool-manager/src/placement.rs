@@ -14,14 +14,15 @@
 //! the members move their own threads when told (`Event::Placement`), as moving another
 //! process's threads would need CAP_SYS_NICE, and the pool-manager keeps no capability.
 
-use spright_core::affinity::{CpuSet, OwnThreads};
+use spright_core::affinity::{own_threads, CpuSet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// How often the load is looked at while the chain works...
 pub const TICK: Duration = Duration::from_millis(500);
 /// ...and while it is (next to) idle, so that looking costs an idle chain next to nothing. A
-/// burst that comes meanwhile runs on the one CPU for at most this long before spreading.
+/// burst that comes meanwhile runs on the one CPU until the look after it (about 2.5 s at
+/// most) before spreading.
 pub const QUIET_TICK: Duration = Duration::from_secs(2);
 /// Below this many cores the chain counts as idle for [`QUIET_TICK`].
 const IDLE_BELOW: f64 = 0.05;
@@ -134,24 +135,70 @@ pub struct Placer {
     last_ticks: BTreeMap<u32, u64>,
     /// Members told to gather.
     told: BTreeSet<u32>,
-    /// The pool-manager's own threads, when it is on the data path (the user-space relay).
-    own: OwnThreads,
     /// The load at the last look, in cores.
     cores: f64,
+    cpu_busy: CpuBusy,
+}
+
+/// How busy each CPU was between two looks, from `/proc/stat`.
+#[derive(Default)]
+struct CpuBusy {
+    last: BTreeMap<usize, (u64, u64)>,
+}
+
+impl CpuBusy {
+    /// Each CPU's busy fraction since the last look (none on the first).
+    fn look(&mut self) -> BTreeMap<usize, f64> {
+        let now = read_cpu_times();
+        let busy = now
+            .iter()
+            .filter_map(|(cpu, &(busy, total))| {
+                let (b0, t0) = self.last.get(cpu)?;
+                let dt = total.checked_sub(*t0).filter(|&d| d > 0)?;
+                Some((*cpu, busy.saturating_sub(*b0) as f64 / dt as f64))
+            })
+            .collect();
+        self.last = now;
+        busy
+    }
+}
+
+/// (busy, total) clock ticks of each CPU since boot.
+fn read_cpu_times() -> BTreeMap<usize, (u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("cpu")?;
+            let (id, fields) = rest.split_once(' ')?;
+            let cpu: usize = id.parse().ok()?;
+            let v: Vec<u64> = fields
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            let total: u64 = v.iter().take(8).sum();
+            // idle and iowait are the 4th and 5th fields.
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            Some((cpu, (total.saturating_sub(idle), total)))
+        })
+        .collect()
 }
 
 impl Placer {
     /// One look, `elapsed` after the last: measures the load of `members` (and of this process,
-    /// with `with_self`), decides, and says whom to tell what. A member whose load cannot be
-    /// read (another pid namespace) keeps the chain spread: its load is unknown.
+    /// with `with_self`), decides, and says whom to tell what. A member this process cannot see
+    /// (pid 0: it is in another pid namespace) keeps the chain spread, as its load is unknown;
+    /// one that has just exited is left out of this look.
     pub fn tick(&mut self, members: &[u32], with_self: bool, elapsed: Duration) -> (Move, Orders) {
         let me = std::process::id();
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        members.dedup();
+        let members = &members[..];
         let mut used = 0u64;
-        let mut visible = true;
+        let visible = !members.is_empty() && members.iter().all(|&p| p > 1);
         let mut now = BTreeMap::new();
         for &pid in members.iter().chain(with_self.then_some(&me)) {
-            let Some(t) = process_ticks(pid) else {
-                visible = false;
+            let Some(t) = process_ticks(pid).filter(|_| pid > 1) else {
                 continue;
             };
             if let Some(before) = self.last_ticks.get(&pid) {
@@ -162,13 +209,23 @@ impl Placer {
         self.last_ticks = now;
         let cores = used as f64 / ticks_per_second() / elapsed.as_secs_f64().max(1e-3);
         self.cores = cores;
+        let busy = self.cpu_busy.look();
         let common = if visible {
-            common_cpu(members.iter().chain(with_self.then_some(&me)).copied())
+            least_busy_common_cpu(
+                members.iter().chain(with_self.then_some(&me)).copied(),
+                &busy,
+            )
         } else {
             None
         };
+        // Gathered, the chain also spreads when its CPU is busy with other work (another
+        // chain gathered there, say): its own time is then capped by the competition.
+        let pressure = match self.governor.layout() {
+            Layout::Gathered(cpu) => cores.max(busy.get(&cpu).copied().unwrap_or(0.0)),
+            Layout::Spread => cores,
+        };
 
-        let step = self.governor.observe(cores, common);
+        let step = self.governor.observe(pressure, common);
         self.told.retain(|p| members.contains(p));
         let mut orders = Orders::default();
         match (step, self.governor.layout()) {
@@ -177,7 +234,7 @@ impl Placer {
                     .into_iter()
                     .map(|p| (p, None))
                     .collect();
-                self.own.spread();
+                own_threads().lock().unwrap().spread();
             }
             // Gathering, or keeping newcomers with the rest.
             (_, Layout::Gathered(cpu)) => {
@@ -187,7 +244,7 @@ impl Placer {
                     }
                 }
                 if with_self && step == Move::Gather(cpu) {
-                    self.own.gather(cpu);
+                    own_threads().lock().unwrap().gather(cpu);
                 }
             }
             (Move::Stay | Move::Gather(_), Layout::Spread) => {}
@@ -206,7 +263,7 @@ impl Placer {
 
     /// The chain is stopping: every member told to gather is to be told to spread.
     pub fn release(&mut self) -> Orders {
-        self.own.spread();
+        own_threads().lock().unwrap().spread();
         Orders {
             tell: std::mem::take(&mut self.told)
                 .into_iter()
@@ -216,15 +273,22 @@ impl Placer {
     }
 }
 
-/// The highest CPU every one of `pids` may run on (CPU 0 takes most interrupts), as their
-/// main threads' affinity says.
-fn common_cpu(pids: impl Iterator<Item = u32>) -> Option<usize> {
+/// Of the CPUs every one of `pids` may run on (as their main threads' affinity says), the
+/// least busy; between equals the highest (CPU 0 takes most interrupts).
+fn least_busy_common_cpu(
+    pids: impl Iterator<Item = u32>,
+    busy: &BTreeMap<usize, f64>,
+) -> Option<usize> {
     let sets: Vec<CpuSet> = pids.map(CpuSet::of).collect::<Option<_>>()?;
     let first = sets.first()?;
-    first
-        .cpus()
-        .filter(|&c| sets.iter().all(|s| s.contains(c)))
-        .last()
+    let mut best: Option<(usize, f64)> = None;
+    for cpu in first.cpus().filter(|&c| sets.iter().all(|s| s.contains(c))) {
+        let b = busy.get(&cpu).copied().unwrap_or(0.0);
+        if best.is_none_or(|(_, least)| b <= least) {
+            best = Some((cpu, b));
+        }
+    }
+    best.map(|(cpu, _)| cpu)
 }
 
 #[cfg(test)]
@@ -285,13 +349,17 @@ mod tests {
                 .unwrap()
         };
         let (mut a, mut b) = (spawn(), spawn());
-        let cpu = common_cpu([a.id()].into_iter()).unwrap() as u32;
         let mut placer = Placer::default();
         let mut told = Vec::new();
         for _ in 0..=GATHER_AFTER {
-            told.extend(placer.tick(&[a.id()], false, TICK).1.tell);
+            told.extend(placer.tick(&[a.id(), a.id()], false, TICK).1.tell);
         }
-        assert_eq!(told, vec![(a.id(), Some(cpu))]);
+        // Told once, though listed twice (two members of one process).
+        assert_eq!(told.len(), 1, "{told:?}");
+        let (pid, cpu) = told[0];
+        assert_eq!(pid, a.id());
+        let cpu = cpu.expect("told to gather");
+        assert!(CpuSet::of(a.id()).unwrap().contains(cpu as usize));
         // An idle chain is looked at less often.
         assert_eq!(placer.next_look(), QUIET_TICK);
         // A newcomer is told on the next look; the others are not told again.
@@ -304,12 +372,13 @@ mod tests {
         // A member gone is forgotten; stopping tells the rest to spread.
         let _ = placer.tick(&[b.id()], false, TICK);
         assert_eq!(placer.release().tell, vec![(b.id(), None)]);
-        // A pid that cannot be read (gone, or in another pid namespace) keeps the chain spread.
+        // A member this process cannot see (pid 0: another pid namespace) keeps the chain
+        // spread.
         let _ = a.kill();
         let _ = a.wait();
         let mut placer = Placer::default();
         for _ in 0..2 * GATHER_AFTER {
-            let (step, orders) = placer.tick(&[a.id(), b.id()], false, TICK);
+            let (step, orders) = placer.tick(&[0, b.id()], false, TICK);
             assert_eq!((step, orders), (Move::Stay, Orders::default()));
         }
         let _ = b.kill();

@@ -50,6 +50,9 @@ struct Instance {
     function: String,
     log: Logger,
     activity: Arc<Activity>,
+    /// On a single-threaded runtime a handler is polled once as soon as its request arrives;
+    /// on a multi-threaded one every handler is a task, spread over the workers.
+    inline_first_poll: bool,
 }
 
 /// What a stopping instance watches to know the chain has nothing left for it.
@@ -448,6 +451,8 @@ async fn serve_member_counting<H: Handler>(
         function: info.welcome.function.clone(),
         log: log.clone(),
         activity,
+        inline_first_poll: tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread,
     });
     let _ = instance
         .activity
@@ -492,8 +497,9 @@ async fn serve_member_counting<H: Handler>(
     result
 }
 
-/// Starts handling a request: the handler runs in a task of its own, and its result goes where
-/// the runtime says.
+/// Starts handling a request: the handler runs at once on a single-threaded runtime, in a task
+/// of its own if it has to wait (and always on a multi-threaded one, so that handlers use every
+/// worker), and its result goes where the runtime says.
 fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) {
     let Work {
         trail,
@@ -524,7 +530,7 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) 
         caller,
         request_line: Arc::from(message.request_line()),
     };
-    let log = instance.log.clone();
+    let (log, inline) = (instance.log.clone(), instance.inline_first_poll);
     let (instance, handler) = (instance.clone(), handler.clone());
     let handling = Handling::new(&instance.activity);
     let mut task = Box::pin(async move {
@@ -554,6 +560,10 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) 
     // A handler that panics loses its request and nothing else, as it would in a task of its
     // own (tokio catches a task's panic): the receive loop goes on.
     let mut first_try = std::task::Context::from_waker(std::task::Waker::noop());
+    if !inline {
+        tokio::spawn(task);
+        return;
+    }
     let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         task.as_mut().poll(&mut first_try)
     }));

@@ -218,6 +218,9 @@ impl Receiver {
                     Ok(0) => return Ok(false),
                     Ok(n) => {
                         framer.feed(&buf[..n], &mut each);
+                        // Handlers answered here inline: a socket that never runs dry must not
+                        // starve this runtime's tasks (handlers that wait, timers, events).
+                        tokio::task::consume_budget().await;
                         return Ok(true);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.data.readable().await?,

@@ -6,6 +6,14 @@
 //! holds capabilities its mover lacks (the pool-manager holds none).
 
 use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+/// This process's threads, shared by every member of the chain it runs (so that a second
+/// member's gathering does not take the first one's gathered masks for the threads' own).
+pub fn own_threads() -> &'static Mutex<OwnThreads> {
+    static OWN: OnceLock<Mutex<OwnThreads>> = OnceLock::new();
+    OWN.get_or_init(Default::default)
+}
 
 /// A CPU mask, as `sched_{get,set}affinity` take it.
 #[derive(Clone, Copy)]
@@ -67,6 +75,16 @@ pub fn threads(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// This process's threads (`/proc/self/task`, right whichever pid namespace `/proc` shows).
+fn own_thread_ids() -> Vec<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// This process's threads, gathered on one CPU and given their own affinity back.
 #[derive(Default)]
 pub struct OwnThreads {
@@ -92,7 +110,7 @@ impl OwnThreads {
             self.process = CpuSet::of(me);
         }
         let mut on_cpu = 0;
-        for tid in threads(me) {
+        for tid in own_thread_ids() {
             let own = match self.own.get(&tid) {
                 Some(own) => *own,
                 None => {
@@ -121,7 +139,7 @@ impl OwnThreads {
             return;
         }
         let process = self.process.take();
-        for tid in threads(std::process::id()) {
+        for tid in own_thread_ids() {
             if let Some(own) = self.own.get(&tid).copied().or(process) {
                 let _ = own.apply(tid);
             }

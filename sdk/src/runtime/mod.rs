@@ -73,8 +73,6 @@ pub struct Runtime {
     timeout: Duration,
     rejected: AtomicU64,
     refused: AtomicU64,
-    /// Where the pool-manager placed this process's threads (Event::Placement).
-    threads: std::sync::Mutex<spright_core::affinity::OwnThreads>,
     log: Logger,
 }
 
@@ -125,7 +123,6 @@ impl Runtime {
             timeout: Duration::from_millis(info.welcome.timeout_ms),
             rejected: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            threads: Default::default(),
             log,
         }
     }
@@ -477,7 +474,7 @@ impl Runtime {
 
     /// Gathers this process's threads on `cpu`, or gives them their own CPUs back.
     fn place(&self, cpu: Option<usize>) {
-        let mut threads = self.threads.lock().unwrap();
+        let mut threads = spright_core::affinity::own_threads().lock().unwrap();
         match cpu {
             Some(cpu) => {
                 let moved = threads.gather(cpu);
