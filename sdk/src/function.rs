@@ -530,10 +530,10 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) 
         caller,
         request_line: Arc::from(message.request_line()),
     };
-    let (log, inline) = (instance.log.clone(), instance.inline_first_poll);
-    let (instance, handler) = (instance.clone(), handler.clone());
+    let (this, handler) = (instance.clone(), handler.clone());
     let handling = Handling::new(&instance.activity);
     let mut task = Box::pin(async move {
+        let instance = this;
         let _handling = handling;
         let result = match handler.handle(message, ctx.clone()).await {
             Ok(r) => Ok(r),
@@ -559,11 +559,11 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) 
     // needs, so none is lost to the no-op waker of this first try).
     // A handler that panics loses its request and nothing else, as it would in a task of its
     // own (tokio catches a task's panic): the receive loop goes on.
-    let mut first_try = std::task::Context::from_waker(std::task::Waker::noop());
-    if !inline {
+    if !instance.inline_first_poll {
         tokio::spawn(task);
         return;
     }
+    let mut first_try = std::task::Context::from_waker(std::task::Waker::noop());
     let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         task.as_mut().poll(&mut first_try)
     }));
@@ -572,6 +572,6 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) 
             tokio::spawn(task);
         }
         Ok(std::task::Poll::Ready(())) => {}
-        Err(_) => warn!(log, "a handler panicked; its request is lost"),
+        Err(_) => warn!(instance.log, "a handler panicked; its request is lost"),
     }
 }

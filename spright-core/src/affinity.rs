@@ -65,16 +65,6 @@ impl CpuSet {
     }
 }
 
-/// The threads of process `pid` (`/proc/<pid>/task`); empty if it is gone or not visible.
-pub fn threads(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// This process's threads (`/proc/self/task`, right whichever pid namespace `/proc` shows).
 fn own_thread_ids() -> Vec<u32> {
     std::fs::read_dir("/proc/self/task")
