@@ -291,6 +291,10 @@ impl ChainUnderTest {
         self.interrupt();
         assert!(!manifest.pool.path.exists(), "pool file left behind");
         assert!(
+            !spright_core::load::load_path(&manifest.pool.path).exists(),
+            "load board left behind"
+        );
+        assert!(
             !manifest.runtime_dir.exists(),
             "runtime directory left behind"
         );

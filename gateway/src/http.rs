@@ -57,7 +57,12 @@ pub async fn handle(
         Some((index, route)) => {
             let label = gw.routes.label(index);
             let response = match next_hop(&route.sequence, Position::Entry) {
-                Some(first) => through_chain(&gw, req, index, first).await,
+                Some(first) => {
+                    // The gateway's concurrency is the chain's: every routed request until it is
+                    // answered.
+                    let _busy = gw.runtime.busy();
+                    through_chain(&gw, req, index, first).await
+                }
                 None => error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("route {label} has no functions"),

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use spright_core::protocol::RouterStats;
+use spright_core::protocol::{FunctionLoad, RouterStats};
 use spright_sdk::runtime::Runtime;
 use std::sync::{Arc, Mutex};
 
@@ -134,6 +134,7 @@ impl Collector for ChainCollector {
                 ConstGauge::new(f.queued as i64).encode(m.encode_family(&labels)?)?;
             }
         }
+        encode_load(&mut encoder, &router.functions)?;
         ConstCounter::new(router.malformed).encode(encoder.encode_descriptor(
             "spright_router_malformed_messages",
             "Sends on function sockets that were not one descriptor",
@@ -148,6 +149,73 @@ impl Collector for ChainCollector {
         )?)?;
         Ok(())
     }
+}
+
+/// The scaling signal, named after Knative autoscaler's figures, per function (the gateway's
+/// are the whole chain's: every routed request until it is answered).
+fn encode_load(
+    encoder: &mut DescriptorEncoder<'_>,
+    functions: &[spright_core::protocol::FunctionStats],
+) -> Result<(), std::fmt::Error> {
+    let loaded: Vec<(&str, FunctionLoad)> = functions
+        .iter()
+        .filter_map(|f| f.load.map(|l| (f.name.as_str(), l)))
+        .collect();
+    if loaded.is_empty() {
+        return Ok(());
+    }
+    {
+        let mut m = encoder.encode_descriptor(
+            "spright_function_requests_in_flight",
+            "Requests a function's instances are handling now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, l) in &loaded {
+            ConstGauge::new(l.in_flight as i64).encode(m.encode_family(&[("function", *name)])?)?;
+        }
+    }
+    {
+        let mut m = encoder.encode_descriptor(
+            "spright_function_requests_completed",
+            "Requests a function's instances finished handling",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, l) in &loaded {
+            ConstCounter::new(l.completed).encode(m.encode_family(&[("function", *name)])?)?;
+        }
+    }
+    type Pick = fn(&FunctionLoad) -> f64;
+    let gauges: [(&str, &str, Pick); 4] = [
+        (
+            "spright_function_stable_request_concurrency",
+            "Mean requests in flight at a function over the stable window (60 s)",
+            |l| l.stable_concurrency,
+        ),
+        (
+            "spright_function_panic_request_concurrency",
+            "Mean requests in flight at a function over the panic window (6 s)",
+            |l| l.panic_concurrency,
+        ),
+        (
+            "spright_function_stable_requests_per_second",
+            "Requests a function finished per second over the stable window (60 s)",
+            |l| l.stable_requests_per_second,
+        ),
+        (
+            "spright_function_panic_requests_per_second",
+            "Requests a function finished per second over the panic window (6 s)",
+            |l| l.panic_requests_per_second,
+        ),
+    ];
+    for (metric, help, pick) in gauges {
+        let mut m = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+        for (name, l) in &loaded {
+            ConstGauge::new(pick(l)).encode(m.encode_family(&[("function", *name)])?)?;
+        }
+    }
+    Ok(())
 }
 
 impl Metrics {

@@ -47,11 +47,15 @@ pub fn stats(shared: &Shared) -> RouterStats {
         (members.pids(), members.instance_ids())
     };
     let router = shared.router.lock().unwrap();
+    let load = shared.load.lock().unwrap();
+    let now = spright_core::load::now_ns();
     let pids_of = |id: u16| pids.get(&id).cloned().unwrap_or_default();
     let stats_of = |id: u16, name: &str| {
         let none = Vec::new();
         let ids = instances.get(&id).unwrap_or(&none);
-        router.function_stats(FnId(id), name, pids_of(id), ids)
+        let mut stats = router.function_stats(FnId(id), name, pids_of(id), ids);
+        stats.load = Some(load.figures(id, ids, now));
+        stats
     };
     let mut functions = vec![stats_of(GATEWAY.0, "gateway")];
     for f in &shared.chain.functions {

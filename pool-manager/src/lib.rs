@@ -9,6 +9,7 @@
 //! and every other member is told which requests were affected.
 
 mod control;
+mod load;
 mod members;
 mod membership;
 mod paths;
@@ -80,6 +81,8 @@ pub(crate) struct Shared {
     pub pool: Pool,
     pub router: Mutex<Router>,
     pub members: Mutex<Members>,
+    /// The scaling signal: what every instance reports on the chain's load board.
+    pub load: Mutex<load::LoadWatch>,
     pub paths: ChainPaths,
     pub log: Logger,
 }
@@ -115,6 +118,8 @@ async fn serve(
     let chain = Arc::new(opts.chain.clone());
     let pool = Pool::create(&paths.pool, chain.pool.spec(), &chain.name, opts.file_mode)
         .context("creating the chain's pool")?;
+    let board = spright_core::load::LoadBoard::create(&paths.load, pool.pool_id(), opts.file_mode)
+        .context("creating the chain's load board")?;
     let router = match routing {
         RoutingMode::Sockmap => Router::Kernel(Box::new(
             KernelRouter::load(&chain, pool.layout(), paths.pins.as_deref()).context(
@@ -166,6 +171,7 @@ async fn serve(
         pool,
         router: Mutex::new(router),
         members: Mutex::new(Members::default()),
+        load: Mutex::new(load::LoadWatch::new(board)),
         paths: paths.clone(),
         log: log.clone(),
     });
@@ -184,6 +190,7 @@ async fn serve(
         tasks.spawn(members::watch_interrupted_pushes(shared.clone()));
     }
     tasks.spawn(reclaim_stale_transit(shared.clone()));
+    tasks.spawn(sample_load(shared.clone()));
     // Poll mode's processes spin: each needs a CPU of its own.
     let placing = chain.cpu_placement == CpuPlacement::Adaptive && routing != RoutingMode::Poll;
     let placer = Arc::new(Mutex::new(placement::Placer::default()));
@@ -252,6 +259,19 @@ fn tell_placement(shared: &Shared, orders: placement::Orders) {
     let members = shared.members.lock().unwrap();
     for (pid, cpu) in orders.tell {
         members.tell(pid, &spright_core::protocol::Event::Placement { cpu });
+    }
+}
+
+/// For the life of the chain: takes the starting points of the load windows.
+async fn sample_load(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(load::TICK).await;
+        let live = shared.members.lock().unwrap().instance_ids();
+        shared
+            .load
+            .lock()
+            .unwrap()
+            .sample(&live, spright_core::load::now_ns());
     }
 }
 

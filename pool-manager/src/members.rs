@@ -242,6 +242,12 @@ async fn register(
             return;
         }
     };
+    // Before the instance can write to its slot: it starts from nothing.
+    shared
+        .load
+        .lock()
+        .unwrap()
+        .joined(endpoint, spright_core::load::now_ns());
 
     let welcome = Welcome {
         abi_version: ABI_VERSION,
@@ -253,6 +259,7 @@ async fn register(
         pool_path: shared.paths.pool.clone(),
         pool_tag: shared.pool.tag(),
         rings_path: (shared.routing == RoutingMode::Poll).then(|| shared.paths.rings.clone()),
+        load_path: Some(shared.paths.load.clone()),
         timeout_ms: shared.chain.timeout_ms,
         routes: shared.chain.routes.clone(),
         functions: shared
@@ -366,6 +373,11 @@ fn leave(shared: &Arc<Shared>, endpoint: Endpoint, reason: &str) {
         let mut router = shared.router.lock().unwrap();
         members.leave(&mut *router, &shared.pool, endpoint)
     };
+    shared
+        .load
+        .lock()
+        .unwrap()
+        .left(endpoint, spright_core::load::now_ns());
     if let Some(e) = &left.table_error {
         warn!(shared.log, "could not update the instance table"; "error" => e);
     }

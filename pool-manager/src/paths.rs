@@ -38,6 +38,8 @@ pub struct ChainPaths {
     pub pool: PathBuf,
     /// The descriptor rings of poll mode, beside the pool.
     pub rings: PathBuf,
+    /// The load board, beside the pool.
+    pub load: PathBuf,
     pub pins: Option<PathBuf>,
     /// Held (flock) by the chain's live pool-manager: `<runtime_root>/<key>.lock`, beside the
     /// runtime directory so clearing that directory leaves the lock alone.
@@ -55,6 +57,7 @@ impl ChainPaths {
             function_dir: runtime_dir.join(FUNCTION_SOCKET_DIR),
             pool: pool.clone(),
             rings: spright_core::rings::rings_path(&pool),
+            load: spright_core::load::load_path(&pool),
             pins: loc.pin_root.as_ref().map(|p| p.join(key.to_string())),
             lock: manifest::lock_file(&loc.runtime_root, key),
             key: key.clone(),

@@ -39,6 +39,7 @@ pub fn claim(paths: &ChainPaths, log: &Logger) -> anyhow::Result<Claim> {
     let stale = paths.runtime_dir.exists()
         || paths.pool.exists()
         || paths.rings.exists()
+        || paths.load.exists()
         || paths.pins.as_ref().is_some_and(|p| p.exists());
     if stale {
         warn!(log, "removing what a previous pool-manager of this chain left behind";
@@ -162,13 +163,14 @@ pub fn sweep_dead_replicas(loc: &Locations, key: &ChainKey, log: &Logger) {
     }
 }
 
-/// Removes everything of the chain: manifest, runtime directory, pool and rings files and map
-/// pins.
+/// Removes everything of the chain: manifest, runtime directory, pool, rings and load files and
+/// map pins.
 pub fn remove_all(paths: &ChainPaths) {
     let _ = std::fs::remove_file(&paths.manifest);
     let _ = std::fs::remove_dir_all(&paths.runtime_dir);
     let _ = std::fs::remove_file(&paths.pool);
     let _ = std::fs::remove_file(&paths.rings);
+    let _ = std::fs::remove_file(&paths.load);
     if let Some(pins) = &paths.pins {
         spright_ebpf::Sproxy::remove_pins(pins);
     }

@@ -532,9 +532,11 @@ fn dispatch<H: Handler>(instance: &Arc<Instance>, handler: &Arc<H>, work: Work) 
     };
     let (this, handler) = (instance.clone(), handler.clone());
     let handling = Handling::new(&instance.activity);
+    let busy = instance.runtime.busy();
     let mut task = Box::pin(async move {
         let instance = this;
         let _handling = handling;
+        let _busy = busy;
         let result = match handler.handle(message, ctx.clone()).await {
             Ok(r) => Ok(r),
             Err(e) => {

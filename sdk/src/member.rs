@@ -9,6 +9,7 @@ use spright_core::descriptor::{Descriptor, DescriptorFramer};
 use spright_core::env;
 use spright_core::fdpass::recv_with_fd;
 use spright_core::ids::{Endpoint, FnId, InstanceId};
+use spright_core::load::{self, LoadBoard};
 use spright_core::pool::Pool;
 use spright_core::protocol::{Event, Hello, Registration, Welcome};
 use spright_core::rings::{self, RingId, Rings};
@@ -25,6 +26,8 @@ pub struct Member {
     pub welcome: Welcome,
     pub endpoint: Endpoint,
     pub pool: Arc<Pool>,
+    /// The chain's load board, where this instance reports its load; why not, if it is not.
+    pub load: Result<Arc<LoadBoard>, String>,
     pub sender: Sender,
     data: Arc<TcpStream>,
     /// Poll mode: the rings, and the one this instance consumes.
@@ -135,10 +138,21 @@ impl Member {
             Some((r, _)) => Sender::with_rings(r.clone(), pool.clone(), endpoint),
             None => Sender::new(data.clone(), pool.clone(), endpoint),
         };
+        // Beside the pool, as the rings are; a pool-manager that keeps no board says none.
+        let load = match (pool_path == welcome.pool_path, &welcome.load_path) {
+            (true, Some(p)) => LoadBoard::open(p, pool.pool_id())
+                .map(Arc::new)
+                .map_err(|e| e.to_string()),
+            (true, None) => Err("the pool-manager keeps no load board".to_owned()),
+            (false, _) => LoadBoard::open(&load::load_path(pool_path), pool.pool_id())
+                .map(Arc::new)
+                .map_err(|e| e.to_string()),
+        };
         Ok(Member {
             welcome,
             endpoint,
             pool,
+            load,
             sender,
             data,
             rings,
@@ -154,6 +168,7 @@ impl Member {
                 welcome: self.welcome,
                 endpoint: self.endpoint,
                 pool: self.pool,
+                load: self.load,
             },
             self.sender,
             Receiver {
@@ -180,6 +195,7 @@ pub struct MemberInfo {
     pub welcome: Welcome,
     pub endpoint: Endpoint,
     pub pool: Arc<Pool>,
+    pub load: Result<Arc<LoadBoard>, String>,
 }
 
 /// The receiving side: the data socket, or in poll mode this instance's ring.

@@ -30,10 +30,11 @@ const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 pub const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
 pub const SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 
-/// Where a function container finds the pool (and in poll mode the rings, the SDK looks beside
-/// the pool) and its registration socket.
+/// Where a function container finds the pool (and beside it the load board and, in poll mode,
+/// the rings: the SDK looks beside the pool) and its registration socket.
 pub const POOL_IN_CONTAINER: &str = "/run/spright/pool";
 pub const RINGS_IN_CONTAINER: &str = "/run/spright/pool.rings";
+pub const LOAD_IN_CONTAINER: &str = "/run/spright/pool.load";
 pub const SOCKET_IN_CONTAINER: &str = "/run/spright/function.sock";
 
 /// Why a container's SPRIGHT annotations cannot be honoured. Each message names the
@@ -108,6 +109,9 @@ pub struct FunctionWiring {
     pub pool: PathBuf,
     /// The descriptor rings, for a chain in poll mode.
     pub rings: Option<PathBuf>,
+    /// The chain's load board (none from a pool-manager that keeps none: the function then
+    /// reports no load, and works as before).
+    pub load: Option<PathBuf>,
     pub socket: PathBuf,
 }
 
@@ -311,12 +315,21 @@ fn wire_function(
         }
         RoutingMode::Sockmap | RoutingMode::User => None,
     };
+    let load = spright_core::load::load_path(&manifest.pool.path);
+    let load = match std::fs::symlink_metadata(&load) {
+        Err(_) => None,
+        Ok(_) => {
+            check_mountable(&key, &load, FileKind::Load, runtime_root)?;
+            Some(load)
+        }
+    };
     Ok(Plan::Function(FunctionWiring {
         chain: key.chain.clone(),
         replica: key.replica.clone(),
         function: function.to_owned(),
         pool: manifest.pool.path.clone(),
         rings,
+        load,
         socket,
     }))
 }
@@ -325,11 +338,12 @@ fn wire_function(
 enum FileKind {
     Pool,
     Rings,
+    Load,
     Socket,
 }
 
 /// What the shim bind-mounts must be what a pool-manager makes: regular files named
-/// `spright-<key>.pool` (and `.pool.rings`), and a socket inside the chain's runtime
+/// `spright-<key>.pool` (and `.pool.rings`, `.pool.load`), and a socket inside the chain's runtime
 /// directory; not a symlink, owned by root. A manifest someone else wrote cannot get other host
 /// files mounted.
 fn check_mountable(
@@ -357,12 +371,13 @@ fn check_mountable(
         return Err(suspicious("not owned by the shim's user"));
     }
     match kind {
-        FileKind::Pool | FileKind::Rings => {
+        FileKind::Pool | FileKind::Rings | FileKind::Load => {
             if !meta.file_type().is_file() {
                 return Err(suspicious("not a regular file"));
             }
             let (name, what) = match kind {
                 FileKind::Pool => (format!("spright-{chain}.pool"), "pool"),
+                FileKind::Load => (format!("spright-{chain}.pool.load"), "load board"),
                 _ => (format!("spright-{chain}.pool.rings"), "rings"),
             };
             if path.file_name() != Some(std::ffi::OsStr::new(&name)) {
@@ -479,12 +494,21 @@ pub fn apply(spec: &mut Value, wiring: &FunctionWiring) {
         .into_iter()
         .filter(|m| {
             let d = m.get("destination").and_then(Value::as_str).unwrap_or("");
-            d != POOL_IN_CONTAINER && d != RINGS_IN_CONTAINER && d != SOCKET_IN_CONTAINER
+            ![
+                POOL_IN_CONTAINER,
+                RINGS_IN_CONTAINER,
+                LOAD_IN_CONTAINER,
+                SOCKET_IN_CONTAINER,
+            ]
+            .contains(&d)
         })
         .collect();
     mounts.push(bind(&wiring.pool, POOL_IN_CONTAINER));
     if let Some(rings) = &wiring.rings {
         mounts.push(bind(rings, RINGS_IN_CONTAINER));
+    }
+    if let Some(load) = &wiring.load {
+        mounts.push(bind(load, LOAD_IN_CONTAINER));
     }
     mounts.push(bind(&wiring.socket, SOCKET_IN_CONTAINER));
     root.insert("mounts".into(), Value::Array(mounts));

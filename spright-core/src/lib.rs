@@ -9,6 +9,7 @@ pub mod env;
 pub mod envelope;
 pub mod fdpass;
 pub mod ids;
+pub mod load;
 pub mod logging;
 pub mod manifest;
 pub mod names;

@@ -41,6 +41,10 @@ pub struct Welcome {
     /// the pool finds them at that path plus `.rings`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rings_path: Option<PathBuf>,
+    /// Host path of the chain's load board, where the instance reports its load (a container
+    /// whose `SPRIGHT_POOL` moves the pool finds it at that path plus `.load`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_path: Option<PathBuf>,
     pub timeout_ms: u64,
     pub routes: Vec<Route>,
     /// Every function's (name, id), for calls by name.
@@ -75,14 +79,14 @@ pub enum ControlRequest {
     Stats,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ControlResponse {
     Stats(RouterStats),
     Error { error: String },
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RouterStats {
     pub routing: Option<RoutingMode>,
     pub functions: Vec<FunctionStats>,
@@ -93,7 +97,7 @@ pub struct RouterStats {
     pub overflow: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FunctionStats {
     pub id: u16,
     pub name: String,
@@ -112,6 +116,25 @@ pub struct FunctionStats {
     /// Descriptors queued unread at its instances now (at most the queue limit each).
     #[serde(default)]
     pub queued: u64,
+    /// The scaling signal, from the chain's load board (absent from a pool-manager without
+    /// one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<FunctionLoad>,
+}
+
+/// A function's load, summed over its instances (the gateway's: requests in the chain).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct FunctionLoad {
+    /// Requests being handled now.
+    pub in_flight: u32,
+    /// Requests finished since the chain started (by instances alive or gone).
+    pub completed: u64,
+    /// Mean requests in flight over the stable window (60 s) and the panic window (6 s).
+    pub stable_concurrency: f64,
+    pub panic_concurrency: f64,
+    /// Requests finished per second over the same windows.
+    pub stable_requests_per_second: f64,
+    pub panic_requests_per_second: f64,
 }
 
 /// Asks a pool-manager's control socket for its router stats (blocking, with a deadline).

@@ -176,6 +176,7 @@ impl Router {
             received: c.received,
             refused: c.refused,
             queued,
+            load: None,
         }
     }
 }

@@ -40,6 +40,7 @@ use pending::Pending;
 use slog::{debug, warn, Logger};
 use spright_core::descriptor::{Descriptor, Kind, RefuseReason, ReplyError};
 use spright_core::ids::{Endpoint, FnId, GATEWAY};
+use spright_core::load::LoadBoard;
 use spright_core::pool::{Holder, Pool};
 use spright_core::protocol::{Event, Welcome};
 use std::collections::HashMap;
@@ -73,6 +74,8 @@ pub struct Runtime {
     timeout: Duration,
     rejected: AtomicU64,
     refused: AtomicU64,
+    /// Where this member reports its load (none if the board could not be mapped).
+    load: Option<Arc<LoadBoard>>,
     log: Logger,
 }
 
@@ -92,6 +95,20 @@ pub struct Joined {
     pub events: Events,
     /// The logger given, naming the instance.
     pub log: Logger,
+}
+
+/// A request in flight at a member, on its load board; see [`Runtime::busy`].
+pub struct Busy {
+    board: Option<Arc<LoadBoard>>,
+    me: Endpoint,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(board) = &self.board {
+            board.finished(self.me, spright_core::load::now_ns());
+        }
+    }
 }
 
 /// Request ids carry the gateway instance in their top 16 bits, unique across the chain.
@@ -123,7 +140,27 @@ impl Runtime {
             timeout: Duration::from_millis(info.welcome.timeout_ms),
             rejected: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            load: match &info.load {
+                Ok(board) => Some(board.clone()),
+                Err(e) => {
+                    warn!(log, "not reporting load: autoscalers will not see this instance's";
+                        "error" => e);
+                    None
+                }
+            },
             log,
+        }
+    }
+
+    /// Counts a request as in flight at this member (for the scaling signal) until the guard
+    /// is dropped.
+    pub fn busy(&self) -> Busy {
+        if let Some(board) = &self.load {
+            board.started(self.me, spright_core::load::now_ns());
+        }
+        Busy {
+            board: self.load.clone(),
+            me: self.me,
         }
     }
 

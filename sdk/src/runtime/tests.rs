@@ -60,12 +60,14 @@ impl Chain {
                 pool_path: self.pool.path().to_owned(),
                 pool_tag: self.pool.tag(),
                 rings_path: None,
+                load_path: None,
                 timeout_ms: 1000,
                 routes: vec![route("/seq", vec![1, 2]), route("/front", vec![1])],
                 functions: vec![("front".into(), 1), ("back".into(), 2)],
             },
             endpoint: me,
             pool: self.pool.clone(),
+            load: Err("no board in these tests".into()),
         };
         let (link, inbound) = self.router.attach(me);
         let log = Logger::root(slog::Discard, slog::o!());

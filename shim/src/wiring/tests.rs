@@ -26,6 +26,7 @@ fn publish(root: &Path, key: &ChainKey, routing: RoutingMode) {
     .unwrap();
     let pool = spright_core::manifest::pool_file(root, key);
     std::fs::write(&pool, b"").unwrap();
+    std::fs::write(spright_core::load::load_path(&pool), b"").unwrap();
     if routing == RoutingMode::Poll {
         std::fs::write(rings_path(&pool), b"").unwrap();
     }
@@ -111,7 +112,20 @@ fn a_declared_function_gets_the_pool_the_socket_and_the_environment() {
     apply(&mut spec, &w); // idempotent: no duplicate mounts or variables
 
     let mounts = spec["mounts"].as_array().unwrap();
-    assert_eq!(mounts.len(), 3, "{mounts:?}");
+    assert_eq!(mounts.len(), 4, "{mounts:?}");
+    let load = mounts
+        .iter()
+        .find(|m| m["destination"] == LOAD_IN_CONTAINER)
+        .unwrap();
+    assert_eq!(
+        load["source"],
+        json!(root.path().join("spright-shop.pool.load"))
+    );
+    // The SDK finds the load board beside the pool it is given.
+    assert_eq!(
+        spright_core::load::load_path(Path::new(POOL_IN_CONTAINER)),
+        Path::new(LOAD_IN_CONTAINER)
+    );
     let pool = mounts
         .iter()
         .find(|m| m["destination"] == POOL_IN_CONTAINER)
@@ -150,7 +164,7 @@ fn a_function_of_a_poll_chain_also_gets_the_rings_beside_the_pool() {
     apply(&mut spec, &w);
     apply(&mut spec, &w);
     let mounts = spec["mounts"].as_array().unwrap();
-    assert_eq!(mounts.len(), 3, "{mounts:?}");
+    assert_eq!(mounts.len(), 4, "{mounts:?}");
     let rings = mounts
         .iter()
         .find(|m| m["destination"] == RINGS_IN_CONTAINER)
@@ -234,6 +248,24 @@ fn files_a_pool_manager_would_not_make_are_not_mounted() {
     std::fs::write(&socket, b"").unwrap();
     let err = plan(&pairs(&[(CHAIN, "shop"), (FUNCTION, "ads")]), root.path()).unwrap_err();
     assert!(err.to_string().contains("not a socket"), "{err}");
+}
+
+#[test]
+fn the_load_board_is_mounted_only_when_it_is_the_chains_and_left_out_when_absent() {
+    let root = runtime_root();
+    let load = root.path().join("spright-shop.pool.load");
+    std::fs::remove_file(&load).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &load).unwrap();
+    let err = plan(&pairs(&[(CHAIN, "shop"), (FUNCTION, "cart")]), root.path()).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    // A pool-manager that keeps no board: the function is wired without one.
+    std::fs::remove_file(&load).unwrap();
+    let Plan::Function(w) =
+        plan(&pairs(&[(CHAIN, "shop"), (FUNCTION, "cart")]), root.path()).unwrap()
+    else {
+        panic!("not a function")
+    };
+    assert_eq!(w.load, None);
 }
 
 #[test]

@@ -1,0 +1,240 @@
+//! The scaling signal: each function's concurrency (requests in flight) and request rate,
+//! averaged over a stable and a panic window as Knative's autoscaler does, read off the chain's
+//! load board (`spright_core::load`), where every instance keeps its own figures.
+//!
+//! Averages are exact, not sampled: an instance keeps the integral of its requests in flight
+//! over time, so the mean concurrency over a window is the integral's growth divided by the
+//! window's length. Samples are only the windows' starting points, taken once a tick.
+
+use spright_core::ids::{Endpoint, FnId, InstanceId};
+use spright_core::load::{LoadBoard, Reading};
+use spright_core::protocol::FunctionLoad;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Knative's default stable window...
+pub const STABLE_WINDOW: Duration = Duration::from_secs(60);
+/// ...and its default panic window (10% of the stable one).
+pub const PANIC_WINDOW: Duration = Duration::from_secs(6);
+/// How often the windows' starting points are sampled.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// A function's totals at one instant: what its live instances report plus what the ones that
+/// left had reported by then.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Totals {
+    at_ns: u64,
+    busy_ns: u64,
+    completed: u64,
+}
+
+#[derive(Debug, Default)]
+struct History {
+    /// Figures of the instances that left, as of their leaving.
+    retired_busy_ns: u64,
+    retired_completed: u64,
+    /// Oldest first, reaching back a little past the stable window.
+    samples: VecDeque<Totals>,
+}
+
+pub struct LoadWatch {
+    board: LoadBoard,
+    functions: BTreeMap<u16, History>,
+}
+
+impl LoadWatch {
+    pub fn new(board: LoadBoard) -> LoadWatch {
+        LoadWatch {
+            board,
+            functions: BTreeMap::new(),
+        }
+    }
+
+    /// A new instance takes `endpoint`'s slot: it starts from nothing.
+    pub fn joined(&mut self, endpoint: Endpoint, now_ns: u64) {
+        self.board.reset(endpoint, now_ns);
+        self.functions.entry(endpoint.function.0).or_default();
+    }
+
+    /// `endpoint` left: what it had done stays in its function's totals, its requests in
+    /// flight do not (they were abandoned).
+    pub fn left(&mut self, endpoint: Endpoint, now_ns: u64) {
+        let r = self.board.read(endpoint, now_ns).unwrap_or_default();
+        let h = self.functions.entry(endpoint.function.0).or_default();
+        h.retired_busy_ns = h.retired_busy_ns.saturating_add(r.busy_ns);
+        h.retired_completed = h.retired_completed.saturating_add(r.completed);
+    }
+
+    fn current(&self, function: u16, instances: &[InstanceId], now_ns: u64) -> (Totals, u32) {
+        let h = self.functions.get(&function);
+        let mut t = Totals {
+            at_ns: now_ns,
+            busy_ns: h.map_or(0, |h| h.retired_busy_ns),
+            completed: h.map_or(0, |h| h.retired_completed),
+        };
+        let mut in_flight = 0u32;
+        for &i in instances {
+            // An unreadable slot (scribbled on, or its writer died mid-update) counts as idle.
+            let r: Reading = self
+                .board
+                .read(Endpoint::new(FnId(function), i), now_ns)
+                .unwrap_or_default();
+            t.busy_ns = t.busy_ns.saturating_add(r.busy_ns);
+            t.completed = t.completed.saturating_add(r.completed);
+            in_flight = in_flight.saturating_add(r.in_flight);
+        }
+        (t, in_flight)
+    }
+
+    /// Takes the windows' starting points (once a tick).
+    pub fn sample(&mut self, live: &BTreeMap<u16, Vec<InstanceId>>, now_ns: u64) {
+        let keep = (STABLE_WINDOW + 2 * TICK).as_nanos() as u64;
+        let functions: Vec<u16> = self.functions.keys().copied().collect();
+        for f in functions {
+            let (t, _) = self.current(f, live.get(&f).map_or(&[][..], |v| v), now_ns);
+            let h = self.functions.get_mut(&f).expect("listed above");
+            h.samples.push_back(t);
+            while h
+                .samples
+                .front()
+                .is_some_and(|s| now_ns.saturating_sub(s.at_ns) > keep)
+            {
+                h.samples.pop_front();
+            }
+        }
+    }
+
+    /// `function`'s figures now.
+    pub fn figures(&self, function: u16, instances: &[InstanceId], now_ns: u64) -> FunctionLoad {
+        let (now, in_flight) = self.current(function, instances, now_ns);
+        let samples = self.functions.get(&function).map(|h| &h.samples);
+        let over = |window: Duration| -> (f64, f64) {
+            let Some(samples) = samples else {
+                return (0.0, 0.0);
+            };
+            let from = now_ns.saturating_sub(window.as_nanos() as u64);
+            // The oldest sample inside the window (the window is as long as the chain is old
+            // when it is younger than that).
+            let Some(start) = samples.iter().find(|s| s.at_ns >= from) else {
+                return (0.0, 0.0);
+            };
+            let span = now.at_ns.saturating_sub(start.at_ns);
+            if span == 0 {
+                return (0.0, 0.0);
+            }
+            let busy = now.busy_ns.saturating_sub(start.busy_ns) as f64;
+            let done = now.completed.saturating_sub(start.completed) as f64;
+            (busy / span as f64, done * 1e9 / span as f64)
+        };
+        let (stable_concurrency, stable_rps) = over(STABLE_WINDOW);
+        let (panic_concurrency, panic_rps) = over(PANIC_WINDOW);
+        FunctionLoad {
+            in_flight,
+            completed: now.completed,
+            stable_concurrency,
+            panic_concurrency,
+            stable_requests_per_second: stable_rps,
+            panic_requests_per_second: panic_rps,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn watch() -> (tempfile::TempDir, LoadWatch) {
+        let dir = tempfile::tempdir().unwrap();
+        let board = LoadBoard::create(&dir.path().join("b.load"), 1, 0o600).unwrap();
+        (dir, LoadWatch::new(board))
+    }
+
+    fn ep(f: u16, i: u16) -> Endpoint {
+        Endpoint::new(FnId(f), InstanceId(i))
+    }
+
+    #[test]
+    fn windows_average_concurrency_and_rate_exactly() {
+        let (_d, mut w) = watch();
+        let live = BTreeMap::from([(1u16, vec![InstanceId(0), InstanceId(1)])]);
+        w.joined(ep(1, 0), 0);
+        w.joined(ep(1, 1), 0);
+        // For 100 s: instance 0 always has 2 requests in flight, instance 1 one request half
+        // of each second; 3 requests finish every second.
+        w.board.started(ep(1, 0), 0);
+        w.board.started(ep(1, 0), 0);
+        for sec in 0..100u64 {
+            w.sample(&live, sec * S);
+            w.board.started(ep(1, 1), sec * S);
+            w.board.finished(ep(1, 1), sec * S + S / 2);
+            w.board.finished(ep(1, 0), sec * S + S / 4);
+            w.board.started(ep(1, 0), sec * S + S / 4);
+            w.board.finished(ep(1, 0), sec * S + 3 * S / 4);
+            w.board.started(ep(1, 0), sec * S + 3 * S / 4);
+        }
+        let f = w.figures(1, &live[&1], 100 * S);
+        assert_eq!(f.in_flight, 2);
+        assert_eq!(f.completed, 300);
+        for c in [f.stable_concurrency, f.panic_concurrency] {
+            assert!((c - 2.5).abs() < 1e-9, "concurrency {c}");
+        }
+        for r in [f.stable_requests_per_second, f.panic_requests_per_second] {
+            assert!((r - 3.0).abs() < 1e-9, "rate {r}");
+        }
+    }
+
+    #[test]
+    fn the_panic_window_sees_a_burst_the_stable_window_smooths() {
+        let (_d, mut w) = watch();
+        let live = BTreeMap::from([(2u16, vec![InstanceId(0)])]);
+        w.joined(ep(2, 0), 0);
+        for sec in 0..60u64 {
+            w.sample(&live, sec * S);
+        }
+        // A burst: 6 requests in flight for the last 6 seconds.
+        for _ in 0..6 {
+            w.board.started(ep(2, 0), 54 * S);
+        }
+        let f = w.figures(2, &live[&2], 60 * S);
+        assert!((f.panic_concurrency - 6.0).abs() < 1e-9, "{f:?}");
+        // 6 * 6 s over the 60 s window.
+        assert!((f.stable_concurrency - 36.0 / 60.0).abs() < 1e-9, "{f:?}");
+    }
+
+    #[test]
+    fn an_instance_that_leaves_keeps_its_finished_work_and_drops_its_abandoned_requests() {
+        let (_d, mut w) = watch();
+        w.joined(ep(3, 0), 0);
+        w.sample(&BTreeMap::from([(3u16, vec![InstanceId(0)])]), 0);
+        w.board.started(ep(3, 0), 0);
+        w.board.finished(ep(3, 0), S);
+        w.board.started(ep(3, 0), S);
+        w.left(ep(3, 0), 2 * S);
+        let none = BTreeMap::from([(3u16, vec![])]);
+        let f = w.figures(3, &none[&3], 4 * S);
+        assert_eq!((f.in_flight, f.completed), (0, 1));
+        // 2 s of one request over 4 s; nothing counted after it left.
+        assert!((f.stable_concurrency - 0.5).abs() < 1e-9, "{f:?}");
+        // The id comes back for a new instance: it starts from nothing, the total goes on.
+        w.joined(ep(3, 0), 4 * S);
+        w.board.started(ep(3, 0), 4 * S);
+        w.board.finished(ep(3, 0), 5 * S);
+        let one = BTreeMap::from([(3u16, vec![InstanceId(0)])]);
+        let f = w.figures(3, &one[&3], 6 * S);
+        assert_eq!(f.completed, 2);
+        assert!((f.stable_concurrency - 3.0 / 6.0).abs() < 1e-9, "{f:?}");
+    }
+
+    #[test]
+    fn old_samples_are_dropped() {
+        let (_d, mut w) = watch();
+        let live = BTreeMap::from([(1u16, vec![InstanceId(0)])]);
+        w.joined(ep(1, 0), 0);
+        for sec in 0..1000u64 {
+            w.sample(&live, sec * S);
+        }
+        assert!(w.functions[&1].samples.len() <= 63);
+    }
+}
