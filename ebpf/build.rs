@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: &[&str] = &["sproxy", "floor"];
+const PROGRAMS: &[&str] = &["sproxy", "floor", "eproxy"];
 
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());

@@ -5,6 +5,7 @@
 //! through the file descriptors held here needs no capability, which is what lets the
 //! pool-manager drop its privileges after setup.
 
+pub mod eproxy;
 pub mod floor;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, SockHash};
