@@ -313,6 +313,20 @@ fn attach_one(
         })
 }
 
+/// How many EPROXY programs (of any chain) are attached to `ifname` now, both hooks together:
+/// what a test or an operator checks to see that nothing was left behind.
+pub fn programs_on(ifname: &str) -> Result<usize, EproxyError> {
+    let mut n = 0;
+    for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+        let (_, programs) = SchedClassifier::query_tcx(ifname, hook)?;
+        n += programs
+            .iter()
+            .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("eproxy_")))
+            .count();
+    }
+    Ok(n)
+}
+
 /// The interfaces to count the gateway's traffic on when it listens on `listen`: the one that
 /// owns the address (`lo` for 127.0.0.0/8 and ::1), or for 0.0.0.0 or `::` every interface
 /// that is up and carries Ethernet frames (others are skipped: EPROXY cannot parse them).

@@ -135,6 +135,7 @@ impl Collector for ChainCollector {
             }
         }
         encode_load(&mut encoder, &router.functions)?;
+        encode_eproxy(&mut encoder, &router.eproxy)?;
         ConstCounter::new(router.malformed).encode(encoder.encode_descriptor(
             "spright_router_malformed_messages",
             "Sends on function sockets that were not one descriptor",
@@ -213,6 +214,40 @@ fn encode_load(
         let mut m = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
         for (name, l) in &loaded {
             ConstGauge::new(pick(l)).encode(m.encode_family(&[("function", *name)])?)?;
+        }
+    }
+    Ok(())
+}
+
+/// EPROXY's counts of the gateway's external traffic, per interface and direction.
+fn encode_eproxy(
+    encoder: &mut DescriptorEncoder<'_>,
+    traffic: &[spright_core::protocol::TrafficCounters],
+) -> Result<(), std::fmt::Error> {
+    if traffic.is_empty() {
+        return Ok(());
+    }
+    type Pick = fn(&spright_core::protocol::TrafficCounters) -> u64;
+    let families: [(&str, &str, Pick); 2] = [
+        (
+            "spright_eproxy_packets",
+            "Packets of the gateway's external traffic EPROXY counted, by interface and direction (in: to the gateway)",
+            |t| t.packets,
+        ),
+        (
+            "spright_eproxy_bytes",
+            "IP bytes of the gateway's external traffic EPROXY counted, by interface and direction (in: to the gateway)",
+            |t| t.bytes,
+        ),
+    ];
+    for (name, help, pick) in families {
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for t in traffic {
+            let labels = [
+                ("interface", t.interface.as_str()),
+                ("direction", t.direction.as_str()),
+            ];
+            ConstCounter::new(pick(t)).encode(m.encode_family(&labels)?)?;
         }
     }
     Ok(())

@@ -66,5 +66,10 @@ pub fn stats(shared: &Shared) -> RouterStats {
         functions,
         malformed: router.malformed(),
         overflow: router.overflow(),
+        eproxy: shared
+            .eproxy
+            .as_ref()
+            .map(crate::eproxy::counters)
+            .unwrap_or_default(),
     }
 }

@@ -9,6 +9,7 @@
 //! and every other member is told which requests were affected.
 
 mod control;
+mod eproxy;
 mod load;
 mod members;
 mod membership;
@@ -47,6 +48,9 @@ pub struct Options {
     pub file_mode: u32,
     /// Drop all capabilities once set up (the default).
     pub drop_privileges: bool,
+    /// Where the gateway really listens, when not where the chain file says (a supervisor
+    /// that bound it, perhaps on port 0): what EPROXY counts.
+    pub gateway_listen: Option<std::net::SocketAddr>,
 }
 
 impl Options {
@@ -58,6 +62,7 @@ impl Options {
             locations: Locations::default(),
             file_mode: 0o660,
             drop_privileges: true,
+            gateway_listen: None,
         }
     }
 
@@ -83,6 +88,8 @@ pub(crate) struct Shared {
     pub members: Mutex<Members>,
     /// The scaling signal: what every instance reports on the chain's load board.
     pub load: Mutex<load::LoadWatch>,
+    /// The gateway's traffic counters, when EPROXY runs.
+    pub eproxy: Option<spright_ebpf::eproxy::Eproxy>,
     pub paths: ChainPaths,
     pub log: Logger,
 }
@@ -152,6 +159,7 @@ async fn serve(
             ))
         }
     };
+    let eproxy = eproxy::start(&chain, opts.gateway_listen, &log)?;
     let listeners = runtime_dir::bind_sockets(&paths, &chain, opts.file_mode)?;
     let data_listener = members::DataListener::bind().await?;
 
@@ -172,6 +180,7 @@ async fn serve(
         router: Mutex::new(router),
         members: Mutex::new(Members::default()),
         load: Mutex::new(load::LoadWatch::new(board)),
+        eproxy,
         paths: paths.clone(),
         log: log.clone(),
     });

@@ -34,6 +34,10 @@ struct Args {
     /// Do not pin SPROXY's maps.
     #[arg(long)]
     no_pin: bool,
+    /// Where the gateway really listens, when not at the chain file's gateway.listen (EPROXY
+    /// counts its traffic there).
+    #[arg(long)]
+    gateway_listen: Option<std::net::SocketAddr>,
     /// Keep capabilities after setup (for debugging).
     #[arg(long)]
     keep_privileges: bool,
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
     opts.replica = args.replica;
     opts.routing = args.routing;
     opts.drop_privileges = !args.keep_privileges;
+    opts.gateway_listen = args.gateway_listen;
     opts.locations = Locations {
         runtime_root: args.runtime_root,
         pool_dir: args.pool_dir,

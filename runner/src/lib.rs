@@ -91,7 +91,10 @@ pub async fn up(
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
 
-    let mut pool_manager = start_pool_manager(&opts, &bins, routing)?;
+    let gateway_address = listener
+        .local_addr()
+        .context("the gateway's listening socket")?;
+    let mut pool_manager = start_pool_manager(&opts, &bins, routing, gateway_address)?;
     let manifest = match wait_manifest(&opts, &chain, &mut pool_manager).await {
         Ok(m) => m,
         Err(e) => {
@@ -218,7 +221,9 @@ async fn run_chain(
         let restart = async {
             tokio::time::sleep(backoff.next()).await;
             if pool_manager.try_wait()?.is_some() {
-                *pool_manager = restart_pool_manager(opts, bins, chain, manifest.routing).await?;
+                let address = listener.local_addr()?;
+                *pool_manager =
+                    restart_pool_manager(opts, bins, chain, manifest.routing, address).await?;
             }
             if gateway.try_wait()?.is_some() {
                 gateway = restart_gateway(opts, bins, chain, &listener, log).await?;
@@ -249,8 +254,9 @@ async fn restart_pool_manager(
     bins: &Binaries,
     chain: &Chain,
     routing: RoutingMode,
+    gateway: SocketAddr,
 ) -> anyhow::Result<Child> {
-    let mut pool_manager = start_pool_manager(opts, bins, routing)?;
+    let mut pool_manager = start_pool_manager(opts, bins, routing, gateway)?;
     match wait_manifest(opts, chain, &mut pool_manager).await {
         Ok(_) => Ok(pool_manager),
         Err(e) => {
@@ -299,12 +305,15 @@ fn start_pool_manager(
     opts: &UpOptions,
     bins: &Binaries,
     routing: RoutingMode,
+    gateway: SocketAddr,
 ) -> anyhow::Result<Child> {
     let program = bins.find("spright-pool-manager");
     let mut cmd = Command::new(&program);
     cmd.arg(&opts.chain_file)
         .arg("--routing")
         .arg(routing.to_string())
+        .arg("--gateway-listen")
+        .arg(gateway.to_string())
         .arg("--runtime-root")
         .arg(&opts.runtime_root)
         .arg("--pool-dir")

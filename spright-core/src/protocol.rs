@@ -95,6 +95,21 @@ pub struct RouterStats {
     /// Refusals not handed back because their sender left twice the queue limit unread.
     #[serde(default)]
     pub overflow: u64,
+    /// EPROXY's counts of the gateway's external traffic (empty when it is not running).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eproxy: Vec<TrafficCounters>,
+}
+
+/// The gateway's traffic on one interface in one direction ("in": to the gateway's listening
+/// address; "out": from it), as EPROXY counted it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrafficCounters {
+    pub interface: String,
+    pub direction: String,
+    /// Packets on the wire (a segmentation-offloaded packet counts as its segments).
+    pub packets: u64,
+    /// IP bytes (headers included, link-layer header not).
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

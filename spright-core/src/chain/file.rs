@@ -56,6 +56,30 @@ pub enum CpuPlacement {
     Off,
 }
 
+/// Whether the pool-manager counts the gateway's traffic with EPROXY (a tc program on the
+/// interfaces the gateway listens on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EproxyMode {
+    /// Counted where BPF can be loaded; elsewhere the chain runs without, with a warning.
+    #[default]
+    Auto,
+    /// Counted, or the chain does not start.
+    On,
+    /// Not counted.
+    Off,
+}
+
+impl std::fmt::Display for EproxyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EproxyMode::Auto => "auto",
+            EproxyMode::On => "on",
+            EproxyMode::Off => "off",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainFile {
@@ -94,6 +118,9 @@ pub struct GatewaySection {
     /// Deadline for a whole request through the chain ("5s", "500ms").
     #[serde(default = "default_timeout")]
     pub timeout: Millis,
+    /// EPROXY: auto (default), on or off.
+    #[serde(default)]
+    pub eproxy: EproxyMode,
 }
 
 impl Default for GatewaySection {
@@ -101,6 +128,7 @@ impl Default for GatewaySection {
         GatewaySection {
             listen: default_listen(),
             timeout: default_timeout(),
+            eproxy: EproxyMode::default(),
         }
     }
 }

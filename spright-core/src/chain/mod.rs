@@ -4,8 +4,8 @@ mod file;
 mod units;
 
 pub use file::{
-    ChainFile, CpuPlacement, FunctionSection, GatewaySection, PoolSection, RouteSection,
-    RoutingMode,
+    ChainFile, CpuPlacement, EproxyMode, FunctionSection, GatewaySection, PoolSection,
+    RouteSection, RoutingMode,
 };
 pub use units::{parse_bytes, parse_millis, ByteSize, Millis};
 
@@ -69,6 +69,9 @@ pub struct Chain {
     pub cpu_placement: CpuPlacement,
     pub pool: ChainPool,
     pub listen: String,
+    /// Manifests written before the field existed read as the default.
+    #[serde(default)]
+    pub eproxy: EproxyMode,
     pub timeout_ms: u64,
     pub functions: Vec<Function>,
     pub routes: Vec<Route>,
@@ -363,6 +366,7 @@ impl Chain {
             cpu_placement: file.cpu_placement,
             pool,
             listen: file.gateway.listen,
+            eproxy: file.gateway.eproxy,
             timeout_ms: file.gateway.timeout.0,
             functions,
             routes,

@@ -220,3 +220,22 @@ fn poll_routing_is_parsed_and_limits_instances() {
     // Other modes allow more.
     Chain::parse(&GOOD.replace("instances: 2", "instances: 9"), "good.yaml").unwrap();
 }
+
+#[test]
+fn eproxy_is_auto_unless_the_gateway_section_says() {
+    assert_eq!(
+        Chain::parse(GOOD, "good.yaml").unwrap().eproxy,
+        EproxyMode::Auto
+    );
+    for (word, mode) in [("on", EproxyMode::On), ("off", EproxyMode::Off)] {
+        let text = GOOD.replace("timeout: 2s", &format!("timeout: 2s\n  eproxy: {word}"));
+        assert_eq!(Chain::parse(&text, "e.yaml").unwrap().eproxy, mode);
+    }
+    let e = Chain::parse(
+        &GOOD.replace("timeout: 2s", "timeout: 2s\n  eproxy: yes-please"),
+        "e.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("eproxy") || e.contains("unknown variant"), "{e}");
+}
