@@ -113,7 +113,7 @@ pub struct Sproxy {
     socks: SockHash<MapData, u32>,
     identities: HashMap<MapData, u32, EndpointValue>,
     allow: HashMap<MapData, u32, u8>,
-    instances: Array<MapData, InstanceTable>,
+    instances: HashMap<MapData, u32, InstanceTable>,
     stats: PerCpuArray<MapData, FnCounters>,
     totals: PerCpuArray<MapData, ChainCounters>,
     transit: Array<MapData, u64>,
@@ -192,7 +192,7 @@ impl Sproxy {
                 SockHash::try_from(take("socks")?).map_err(map_err("socks"))?,
                 HashMap::try_from(take("identities")?).map_err(map_err("identities"))?,
                 HashMap::try_from(take("allow")?).map_err(map_err("allow"))?,
-                Array::try_from(take("instances")?).map_err(map_err("instances"))?,
+                HashMap::try_from(take("instances")?).map_err(map_err("instances"))?,
                 PerCpuArray::try_from(take("stats")?).map_err(map_err("stats"))?,
                 PerCpuArray::try_from(take("totals")?).map_err(map_err("totals"))?,
                 Array::try_from(take("transit")?).map_err(map_err("transit"))?,
@@ -392,8 +392,9 @@ impl Sproxy {
         for (slot, i) in table.instances.iter_mut().zip(instances) {
             *slot = i.0;
         }
+        // One update replaces the function's whole table at once (see sproxy.bpf.c).
         self.instances
-            .set(function.0 as u32, table, 0)
+            .insert(function.0 as u32, table, 0)
             .map_err(map_err("instances"))
     }
 

@@ -156,10 +156,15 @@ struct {
 	__type(value, __u8);
 } allow SEC(".maps");
 
-// Registered instances of each function, for load balancing.
+// Registered instances of each function, for load balancing. A hash map without
+// preallocation, not an array: an update swaps in a whole new element and frees the old one
+// only after an RCU grace period, so a send that looked the table up while it changed reads
+// either the old table or the new one, never a torn mix (an array's element is overwritten in
+// place, under the reader).
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_FUNCTIONS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct instance_table);
 } instances SEC(".maps");
