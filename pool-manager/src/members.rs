@@ -13,7 +13,7 @@ use spright_core::chain::RoutingMode;
 use spright_core::descriptor::ABI_VERSION;
 use spright_core::fdpass::send_with_fd;
 use spright_core::ids::{Endpoint, FnId};
-use spright_core::protocol::{Event, Hello, Registration, Welcome};
+use spright_core::protocol::{Event, Hello, MemberRequest, Registration, Welcome};
 use spright_core::rings::Interrupted;
 use std::collections::HashMap;
 use std::io;
@@ -224,6 +224,7 @@ async fn register(
             port,
             events: events_tx,
             stop: stop.clone(),
+            withdrawn: false,
         };
         members.join(
             &mut *router,
@@ -312,11 +313,29 @@ async fn serve_member(
         _ => tokio::spawn(audit_loop(shared.clone(), endpoint, peer_read)),
     };
     let mut buf = [0u8; 256];
+    let mut said = Vec::new();
     let reason = loop {
         tokio::select! {
             r = conn_read.read(&mut buf) => match r {
                 Ok(0) | Err(_) => break "registration connection closed",
-                Ok(_) => {} // instances have nothing more to say; ignore chatter
+                Ok(n) => {
+                    said.extend_from_slice(&buf[..n]);
+                    while let Some(end) = said.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = said.drain(..=end).collect();
+                        let answer = on_member_request(shared, endpoint, &line);
+                        if let Some(event) = answer {
+                            let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                            line.push(b'\n');
+                            if conn_write.write_all(&line).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    // A member that talks without ever ending a line is not heard.
+                    if said.len() > 4096 {
+                        said.clear();
+                    }
+                }
             },
             Some(event) = events.recv() => {
                 let mut line = serde_json::to_vec(&event).unwrap_or_default();
@@ -331,6 +350,28 @@ async fn serve_member(
     };
     peer_task.abort();
     reason
+}
+
+/// What a member asks after its hello (unknown lines are ignored: a newer SDK may say more).
+fn on_member_request(shared: &Arc<Shared>, endpoint: Endpoint, line: &[u8]) -> Option<Event> {
+    match serde_json::from_slice::<MemberRequest>(line).ok()? {
+        MemberRequest::Withdraw => {
+            let mut members = shared.members.lock().unwrap();
+            let withdrawn = {
+                let mut router = shared.router.lock().unwrap();
+                members.withdraw(&mut *router, endpoint)
+            };
+            let withdrawn = withdrawn.unwrap_or_else(|e| {
+                warn!(shared.log, "could not update the instance table"; "error" => e);
+                false
+            });
+            info!(shared.log, "instance withdrawing";
+                "function" => shared.chain.name_of(endpoint.function),
+                "instance" => endpoint.instance.0,
+                "withdrawn" => withdrawn);
+            Some(Event::Withdrawn { withdrawn })
+        }
+    }
 }
 
 /// How often the audit path logs about one instance, at most.

@@ -55,6 +55,8 @@ pub struct Member {
     pub events: mpsc::UnboundedSender<Event>,
     /// Ends its registration task.
     pub stop: Arc<Notify>,
+    /// Asked to be routed no new request (it is stopping); still registered.
+    pub withdrawn: bool,
 }
 
 /// Registered instances by function.
@@ -117,6 +119,59 @@ impl Members {
             .get(&function.0)
             .map(|m| m.keys().map(|&i| InstanceId(i)).collect())
             .unwrap_or_default()
+    }
+
+    /// The instances new requests for `function` are load-balanced over: the registered ones
+    /// that have not withdrawn.
+    fn routed(&self, function: FnId) -> Vec<InstanceId> {
+        self.by_function
+            .get(&function.0)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, member)| !member.withdrawn)
+                    .map(|(&i, _)| InstanceId(i))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn set_withdrawn(&mut self, endpoint: Endpoint, withdrawn: bool) {
+        if let Some(m) = self
+            .by_function
+            .get_mut(&endpoint.function.0)
+            .and_then(|m| m.get_mut(&endpoint.instance.0))
+        {
+            m.withdrawn = withdrawn;
+        }
+    }
+
+    /// Takes `endpoint` out of load balancing, at its own request (it is stopping): it stays
+    /// registered, and descriptors addressed to it (replies to its calls) still reach it.
+    /// Refused (`Ok(false)`) for the function's last routed instance, so that requests for the
+    /// function always find one.
+    pub fn withdraw<T: MemberTable>(
+        &mut self,
+        table: &mut T,
+        endpoint: Endpoint,
+    ) -> Result<bool, String> {
+        let function = endpoint.function;
+        let routed = self.routed(function);
+        if !routed.contains(&endpoint.instance) {
+            // Not registered (any more), or withdrawn already.
+            return Ok(self
+                .by_function
+                .get(&function.0)
+                .is_some_and(|m| m.contains_key(&endpoint.instance.0)));
+        }
+        if routed.len() <= 1 {
+            return Ok(false);
+        }
+        self.set_withdrawn(endpoint, true);
+        if let Err(e) = table.set_instances(function, &self.routed(function)) {
+            self.set_withdrawn(endpoint, false);
+            return Err(e.to_string());
+        }
+        Ok(true)
     }
 
     /// The registered instances, by function.
@@ -195,7 +250,7 @@ impl Members {
             .entry(function.0)
             .or_default()
             .insert(instance.0, member);
-        if let Err(e) = table.set_instances(function, &self.instances(function)) {
+        if let Err(e) = table.set_instances(function, &self.routed(function)) {
             self.by_function
                 .get_mut(&function.0)
                 .map(|m| m.remove(&instance.0));
@@ -221,7 +276,7 @@ impl Members {
             .and_then(|m| m.remove(&endpoint.instance.0));
         let instances = self.instances(endpoint.function);
         let table_error = table
-            .set_instances(endpoint.function, &instances)
+            .set_instances(endpoint.function, &self.routed(endpoint.function))
             .err()
             .map(|e| e.to_string());
         if let Some(m) = &member {

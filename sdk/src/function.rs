@@ -66,9 +66,37 @@ struct Activity {
     gateway_gone: std::sync::atomic::AtomicBool,
     /// The chain's pool and the gateway's timeout, once registered.
     chain: std::sync::OnceLock<(Arc<spright_core::pool::Pool>, Duration)>,
+    /// How to ask the pool-manager, once registered, to route no new request here.
+    withdrawal: std::sync::OnceLock<crate::member::Withdrawal>,
+    /// The pool-manager's answer to that: `Some(true)` once no new request comes here.
+    withdrawn: std::sync::Mutex<Option<bool>>,
+    answered: tokio::sync::Notify,
 }
 
 impl Activity {
+    /// Asks to be taken out of load balancing and waits (briefly) for the answer: whether no
+    /// new request will come here.
+    async fn withdraw(&self) -> bool {
+        let Some(withdrawal) = self.withdrawal.get() else {
+            return false;
+        };
+        let answered = self.answered.notified();
+        tokio::pin!(answered);
+        answered.as_mut().enable();
+        if withdrawal.ask().await.is_err() {
+            return false;
+        }
+        let _ = tokio::time::timeout(WITHDRAW_ANSWER, answered).await;
+        self.withdrawn.lock().unwrap().unwrap_or(false)
+    }
+
+    /// A withdrawn instance is done once it has nothing in hand: no handler running and no
+    /// descriptor received for a while (a send that chose it just before the table changed
+    /// lands within microseconds).
+    fn own_work_done(&self) -> bool {
+        self.handling.load(Ordering::Relaxed) == 0
+    }
+
     /// Nothing in flight anywhere in the chain: every pool buffer free and no handler of ours
     /// running. Judged on the pool, not on this instance alone: a later stage of a sequence
     /// sees nothing while an earlier one is still working on a request.
@@ -99,6 +127,9 @@ impl Drop for Handling {
         self.0.handling.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// How long a stopping instance waits for the pool-manager to answer its withdrawal.
+const WITHDRAW_ANSWER: Duration = Duration::from_secs(1);
 
 /// After SIGTERM, an instance serves on until the chain has been idle this long (nothing
 /// received, no pool buffer in use)...
@@ -386,11 +417,24 @@ pub fn run<H: Handler>(handler: H) -> Result<(), SdkError> {
             r = &mut serving => return r,
             _ = spright_core::signals::shutdown() => {}
         }
-        // Told to stop, most often together with the gateway (a pod deleted, `spright up`
-        // stopped): the gateway drains the requests it took, and they still need this
-        // instance. Serve on until the chain is idle, then leave.
+        // Told to stop. First ask to be routed no new request: one of several instances (scaled
+        // down, replaced) then only finishes what it has. The last one of its function is kept
+        // routed; it is most often stopping together with the gateway (a pod deleted, `spright
+        // up` stopped), which drains the requests it took, and they still need this instance:
+        // it serves on until the chain is idle.
         let timeout = activity.chain.get().map_or(Duration::ZERO, |(_, t)| *t);
         let deadline = tokio::time::Instant::now() + timeout + DRAIN_MARGIN;
+        let withdraw = activity.withdraw();
+        tokio::pin!(withdraw);
+        let withdrawn = tokio::select! {
+            r = &mut serving => {
+                if let Err(e) = r {
+                    eprintln!("spright: while stopping: {e}");
+                }
+                return Ok(());
+            }
+            w = &mut withdraw => w,
+        };
         loop {
             let seen = activity.received.load(Ordering::Relaxed);
             tokio::select! {
@@ -403,7 +447,13 @@ pub fn run<H: Handler>(handler: H) -> Result<(), SdkError> {
                 }
                 _ = tokio::time::sleep(DRAIN_QUIET) => {}
             }
-            let quiet = activity.received.load(Ordering::Relaxed) == seen && activity.chain_idle();
+            let unchanged = activity.received.load(Ordering::Relaxed) == seen;
+            let quiet = unchanged
+                && if withdrawn {
+                    activity.own_work_done()
+                } else {
+                    activity.chain_idle()
+                };
             if quiet || tokio::time::Instant::now() >= deadline {
                 return Ok(());
             }
@@ -459,7 +509,12 @@ async fn serve_member_counting<H: Handler>(
         .chain
         .set((info.pool.clone(), instance.runtime.timeout()));
     let handler = Arc::new(handler);
+    let _ = instance.activity.withdrawal.set(receiver.withdrawal());
     let events_done = instance.runtime.follow(&mut events, |event| {
+        if let Event::Withdrawn { withdrawn } = event {
+            *instance.activity.withdrawn.lock().unwrap() = Some(*withdrawn);
+            instance.activity.answered.notify_waiters();
+        }
         if let Event::Gone {
             function,
             remaining: 0,

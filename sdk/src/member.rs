@@ -11,7 +11,7 @@ use spright_core::fdpass::recv_with_fd;
 use spright_core::ids::{Endpoint, FnId, InstanceId};
 use spright_core::load::{self, LoadBoard};
 use spright_core::pool::Pool;
-use spright_core::protocol::{Event, Hello, Registration, Welcome};
+use spright_core::protocol::{Event, Hello, MemberRequest, Registration, Welcome};
 use spright_core::rings::{self, RingId, Rings};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -180,7 +180,7 @@ impl Member {
                         buf: vec![0u8; 64 * 1024],
                     },
                 },
-                _registration_write: _write,
+                registration_write: Withdrawal(Arc::new(tokio::sync::Mutex::new(_write))),
             },
             Events {
                 lines: BufReader::new(read),
@@ -202,8 +202,22 @@ pub struct MemberInfo {
 pub struct Receiver {
     data: Arc<TcpStream>,
     inbound: Inbound,
-    // Closing our end of the registration would end it; keep it until the receiver goes.
-    _registration_write: tokio::net::unix::OwnedWriteHalf,
+    // Closing our end of the registration would end it; kept until the receiver goes (and
+    // any withdrawal handle).
+    registration_write: Withdrawal,
+}
+
+/// Asks the pool-manager to route no new request to this instance (see
+/// [`MemberRequest::Withdraw`]); the answer comes as [`Event::Withdrawn`].
+#[derive(Clone, Debug)]
+pub struct Withdrawal(Arc<tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>>);
+
+impl Withdrawal {
+    pub async fn ask(&self) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&MemberRequest::Withdraw)?;
+        line.push(b'\n');
+        self.0.lock().await.write_all(&line).await
+    }
 }
 
 enum Inbound {
@@ -225,6 +239,11 @@ const SPINS: u32 = 64;
 const LIVENESS_EVERY: u32 = 1024;
 
 impl Receiver {
+    /// A handle to ask, when stopping, that no new request be routed here.
+    pub fn withdrawal(&self) -> Withdrawal {
+        self.registration_write.clone()
+    }
+
     /// Waits for descriptors and calls `each` for every one received; returns `Ok(false)` when
     /// the data socket closes (the registration ended or the pool-manager is gone).
     pub async fn next_batch(&mut self, mut each: impl FnMut(Descriptor)) -> io::Result<bool> {

@@ -70,6 +70,20 @@ pub enum Event {
     /// with none, each back on the CPUs it had (see [`crate::affinity`]). Members that do not
     /// know the event ignore it.
     Placement { cpu: Option<u32> },
+    /// The answer to [`MemberRequest::Withdraw`]: `withdrawn` when no new request is routed to
+    /// the instance any more; not when it is its function's last routed instance (requests for
+    /// the function would find none), which then drains as the chain does.
+    Withdrawn { withdrawn: bool },
+}
+
+/// What an instance may say on its registration connection after the hello, one JSON line
+/// each.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MemberRequest {
+    /// The instance is stopping: route no new request to it (replies to its own calls still
+    /// reach it), so that it can finish what it has and leave without losing any.
+    Withdraw,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

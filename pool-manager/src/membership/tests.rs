@@ -88,6 +88,7 @@ fn member(port: u16) -> (Member, Arc<Notify>) {
         port,
         events: mpsc::unbounded_channel().0,
         stop: stop.clone(),
+        withdrawn: false,
     };
     (m, stop)
 }
@@ -335,4 +336,48 @@ fn leaving_an_instance_that_never_joined_unregisters_nothing() {
         "{calls:?}"
     );
     assert_eq!(calls[0], Call::SetInstances(F, vec![InstanceId(0)]));
+}
+
+#[test]
+fn a_withdrawn_instance_is_unrouted_but_stays_registered_and_the_last_one_is_kept() {
+    let (_dir, pool) = pool();
+    let (mut members, mut router) = (Members::default(), Recorder::default());
+    join(&mut members, &mut router, 7000).unwrap();
+    join(&mut members, &mut router, 7001).unwrap();
+    router.take();
+    assert_eq!(members.withdraw(&mut router, at(0)), Ok(true));
+    assert_eq!(router.take(), [Call::SetInstances(F, vec![InstanceId(1)])]);
+    // Still registered: its socket stays for what is addressed to it, its number is taken.
+    assert_eq!(members.instance_ids()[&F.0], [InstanceId(0), InstanceId(1)]);
+    assert_eq!(join(&mut members, &mut router, 7002), Ok(at(2)));
+    assert_eq!(
+        router.take(),
+        [
+            Call::Register(at(2)),
+            Call::SetInstances(F, vec![InstanceId(1), InstanceId(2)]),
+        ],
+        "a newcomer does not route to the withdrawn instance again"
+    );
+    // Asking twice changes nothing more.
+    assert_eq!(members.withdraw(&mut router, at(0)), Ok(true));
+    assert_eq!(router.take(), []);
+    // The last routed instance is kept routed: the function's requests must find one.
+    assert_eq!(members.withdraw(&mut router, at(1)), Ok(true));
+    assert_eq!(members.withdraw(&mut router, at(2)), Ok(false));
+    router.take();
+    // Leaving after withdrawing: the table it is left out of stays as it was.
+    let left = members.leave(&mut router, &pool, at(0));
+    assert_eq!(left.remaining, 2);
+    assert_eq!(router.take()[0], Call::SetInstances(F, vec![InstanceId(2)]));
+    // A refused table update takes the withdrawal back.
+    router.refuse_tables = true;
+    join(&mut members, &mut router, 7003).unwrap_err();
+    router.refuse_tables = false;
+    join(&mut members, &mut router, 7003).unwrap();
+    router.refuse_tables = true;
+    assert!(members.withdraw(&mut router, at(0)).is_err());
+    router.refuse_tables = false;
+    router.take();
+    assert_eq!(members.withdraw(&mut router, at(2)), Ok(true));
+    assert_eq!(router.take(), [Call::SetInstances(F, vec![InstanceId(0)])]);
 }

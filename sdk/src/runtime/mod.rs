@@ -496,7 +496,8 @@ impl Runtime {
                 self.place(cpu.map(|c| c as usize));
                 return 0;
             }
-            Event::Joined { .. } => return 0,
+            // The function runtime's stop path waits on it (see `function::run`).
+            Event::Joined { .. } | Event::Withdrawn { .. } => return 0,
         };
         requests.sort_unstable();
         let function = FnId(function);
