@@ -111,3 +111,60 @@ fn an_instance_stopped_under_load_finishes_its_requests_and_loses_none() {
         chain.stop();
     }
 }
+
+fn instances_of(chain: &ChainUnderTest, function: &str) -> usize {
+    chain.pids(function).len()
+}
+
+#[test]
+fn instances_rise_with_a_step_of_load_and_fall_after_it_losing_no_request() {
+    let modes =
+        common::modes("instances_rise_with_a_step_of_load_and_fall_after_it_losing_no_request");
+    for routing in [modes[0], "user"] {
+        let yaml = common::TESTFN_YAML.replace(
+            "  - name: back\n    id: 2\n",
+            "  - name: back\n    id: 2\n    instances: {min: 1, max: 4, target_concurrency: 2, window: 6s}\n",
+        );
+        let chain = common::start(&yaml, routing, &[]);
+        assert_eq!(
+            chain.wait_instances("back", 1).len(),
+            1,
+            "{routing}: starts at its minimum"
+        );
+        // One client throughout; seven more for the step. Each keeps a 200 ms request in
+        // flight: 8 in flight over a target of 2 each asks for 4 instances.
+        let steady = Load::start(&chain, "/back/sleep?ms=200", 1);
+        let step = Load::start(&chain, "/back/sleep?ms=200", 7);
+        let up = Instant::now();
+        wait_for("back to scale up to 4", Duration::from_secs(30), || {
+            (instances_of(&chain, "back") == 4).then_some(())
+        });
+        let rose_in = up.elapsed();
+        // Held at 4 while the step lasts (the stable window now sees it too).
+        let held_from = Instant::now();
+        while held_from.elapsed() < Duration::from_secs(8) {
+            assert_eq!(
+                instances_of(&chain, "back"),
+                4,
+                "{routing}: not held under the step"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let stepped = step.finish();
+        let down = Instant::now();
+        wait_for("back to scale down to 1", Duration::from_secs(60), || {
+            (instances_of(&chain, "back") == 1).then_some(())
+        });
+        let fell_in = down.elapsed();
+        let steady_sent = steady.finish();
+        let s = chain.stats();
+        let refused: u64 = s.functions.iter().map(|f| f.refused).sum();
+        assert_eq!(refused, 0, "{routing}: refused sends while scaling: {s:?}");
+        eprintln!(
+            "{routing}: 1 -> 4 in {rose_in:?}, 4 -> 1 in {fell_in:?} after the step; {} requests, all answered",
+            stepped + steady_sent
+        );
+        chain.wait_pool_idle();
+        chain.stop();
+    }
+}

@@ -179,7 +179,7 @@ async fn serve(
         pool,
         router: Mutex::new(router),
         members: Mutex::new(Members::default()),
-        load: Mutex::new(load::LoadWatch::new(board)),
+        load: Mutex::new(load::LoadWatch::new(board, load::Windows::of(&chain))),
         eproxy,
         paths: paths.clone(),
         log: log.clone(),
@@ -273,8 +273,9 @@ fn tell_placement(shared: &Shared, orders: placement::Orders) {
 
 /// For the life of the chain: takes the starting points of the load windows.
 async fn sample_load(shared: Arc<Shared>) {
+    let tick = shared.load.lock().unwrap().tick;
     loop {
-        tokio::time::sleep(load::TICK).await;
+        tokio::time::sleep(tick).await;
         let live = shared.members.lock().unwrap().instance_ids();
         shared
             .load

@@ -12,12 +12,60 @@ use spright_core::protocol::FunctionLoad;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-/// Knative's default stable window...
+/// Knative's default stable window (a scaled function may set its own)...
 pub const STABLE_WINDOW: Duration = Duration::from_secs(60);
 /// ...and its default panic window (10% of the stable one).
 pub const PANIC_WINDOW: Duration = Duration::from_secs(6);
-/// How often the windows' starting points are sampled.
+
+/// The windows a function's figures are averaged over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    pub stable: Duration,
+    pub panic: Duration,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows {
+            stable: STABLE_WINDOW,
+            panic: PANIC_WINDOW,
+        }
+    }
+}
+
+impl Windows {
+    /// Each function's windows: its scaling's, or Knative's defaults.
+    pub fn of(chain: &spright_core::Chain) -> BTreeMap<u16, Windows> {
+        chain
+            .functions
+            .iter()
+            .filter_map(|f| {
+                let s = f.scaling?;
+                Some((
+                    f.id,
+                    Windows {
+                        stable: s.stable_window(),
+                        panic: s.panic_window(),
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+/// How often the windows' starting points are sampled, at most...
 pub const TICK: Duration = Duration::from_secs(1);
+/// ...and at least (for short panic windows: a third of the shortest).
+pub const FASTEST_TICK: Duration = Duration::from_millis(200);
+
+/// The sampling tick for these windows.
+pub fn tick_for(windows: &BTreeMap<u16, Windows>) -> Duration {
+    windows
+        .values()
+        .map(|w| w.panic / 3)
+        .min()
+        .unwrap_or(TICK)
+        .clamp(FASTEST_TICK, TICK)
+}
 
 /// A function's totals at one instant: what its live instances report plus what the ones that
 /// left had reported by then.
@@ -38,16 +86,26 @@ struct History {
 }
 
 pub struct LoadWatch {
+    /// How often [`LoadWatch::sample`] should be called.
+    pub tick: Duration,
     board: LoadBoard,
     functions: BTreeMap<u16, History>,
+    /// Functions with windows of their own; the others have the defaults.
+    windows: BTreeMap<u16, Windows>,
 }
 
 impl LoadWatch {
-    pub fn new(board: LoadBoard) -> LoadWatch {
+    pub fn new(board: LoadBoard, windows: BTreeMap<u16, Windows>) -> LoadWatch {
         LoadWatch {
+            tick: tick_for(&windows),
             board,
             functions: BTreeMap::new(),
+            windows,
         }
+    }
+
+    fn windows(&self, function: u16) -> Windows {
+        self.windows.get(&function).copied().unwrap_or_default()
     }
 
     /// A new instance takes `endpoint`'s slot: it starts from nothing.
@@ -88,9 +146,10 @@ impl LoadWatch {
 
     /// Takes the windows' starting points (once a tick).
     pub fn sample(&mut self, live: &BTreeMap<u16, Vec<InstanceId>>, now_ns: u64) {
-        let keep = (STABLE_WINDOW + 2 * TICK).as_nanos() as u64;
         let functions: Vec<u16> = self.functions.keys().copied().collect();
         for f in functions {
+            let keep = (self.windows(f).stable + 2 * TICK).as_nanos() as u64;
+            // (Kept for the longest tick: a shorter one keeps a few samples more.)
             let (t, _) = self.current(f, live.get(&f).map_or(&[][..], |v| v), now_ns);
             let h = self.functions.get_mut(&f).expect("listed above");
             h.samples.push_back(t);
@@ -113,9 +172,15 @@ impl LoadWatch {
                 return (0.0, 0.0);
             };
             let from = now_ns.saturating_sub(window.as_nanos() as u64);
-            // The oldest sample inside the window (the window is as long as the chain is old
-            // when it is younger than that).
-            let Some(start) = samples.iter().find(|s| s.at_ns >= from) else {
+            // The newest sample from the window's start or before (so the window spans at
+            // least its length, at most a tick more), else the oldest (the window is as long
+            // as the chain is old when it is younger than that).
+            let Some(start) = samples
+                .iter()
+                .rev()
+                .find(|s| s.at_ns <= from)
+                .or(samples.front())
+            else {
                 return (0.0, 0.0);
             };
             let span = now.at_ns.saturating_sub(start.at_ns);
@@ -126,8 +191,9 @@ impl LoadWatch {
             let done = now.completed.saturating_sub(start.completed) as f64;
             (busy / span as f64, done * 1e9 / span as f64)
         };
-        let (stable_concurrency, stable_rps) = over(STABLE_WINDOW);
-        let (panic_concurrency, panic_rps) = over(PANIC_WINDOW);
+        let windows = self.windows(function);
+        let (stable_concurrency, stable_rps) = over(windows.stable);
+        let (panic_concurrency, panic_rps) = over(windows.panic);
         FunctionLoad {
             in_flight,
             completed: now.completed,
@@ -148,7 +214,7 @@ mod tests {
     fn watch() -> (tempfile::TempDir, LoadWatch) {
         let dir = tempfile::tempdir().unwrap();
         let board = LoadBoard::create(&dir.path().join("b.load"), 1, 0o600).unwrap();
-        (dir, LoadWatch::new(board))
+        (dir, LoadWatch::new(board, BTreeMap::new()))
     }
 
     fn ep(f: u16, i: u16) -> Endpoint {
@@ -225,6 +291,35 @@ mod tests {
         let f = w.figures(3, &one[&3], 6 * S);
         assert_eq!(f.completed, 2);
         assert!((f.stable_concurrency - 3.0 / 6.0).abs() < 1e-9, "{f:?}");
+    }
+
+    #[test]
+    fn a_function_may_have_windows_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let board = LoadBoard::create(&dir.path().join("b.load"), 1, 0o600).unwrap();
+        let short = Windows {
+            stable: Duration::from_secs(10),
+            panic: Duration::from_secs(1),
+        };
+        let mut w = LoadWatch::new(board, BTreeMap::from([(4u16, short)]));
+        let live = BTreeMap::from([(4u16, vec![InstanceId(0)]), (5, vec![InstanceId(0)])]);
+        w.joined(ep(4, 0), 0);
+        w.joined(ep(5, 0), 0);
+        for sec in 0..=28u64 {
+            w.sample(&live, sec * S);
+        }
+        // One request in flight at both for the last 2 s.
+        w.board.started(ep(4, 0), 28 * S);
+        w.board.started(ep(5, 0), 28 * S);
+        w.sample(&live, 29 * S);
+        let f = w.figures(4, &live[&4], 30 * S);
+        assert!((f.panic_concurrency - 1.0).abs() < 1e-9, "{f:?}");
+        assert!((f.stable_concurrency - 0.2).abs() < 1e-9, "{f:?}");
+        let g = w.figures(5, &live[&5], 30 * S);
+        // The defaults: 6 s and 60 s (the chain's 30 s, as it is younger).
+        assert!((g.panic_concurrency - 2.0 / 6.0).abs() < 1e-9, "{g:?}");
+        assert!((g.stable_concurrency - 2.0 / 30.0).abs() < 1e-9, "{g:?}");
+        assert!(w.functions[&4].samples.len() <= 13);
     }
 
     #[test]

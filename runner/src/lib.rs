@@ -5,6 +5,7 @@
 
 mod binaries;
 mod process;
+mod scaling;
 
 pub use binaries::Binaries;
 
@@ -142,6 +143,7 @@ async fn run_chain(
         start_gateway(opts, bins, chain, &listener, opts.ready_timeout).await?;
 
     let mut functions = tokio::task::JoinSet::new();
+    let mut scaled = Vec::new();
     for (f, program) in chain.functions.iter().zip(programs) {
         let Some(program) = program else {
             warn!(log, "function has no command: not started; register it with SPRIGHT_SOCKET";
@@ -149,33 +151,60 @@ async fn run_chain(
                 "socket" => %manifest.function(&f.name).expect("in manifest").socket.display());
             continue;
         };
+        let grace = Duration::from_millis(chain.timeout_ms) + STOP_GRACE;
         for instance in 0..f.instances {
-            let mut cmd = Command::new(program);
-            cmd.args(&f.command.as_ref().expect("checked")[1..])
-                .envs(&f.env)
-                .env(env::CHAIN, &chain.name)
-                .env(env::FUNCTION, &f.name)
-                .env(
-                    env::SOCKET,
-                    manifest
-                        .function(&f.name)
-                        .expect("in manifest")
-                        .socket
-                        .clone(),
-                )
-                .env(env::POOL, &manifest.pool.path)
-                .env(env::LOG_FORMAT, log_format_name(opts.log_format))
-                .stdin(Stdio::null());
-            process::supervised(&mut cmd);
             functions.spawn(supervise_function(
-                cmd,
+                function_command(opts, chain, manifest, f, program),
                 f.name.clone(),
                 instance,
                 opts.restart,
+                grace,
                 stop_rx.clone(),
                 log.clone(),
             ));
         }
+        // Above its minimum, a scaled function's instances come and go with the load.
+        if let Some(spec) = f.scaling {
+            let (name, id) = (f.name.clone(), f.id);
+            let (opts, chain, manifest, f, program, log) = (
+                opts.clone(),
+                chain.clone(),
+                manifest.clone(),
+                f.clone(),
+                program.clone(),
+                log.clone(),
+            );
+            let start = move |instance: u16| {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let task = tokio::spawn(supervise_function(
+                    function_command(&opts, &chain, &manifest, &f, &program),
+                    f.name.clone(),
+                    instance,
+                    opts.restart,
+                    grace,
+                    stop_rx,
+                    log.clone(),
+                ));
+                scaling::Extra {
+                    stop: stop_tx,
+                    task,
+                }
+            };
+            scaled.push(scaling::ScaledFunction::new(
+                name,
+                id,
+                spec,
+                Box::new(start),
+            ));
+        }
+    }
+    if !scaled.is_empty() {
+        functions.spawn(scaling::follow(
+            manifest.control_socket.clone(),
+            scaled,
+            stop_rx.clone(),
+            log.clone(),
+        ));
     }
 
     let ready = wait_registered(
@@ -453,12 +482,42 @@ async fn wait_registered(
     }
 }
 
-/// Runs one function instance, restarting it (with backoff) when it exits, until told to stop.
+/// How `spright up` starts an instance of `f`.
+fn function_command(
+    opts: &UpOptions,
+    chain: &Chain,
+    manifest: &Manifest,
+    f: &spright_core::chain::Function,
+    program: &Path,
+) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(&f.command.as_ref().expect("checked")[1..])
+        .envs(&f.env)
+        .env(env::CHAIN, &chain.name)
+        .env(env::FUNCTION, &f.name)
+        .env(
+            env::SOCKET,
+            manifest
+                .function(&f.name)
+                .expect("in manifest")
+                .socket
+                .clone(),
+        )
+        .env(env::POOL, &manifest.pool.path)
+        .env(env::LOG_FORMAT, log_format_name(opts.log_format))
+        .stdin(Stdio::null());
+    process::supervised(&mut cmd);
+    cmd
+}
+
+/// Runs one function instance, restarting it (with backoff) when it exits, until told to stop;
+/// told, it has `grace` to finish what it has (it withdraws from load balancing first).
 async fn supervise_function(
     mut cmd: Command,
     name: String,
     instance: u16,
     restart: bool,
+    grace: Duration,
     mut stop: watch::Receiver<bool>,
     log: Logger,
 ) {
@@ -488,7 +547,7 @@ async fn supervise_function(
                 }
             }
             _ = stop.changed() => {
-                process::stop(&mut child, STOP_GRACE).await;
+                process::stop(&mut child, grace).await;
                 return;
             }
         }

@@ -155,9 +155,10 @@ pub struct FunctionSection {
     /// Container image, for containerd deployments.
     #[serde(default)]
     pub image: Option<String>,
-    /// Instances the embedded runner starts.
-    #[serde(default = "one")]
-    pub instances: u16,
+    /// Instances the embedded runner starts: a number, or `{min, max, target_concurrency,
+    /// window}` for as many as the load needs.
+    #[serde(default)]
+    pub instances: InstancesSection,
     /// Functions this one may call (and hear replies from).
     #[serde(default)]
     pub calls: Vec<String>,
@@ -165,6 +166,75 @@ pub struct FunctionSection {
 
 fn one() -> u16 {
     1
+}
+
+/// `instances:` as written.
+#[derive(Debug, Clone)]
+pub enum InstancesSection {
+    Fixed(u16),
+    Scaled(ScalingSection),
+}
+
+// By hand rather than untagged, so that a malformed map says what is wrong with it (a missing
+// max, an unknown field) instead of "did not match any variant".
+impl<'de> Deserialize<'de> for InstancesSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = InstancesSection;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of instances, or {min, max, target_concurrency, window}")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                u16::try_from(v)
+                    .map(InstancesSection::Fixed)
+                    .map_err(|_| E::custom(format!("{v} instances is too many")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("{v} instances is not a count")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                ScalingSection::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(InstancesSection::Scaled)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl Default for InstancesSection {
+    fn default() -> Self {
+        InstancesSection::Fixed(1)
+    }
+}
+
+/// Instances that follow load, as Knative's autoscaler sizes a revision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingSection {
+    /// Fewest instances, kept however idle (at least 1: no cold start on the request path).
+    #[serde(default = "one")]
+    pub min: u16,
+    pub max: u16,
+    /// Requests in flight one instance should carry.
+    #[serde(default = "default_target_concurrency")]
+    pub target_concurrency: u32,
+    /// The stable window the concurrency is averaged over; the panic window is a tenth of it.
+    #[serde(default = "default_window")]
+    pub window: Millis,
+}
+
+fn default_target_concurrency() -> u32 {
+    10
+}
+
+fn default_window() -> Millis {
+    Millis(60_000)
 }
 
 #[derive(Debug, Clone, Deserialize)]

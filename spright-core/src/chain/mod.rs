@@ -4,8 +4,8 @@ mod file;
 mod units;
 
 pub use file::{
-    ChainFile, CpuPlacement, EproxyMode, FunctionSection, GatewaySection, PoolSection,
-    RouteSection, RoutingMode,
+    ChainFile, CpuPlacement, EproxyMode, FunctionSection, GatewaySection, InstancesSection,
+    PoolSection, RouteSection, RoutingMode, ScalingSection,
 };
 pub use units::{parse_bytes, parse_millis, ByteSize, Millis};
 
@@ -42,8 +42,36 @@ pub struct Function {
     pub command: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
     pub image: Option<String>,
+    /// Instances to start with (for a scaled function: its minimum).
     pub instances: u16,
+    /// Set when the function's instances follow load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<Scaling>,
     pub calls: Vec<u16>,
+}
+
+/// A function's autoscaling (`instances: {min, max, target_concurrency, window}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaling {
+    pub min: u16,
+    pub max: u16,
+    pub target_concurrency: u32,
+    /// The stable window; the panic window is a tenth of it.
+    pub window_ms: u64,
+}
+
+impl Scaling {
+    /// Knative's bounds on the stable window.
+    pub const MIN_WINDOW_MS: u64 = 6_000;
+    pub const MAX_WINDOW_MS: u64 = 3_600_000;
+
+    pub fn stable_window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.window_ms)
+    }
+
+    pub fn panic_window(&self) -> std::time::Duration {
+        self.stable_window() / 10
+    }
 }
 
 /// Function ids as they appear in serialised manifests.
@@ -221,19 +249,47 @@ impl Chain {
                     format!("id {} is already used by function {other:?}", f.id),
                 ));
             }
-            if f.instances == 0 || f.instances > MAX_INSTANCES {
+            let (most, field) = match &f.instances {
+                InstancesSection::Fixed(n) => (*n, at("instances")),
+                InstancesSection::Scaled(sc) => {
+                    let at = |field: &str| format!("functions[{i}].instances.{field}");
+                    if sc.min == 0 {
+                        return Err(invalid(
+                            at("min"),
+                            "0 is not allowed: a request would find no instance (scale to zero is not supported; the default is 1)".into(),
+                        ));
+                    }
+                    if sc.min > sc.max {
+                        return Err(invalid(
+                            at("max"),
+                            format!("{} is below min ({})", sc.max, sc.min),
+                        ));
+                    }
+                    if sc.target_concurrency == 0 {
+                        return Err(invalid(
+                            at("target_concurrency"),
+                            "must be at least 1".into(),
+                        ));
+                    }
+                    if !(Scaling::MIN_WINDOW_MS..=Scaling::MAX_WINDOW_MS).contains(&sc.window.0) {
+                        return Err(invalid(
+                            at("window"),
+                            format!("{} ms is outside 6s..=1h", sc.window.0),
+                        ));
+                    }
+                    (sc.max, at("max"))
+                }
+            };
+            if most == 0 || most > MAX_INSTANCES {
                 return Err(invalid(
-                    at("instances"),
-                    format!("{} is outside 1..={MAX_INSTANCES}", f.instances),
+                    field,
+                    format!("{most} is outside 1..={MAX_INSTANCES}"),
                 ));
             }
-            if file.routing == RoutingMode::Poll && f.instances > POLL_INSTANCES {
+            if file.routing == RoutingMode::Poll && most > POLL_INSTANCES {
                 return Err(invalid(
-                    at("instances"),
-                    format!(
-                        "{} is over {POLL_INSTANCES}, the most poll routing serves",
-                        f.instances
-                    ),
+                    field,
+                    format!("{most} is over {POLL_INSTANCES}, the most poll routing serves"),
                 ));
             }
             if let Some(cmd) = &f.command {
@@ -267,7 +323,19 @@ impl Chain {
                 command: f.command.clone(),
                 env: f.env.clone(),
                 image: f.image.clone(),
-                instances: f.instances,
+                instances: match &f.instances {
+                    InstancesSection::Fixed(n) => *n,
+                    InstancesSection::Scaled(sc) => sc.min,
+                },
+                scaling: match &f.instances {
+                    InstancesSection::Fixed(_) => None,
+                    InstancesSection::Scaled(sc) => Some(Scaling {
+                        min: sc.min,
+                        max: sc.max,
+                        target_concurrency: sc.target_concurrency,
+                        window_ms: sc.window.0,
+                    }),
+                },
                 calls,
             });
         }

@@ -239,3 +239,58 @@ fn eproxy_is_auto_unless_the_gateway_section_says() {
     .to_string();
     assert!(e.contains("eproxy") || e.contains("unknown variant"), "{e}");
 }
+
+#[test]
+fn instances_may_follow_load_within_bounds() {
+    let scaled = GOOD.replace(
+        "instances: 2",
+        "instances: {min: 2, max: 6, target_concurrency: 4, window: 10s}",
+    );
+    let c = Chain::parse(&scaled, "s.yaml").unwrap();
+    let f = &c.functions[1];
+    assert_eq!(f.instances, 2, "starts at its minimum");
+    let s = f.scaling.unwrap();
+    assert_eq!(
+        (s.min, s.max, s.target_concurrency, s.window_ms),
+        (2, 6, 4, 10_000)
+    );
+    assert_eq!(s.panic_window(), std::time::Duration::from_secs(1));
+    assert_eq!(c.functions[0].scaling, None);
+    // Defaults: min 1, target 10, window 60 s.
+    let c = Chain::parse(
+        &GOOD.replace("instances: 2", "instances: {max: 3}"),
+        "d.yaml",
+    )
+    .unwrap();
+    let s = c.functions[1].scaling.unwrap();
+    assert_eq!(
+        (s.min, s.max, s.target_concurrency, s.window_ms),
+        (1, 3, 10, 60_000)
+    );
+    assert_eq!(c.functions[1].instances, 1);
+
+    for (given, needle) in [
+        ("{min: 1}", "missing field `max`"),
+        ("{max: 3, colour: red}", "unknown field `colour`"),
+        ("{min: 0, max: 3}", "functions[1].instances.min"),
+        ("{min: 0, max: 3}", "scale to zero"),
+        ("{min: 4, max: 3}", "below min"),
+        ("{max: 3, target_concurrency: 0}", "target_concurrency"),
+        ("{max: 3, window: 1s}", "outside 6s"),
+        ("{max: 65}", "functions[1].instances.max"),
+        ("-1", "not a count"),
+    ] {
+        let e = Chain::parse(
+            &GOOD.replace("instances: 2", &format!("instances: {given}")),
+            "b.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(needle), "{given}: {e:?} lacks {needle:?}");
+    }
+    let poll = scaled
+        .replace("max: 6", "max: 60")
+        .replace("chain: demo", "chain: demo\nrouting: poll");
+    let e = Chain::parse(&poll, "p.yaml").unwrap_err().to_string();
+    assert!(e.contains("instances.max") && e.contains("poll"), "{e}");
+}
