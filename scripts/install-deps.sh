@@ -24,6 +24,7 @@ packages=(
   containernetworking-plugins             # pod networking for the CRI tests and nerdctl (bridge, portmap, ...)
   iptables                                # nerdctl's port mapping (CNI portmap/firewall)
   openssl                                 # the test cluster's certificates (e2e/kubernetes/cluster.sh)
+  unzip                                   # KEDA's CRD out of its Go module (e2e/kubernetes/fetch-keda.sh)
   iproute2 procps psmisc python3
 )
 

@@ -28,6 +28,8 @@ step "kubernetes"
 # The test cluster's components, built from the Go module proxy into the same cache (warm:
 # nothing; cold: about 8 minutes on 2 cores).
 ./e2e/kubernetes/fetch.sh
+# KEDA's ScaledObject CRD, which the cluster validates configs/kubernetes/autoscaling/ against.
+./e2e/kubernetes/fetch-keda.sh
 step "images"
 # Static binaries in OCI archives for the containerd and Kubernetes tests (no registry needed).
 ./e2e/images/build.sh --with-spright

@@ -26,6 +26,10 @@ const REPLICAS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../configs/kubernetes/replicas"
 );
+const AUTOSCALING: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../configs/kubernetes/autoscaling"
+);
 const CHAIN: &str = "demo";
 
 fn text_for(i: usize) -> Vec<u8> {
@@ -55,6 +59,7 @@ fn the_manifests_run_unchanged_on_a_real_node() {
     a_rolling_update_under_load_loses_nothing_silently(&cluster, service);
     a_restarted_chain_pod_gets_its_functions_back(&cluster, service);
     bad_annotations_get_a_clear_event(&cluster);
+    the_autoscaling_examples_are_valid_objects(&cluster);
     two_replicas_share_the_node_behind_one_service(&cluster);
     deleting_the_manifests_leaves_nothing(&cluster);
     let dir = cluster
@@ -441,6 +446,59 @@ spec:
         "--wait=true",
         "--timeout=60s",
     ]);
+}
+
+/// configs/kubernetes/autoscaling/ against the real API server: the HPA and the adapter's
+/// ConfigMap as they are, the ScaledObject against KEDA's own CRD (e2e/kubernetes/fetch-keda.sh),
+/// all with strict field validation (a misspelt field is refused, not dropped).
+fn the_autoscaling_examples_are_valid_objects(cluster: &Cluster) {
+    let versions =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/kubernetes/versions"))
+            .unwrap();
+    let keda = versions
+        .lines()
+        .find_map(|l| l.strip_prefix("KEDA_VERSION="))
+        .expect("KEDA_VERSION in e2e/kubernetes/versions");
+    let cache = std::env::var("SPRIGHT_TEST_CACHE").unwrap_or("/var/cache/spright-test".into());
+    let crd = format!("{cache}/keda/{keda}/keda.sh_scaledobjects.yaml");
+    assert!(
+        Path::new(&crd).exists(),
+        "{crd} is missing: run e2e/kubernetes/fetch-keda.sh (scripts/test.sh does)"
+    );
+    cluster.ok(&["apply", "-f", &crd]);
+    cluster.ok(&[
+        "wait",
+        "--for=condition=established",
+        "crd/scaledobjects.keda.sh",
+        "--timeout=60s",
+    ]);
+    let dry_run = |path: &str| {
+        cluster.kubectl(&["apply", "--dry-run=server", "--validate=strict", "-f", path])
+    };
+    let out = dry_run(AUTOSCALING);
+    assert!(
+        out.status.success(),
+        "configs/kubernetes/autoscaling/ refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The check can fail: a misspelt field in each kind is refused.
+    let dir = tempfile::tempdir().unwrap();
+    for (file, from, to) in [
+        ("keda-scaledobject.yaml", "cooldownPeriod", "coolDownPeriod"),
+        ("hpa.yaml", "minReplicas", "minReplica"),
+    ] {
+        let text = std::fs::read_to_string(Path::new(AUTOSCALING).join(file)).unwrap();
+        assert!(text.contains(from), "{file} has no {from}");
+        let bad = dir.path().join(file);
+        std::fs::write(&bad, text.replace(from, to)).unwrap();
+        let out = dry_run(bad.to_str().unwrap());
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(to),
+            "{file} with {to} was accepted: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    cluster.ok(&["delete", "-f", &crd, "--wait=true", "--timeout=60s"]);
 }
 
 fn deleting_the_manifests_leaves_nothing(cluster: &Cluster) {

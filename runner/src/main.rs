@@ -163,6 +163,35 @@ fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
             pids.join(",")
         )?;
     }
+    if stats.functions.iter().any(|f| f.load.is_some()) {
+        writeln!(
+            out,
+            "{:<16} {:>9} {:>10} {:>17} {:>17}",
+            "load", "in flight", "completed", "concurrency s/p", "requests/s s/p"
+        )?;
+        for f in &stats.functions {
+            if let Some(l) = f.load {
+                writeln!(
+                    out,
+                    "{:<16} {:>9} {:>10} {:>8.2}/{:<8.2} {:>8.1}/{:<8.1}",
+                    f.name,
+                    l.in_flight,
+                    l.completed,
+                    l.stable_concurrency,
+                    l.panic_concurrency,
+                    l.stable_requests_per_second,
+                    l.panic_requests_per_second
+                )?;
+            }
+        }
+    }
+    for t in &stats.eproxy {
+        writeln!(
+            out,
+            "eproxy {} {:<3} {:>10} packets {:>12} bytes",
+            t.interface, t.direction, t.packets, t.bytes
+        )?;
+    }
     print_all(&out)
 }
 
