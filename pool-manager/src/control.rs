@@ -30,6 +30,9 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<ControlRequest>(&line) {
             Ok(ControlRequest::Stats) => ControlResponse::Stats(stats(shared)),
+            Ok(ControlRequest::Load) => ControlResponse::Load {
+                functions: load(shared),
+            },
             Err(e) => ControlResponse::Error {
                 error: format!("bad control request: {e}"),
             },
@@ -39,6 +42,20 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
         write.write_all(&out).await?;
     }
     Ok(())
+}
+
+/// Every function's scaling signal (the gateway's too), by id.
+pub fn load(shared: &Shared) -> Vec<(u16, spright_core::protocol::FunctionLoad)> {
+    let instances = shared.members.lock().unwrap().instance_ids();
+    let load = shared.load.lock().unwrap();
+    let now = spright_core::load::now_ns();
+    std::iter::once(GATEWAY.0)
+        .chain(shared.chain.functions.iter().map(|f| f.id))
+        .map(|id| {
+            let ids = instances.get(&id).map_or(&[][..], |v| v);
+            (id, load.figures(id, ids, now))
+        })
+        .collect()
 }
 
 pub fn stats(shared: &Shared) -> RouterStats {

@@ -15,9 +15,11 @@
 
 use slog::{info, Logger};
 use spright_core::chain::Scaling;
-use spright_core::protocol::FunctionLoad;
-use std::path::PathBuf;
+use spright_core::protocol::{ControlRequest, ControlResponse, FunctionLoad};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 /// How much more the panic window must ask for than is running to start panicking (Knative's
@@ -122,28 +124,19 @@ pub async fn follow(
         .min()
         .unwrap_or(Duration::from_secs(2));
     let mut leaving: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut signal = Signal::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = stop.changed() => break,
         }
         leaving.retain(|t| !t.is_finished());
-        let socket = control.clone();
-        let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || {
-            spright_core::protocol::query_stats(&socket, Duration::from_secs(1))
-        })
-        .await
-        else {
+        let Some(loads) = signal.ask(&control).await else {
             continue; // the pool-manager is restarting: decide next time
         };
         let now = Instant::now();
         for f in &mut functions {
-            let Some(load) = stats
-                .functions
-                .iter()
-                .find(|s| s.id == f.id)
-                .and_then(|s| s.load)
-            else {
+            let Some(load) = loads.iter().find(|(id, _)| *id == f.id).map(|(_, l)| *l) else {
                 continue;
             };
             let running = f.running();
@@ -176,6 +169,47 @@ pub async fn follow(
     }
     for task in leaving {
         let _ = task.await;
+    }
+}
+
+/// The pool-manager's control connection, kept open between questions (a connection costs
+/// more than the question), and opened again after the pool-manager restarts.
+#[derive(Default)]
+struct Signal {
+    conn: Option<BufReader<UnixStream>>,
+}
+
+impl Signal {
+    /// Every function's load, or `None` if the pool-manager cannot be asked now.
+    async fn ask(&mut self, control: &Path) -> Option<Vec<(u16, FunctionLoad)>> {
+        let answer = tokio::time::timeout(Duration::from_secs(1), self.ask_once(control)).await;
+        match answer {
+            Ok(Ok(loads)) => Some(loads),
+            _ => {
+                self.conn = None;
+                None
+            }
+        }
+    }
+
+    async fn ask_once(&mut self, control: &Path) -> std::io::Result<Vec<(u16, FunctionLoad)>> {
+        if self.conn.is_none() {
+            self.conn = Some(BufReader::new(UnixStream::connect(control).await?));
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let mut line = serde_json::to_vec(&ControlRequest::Load)?;
+        line.push(b'\n');
+        conn.get_mut().write_all(&line).await?;
+        let mut answer = String::new();
+        if conn.read_line(&mut answer).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        match serde_json::from_str(&answer)? {
+            ControlResponse::Load { functions } => Ok(functions),
+            other => Err(std::io::Error::other(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
     }
 }
 

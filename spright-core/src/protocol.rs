@@ -91,12 +91,15 @@ pub enum MemberRequest {
 pub enum ControlRequest {
     /// Router counters and registrations.
     Stats,
+    /// Only the scaling signal: cheap enough to ask several times a second (no map reads).
+    Load,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ControlResponse {
     Stats(RouterStats),
+    Load { functions: Vec<(u16, FunctionLoad)> },
     Error { error: String },
 }
 
@@ -183,5 +186,8 @@ pub fn query_stats(
     match serde_json::from_str(&answer)? {
         ControlResponse::Stats(s) => Ok(s),
         ControlResponse::Error { error } => Err(std::io::Error::other(error)),
+        other => Err(std::io::Error::other(format!(
+            "unexpected answer {other:?}"
+        ))),
     }
 }
