@@ -24,6 +24,8 @@ fn eproxy_counts_the_gateways_traffic_and_leaves_nothing_behind() {
     if !have_root("eproxy_counts_the_gateways_traffic_and_leaves_nothing_behind") {
         return;
     }
+    // Counted against what was attached before: the test binaries run one at a time, and this
+    // file has one test, so no other chain of the suite attaches meanwhile.
     let before = programs_on("lo").unwrap();
     let yaml = common::TESTFN_YAML.replace("timeout: 30s", "timeout: 30s\n  eproxy: on");
     let chain = common::start(&yaml, "sockmap", &[]);

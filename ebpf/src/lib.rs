@@ -392,7 +392,7 @@ impl Sproxy {
         for (slot, i) in table.instances.iter_mut().zip(instances) {
             *slot = i.0;
         }
-        // One update replaces the function's whole table at once (see sproxy.bpf.c).
+        // One update links in the function's whole new table (see sproxy.bpf.c).
         self.instances
             .insert(function.0 as u32, table, 0)
             .map_err(map_err("instances"))

@@ -191,22 +191,22 @@ fn encode_load(
     let gauges: [(&str, &str, Pick); 4] = [
         (
             "spright_function_stable_request_concurrency",
-            "Mean requests in flight at a function over the stable window (60 s)",
+            "Mean requests in flight at a function over its stable window (60 s, or its own)",
             |l| l.stable_concurrency,
         ),
         (
             "spright_function_panic_request_concurrency",
-            "Mean requests in flight at a function over the panic window (6 s)",
+            "Mean requests in flight at a function over its panic window (a tenth of the stable one)",
             |l| l.panic_concurrency,
         ),
         (
             "spright_function_stable_requests_per_second",
-            "Requests a function finished per second over the stable window (60 s)",
+            "Requests a function finished per second over its stable window",
             |l| l.stable_requests_per_second,
         ),
         (
             "spright_function_panic_requests_per_second",
-            "Requests a function finished per second over the panic window (6 s)",
+            "Requests a function finished per second over its panic window",
             |l| l.panic_requests_per_second,
         ),
     ];

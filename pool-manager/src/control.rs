@@ -46,7 +46,10 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
 
 /// Every function's scaling signal (the gateway's too), by id.
 pub fn load(shared: &Shared) -> Vec<(u16, spright_core::protocol::FunctionLoad)> {
-    let instances = shared.members.lock().unwrap().instance_ids();
+    // The members lock held throughout: no instance joins or leaves between the list of live
+    // instances and their slots' reading (it would be counted twice, or a stale slot read).
+    let members = shared.members.lock().unwrap();
+    let instances = members.instance_ids();
     let load = shared.load.lock().unwrap();
     let now = spright_core::load::now_ns();
     std::iter::once(GATEWAY.0)
@@ -59,10 +62,9 @@ pub fn load(shared: &Shared) -> Vec<(u16, spright_core::protocol::FunctionLoad)>
 }
 
 pub fn stats(shared: &Shared) -> RouterStats {
-    let (pids, instances) = {
-        let members = shared.members.lock().unwrap();
-        (members.pids(), members.instance_ids())
-    };
+    // Lock order: members, router, load (as join and leave take them).
+    let members = shared.members.lock().unwrap();
+    let (pids, instances) = (members.pids(), members.instance_ids());
     let router = shared.router.lock().unwrap();
     let load = shared.load.lock().unwrap();
     let now = spright_core::load::now_ns();

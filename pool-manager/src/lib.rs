@@ -276,12 +276,13 @@ async fn sample_load(shared: Arc<Shared>) {
     let tick = shared.load.lock().unwrap().tick;
     loop {
         tokio::time::sleep(tick).await;
-        let live = shared.members.lock().unwrap().instance_ids();
+        // Under the members lock, as every reading of the board (see control::load).
+        let members = shared.members.lock().unwrap();
         shared
             .load
             .lock()
             .unwrap()
-            .sample(&live, spright_core::load::now_ns());
+            .sample(&members.instance_ids(), spright_core::load::now_ns());
     }
 }
 

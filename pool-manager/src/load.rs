@@ -69,6 +69,10 @@ pub fn tick_for(windows: &BTreeMap<u16, Windows>) -> Duration {
 
 /// A function's totals at one instant: what its live instances report plus what the ones that
 /// left had reported by then.
+fn key(e: Endpoint) -> (u16, u16) {
+    (e.function.0, e.instance.0)
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Totals {
     at_ns: u64,
@@ -90,6 +94,9 @@ pub struct LoadWatch {
     pub tick: Duration,
     board: LoadBoard,
     functions: BTreeMap<u16, History>,
+    /// Each live instance's last good reading, used when its slot cannot be read (locked or
+    /// changing): an instance's figures never go backwards.
+    last: std::cell::RefCell<BTreeMap<(u16, u16), Reading>>,
     /// Functions with windows of their own; the others have the defaults.
     windows: BTreeMap<u16, Windows>,
 }
@@ -100,6 +107,7 @@ impl LoadWatch {
             tick: tick_for(&windows),
             board,
             functions: BTreeMap::new(),
+            last: Default::default(),
             windows,
         }
     }
@@ -108,19 +116,41 @@ impl LoadWatch {
         self.windows.get(&function).copied().unwrap_or_default()
     }
 
-    /// A new instance takes `endpoint`'s slot: it starts from nothing.
+    /// A new instance takes `endpoint`'s slot: it starts from nothing. Called under the
+    /// members lock, before anyone can read the instance as live.
     pub fn joined(&mut self, endpoint: Endpoint, now_ns: u64) {
         self.board.reset(endpoint, now_ns);
+        self.last.get_mut().remove(&key(endpoint));
         self.functions.entry(endpoint.function.0).or_default();
     }
 
     /// `endpoint` left: what it had done stays in its function's totals, its requests in
-    /// flight do not (they were abandoned).
+    /// flight do not (they were abandoned). Called under the members lock, with the instance
+    /// no longer live, so it is counted once, retired.
     pub fn left(&mut self, endpoint: Endpoint, now_ns: u64) {
-        let r = self.board.read(endpoint, now_ns).unwrap_or_default();
+        let r = self.reading(endpoint, now_ns);
+        self.last.get_mut().remove(&key(endpoint));
+        self.board.reset(endpoint, now_ns);
         let h = self.functions.entry(endpoint.function.0).or_default();
         h.retired_busy_ns = h.retired_busy_ns.saturating_add(r.busy_ns);
         h.retired_completed = h.retired_completed.saturating_add(r.completed);
+    }
+
+    /// `endpoint`'s figures now: its slot's, or its last good ones when the slot cannot be
+    /// read, and never less than those.
+    fn reading(&self, endpoint: Endpoint, now_ns: u64) -> Reading {
+        let mut last = self.last.borrow_mut();
+        let before = last.get(&key(endpoint)).copied().unwrap_or_default();
+        let r = match self.board.read(endpoint, now_ns) {
+            Some(r) => Reading {
+                in_flight: r.in_flight,
+                busy_ns: r.busy_ns.max(before.busy_ns),
+                completed: r.completed.max(before.completed),
+            },
+            None => before,
+        };
+        last.insert(key(endpoint), r);
+        r
     }
 
     fn current(&self, function: u16, instances: &[InstanceId], now_ns: u64) -> (Totals, u32) {
@@ -132,11 +162,7 @@ impl LoadWatch {
         };
         let mut in_flight = 0u32;
         for &i in instances {
-            // An unreadable slot (scribbled on, or its writer died mid-update) counts as idle.
-            let r: Reading = self
-                .board
-                .read(Endpoint::new(FnId(function), i), now_ns)
-                .unwrap_or_default();
+            let r = self.reading(Endpoint::new(FnId(function), i), now_ns);
             t.busy_ns = t.busy_ns.saturating_add(r.busy_ns);
             t.completed = t.completed.saturating_add(r.completed);
             in_flight = in_flight.saturating_add(r.in_flight);
@@ -167,9 +193,9 @@ impl LoadWatch {
     pub fn figures(&self, function: u16, instances: &[InstanceId], now_ns: u64) -> FunctionLoad {
         let (now, in_flight) = self.current(function, instances, now_ns);
         let samples = self.functions.get(&function).map(|h| &h.samples);
-        let over = |window: Duration| -> (f64, f64) {
+        let over = |window: Duration| -> (f64, f64, f64) {
             let Some(samples) = samples else {
-                return (0.0, 0.0);
+                return (0.0, 0.0, 0.0);
             };
             let from = now_ns.saturating_sub(window.as_nanos() as u64);
             // The newest sample from the window's start or before (so the window spans at
@@ -181,19 +207,23 @@ impl LoadWatch {
                 .find(|s| s.at_ns <= from)
                 .or(samples.front())
             else {
-                return (0.0, 0.0);
+                return (0.0, 0.0, 0.0);
             };
             let span = now.at_ns.saturating_sub(start.at_ns);
             if span == 0 {
-                return (0.0, 0.0);
+                return (0.0, 0.0, 0.0);
             }
             let busy = now.busy_ns.saturating_sub(start.busy_ns) as f64;
             let done = now.completed.saturating_sub(start.completed) as f64;
-            (busy / span as f64, done * 1e9 / span as f64)
+            (
+                busy / span as f64,
+                done * 1e9 / span as f64,
+                span as f64 / 1e9,
+            )
         };
         let windows = self.windows(function);
-        let (stable_concurrency, stable_rps) = over(windows.stable);
-        let (panic_concurrency, panic_rps) = over(windows.panic);
+        let (stable_concurrency, stable_rps, stable_seconds) = over(windows.stable);
+        let (panic_concurrency, panic_rps, _) = over(windows.panic);
         FunctionLoad {
             in_flight,
             completed: now.completed,
@@ -201,6 +231,7 @@ impl LoadWatch {
             panic_concurrency,
             stable_requests_per_second: stable_rps,
             panic_requests_per_second: panic_rps,
+            stable_window_seconds: stable_seconds.min(windows.stable.as_secs_f64() + 2.0),
         }
     }
 }
@@ -320,6 +351,46 @@ mod tests {
         assert!((g.panic_concurrency - 2.0 / 6.0).abs() < 1e-9, "{g:?}");
         assert!((g.stable_concurrency - 2.0 / 30.0).abs() < 1e-9, "{g:?}");
         assert!(w.functions[&4].samples.len() <= 13);
+    }
+
+    #[test]
+    fn a_slot_that_cannot_be_read_keeps_its_last_figures() {
+        let (_d, mut w) = watch();
+        let live = BTreeMap::from([(1u16, vec![InstanceId(0)])]);
+        w.joined(ep(1, 0), 0);
+        w.board.started(ep(1, 0), 0);
+        for sec in 0..10u64 {
+            w.sample(&live, sec * S);
+        }
+        // Locked for good from 10 s (a writer died mid-update, or someone holds it).
+        w.board
+            .slot_seq_for_tests(ep(1, 0))
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for sec in 10..20u64 {
+            w.sample(&live, sec * S);
+        }
+        let f = w.figures(1, &live[&1], 20 * S);
+        // The last good figure (9 s of one request) stays: no drop to nothing, and no spike
+        // when a window starts at a sample taken meanwhile.
+        assert!(f.panic_concurrency.abs() < 1e-9, "{f:?}");
+        assert!((f.stable_concurrency - 9.0 / 20.0).abs() < 1e-9, "{f:?}");
+        assert_eq!(f.in_flight, 1);
+    }
+
+    #[test]
+    fn the_stable_window_says_how_much_it_has_seen() {
+        let (_d, mut w) = watch();
+        let live = BTreeMap::from([(1u16, vec![InstanceId(0)])]);
+        w.joined(ep(1, 0), 0);
+        assert_eq!(w.figures(1, &live[&1], S).stable_window_seconds, 0.0);
+        for sec in 0..5u64 {
+            w.sample(&live, sec * S);
+        }
+        assert!((w.figures(1, &live[&1], 5 * S).stable_window_seconds - 5.0).abs() < 1e-9);
+        for sec in 5..100u64 {
+            w.sample(&live, sec * S);
+        }
+        assert!((w.figures(1, &live[&1], 100 * S).stable_window_seconds - 60.0).abs() < 1e-9);
     }
 
     #[test]

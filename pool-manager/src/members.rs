@@ -226,14 +226,24 @@ async fn register(
             stop: stop.clone(),
             withdrawn: false,
         };
-        members.join(
+        let joined = members.join(
             &mut *router,
             function,
             &name,
             shared.routing,
             socket,
             member,
-        )
+        );
+        if let Ok((endpoint, _)) = &joined {
+            // Under the members lock: nobody reads the instance as live before its slot is
+            // cleared of what its number's previous holder left there.
+            shared
+                .load
+                .lock()
+                .unwrap()
+                .joined(*endpoint, spright_core::load::now_ns());
+        }
+        joined
     };
     let (endpoint, kept_writer) = match joined {
         Ok(j) => j,
@@ -243,12 +253,6 @@ async fn register(
             return;
         }
     };
-    // Before the instance can write to its slot: it starts from nothing.
-    shared
-        .load
-        .lock()
-        .unwrap()
-        .joined(endpoint, spright_core::load::now_ns());
 
     let welcome = Welcome {
         abi_version: ABI_VERSION,
@@ -314,22 +318,28 @@ async fn serve_member(
     };
     let mut buf = [0u8; 256];
     let mut said = Vec::new();
+    let mut asked = false;
     let reason = loop {
         tokio::select! {
             r = conn_read.read(&mut buf) => match r {
                 Ok(0) | Err(_) => break "registration connection closed",
                 Ok(n) => {
                     said.extend_from_slice(&buf[..n]);
+                    let mut failed = false;
                     while let Some(end) = said.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = said.drain(..=end).collect();
-                        let answer = on_member_request(shared, endpoint, &line);
+                        let answer = on_member_request(shared, endpoint, &line, &mut asked);
                         if let Some(event) = answer {
                             let mut line = serde_json::to_vec(&event).unwrap_or_default();
                             line.push(b'\n');
                             if conn_write.write_all(&line).await.is_err() {
+                                failed = true;
                                 break;
                             }
                         }
+                    }
+                    if failed {
+                        break "registration connection failed";
                     }
                     // A member that talks without ever ending a line is not heard.
                     if said.len() > 4096 {
@@ -353,7 +363,12 @@ async fn serve_member(
 }
 
 /// What a member asks after its hello (unknown lines are ignored: a newer SDK may say more).
-fn on_member_request(shared: &Arc<Shared>, endpoint: Endpoint, line: &[u8]) -> Option<Event> {
+fn on_member_request(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    line: &[u8],
+    asked: &mut bool,
+) -> Option<Event> {
     match serde_json::from_slice::<MemberRequest>(line).ok()? {
         MemberRequest::Withdraw => {
             let mut members = shared.members.lock().unwrap();
@@ -365,10 +380,13 @@ fn on_member_request(shared: &Arc<Shared>, endpoint: Endpoint, line: &[u8]) -> O
                 warn!(shared.log, "could not update the instance table"; "error" => e);
                 false
             });
-            info!(shared.log, "instance withdrawing";
-                "function" => shared.chain.name_of(endpoint.function),
-                "instance" => endpoint.instance.0,
-                "withdrawn" => withdrawn);
+            if !std::mem::replace(asked, true) {
+                // Once per registration: a member that repeats itself is not logged again.
+                info!(shared.log, "instance withdrawing";
+                    "function" => shared.chain.name_of(endpoint.function),
+                    "instance" => endpoint.instance.0,
+                    "withdrawn" => withdrawn);
+            }
             Some(Event::Withdrawn { withdrawn })
         }
     }

@@ -275,6 +275,20 @@ impl Members {
             .get_mut(&endpoint.function.0)
             .and_then(|m| m.remove(&endpoint.instance.0));
         let instances = self.instances(endpoint.function);
+        // The function's last routed instance gone while others drain withdrawn: they are
+        // routed again (and told), or the function's requests would find none.
+        if self.routed(endpoint.function).is_empty() {
+            for m in self
+                .by_function
+                .get_mut(&endpoint.function.0)
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+                .filter(|m| m.withdrawn)
+            {
+                m.withdrawn = false;
+                let _ = m.events.send(Event::Withdrawn { withdrawn: false });
+            }
+        }
         let table_error = table
             .set_instances(endpoint.function, &self.routed(endpoint.function))
             .err()

@@ -7,8 +7,10 @@
 //! - Panic: when the panic window asks for at least twice the instances running, the panic
 //!   figure is used instead, and no instance is removed until a whole stable window has passed
 //!   without another such burst.
-//! - At most half the instances go in one decision, and none while the panic window still
-//!   keeps them busy, so a brief lull does not empty a function about to be busy again.
+//! - At most half the instances go in one decision, none while the panic window still keeps
+//!   them busy, and none while the figures cover less than half the stable window (the chain,
+//!   or a restarted pool-manager, is young), so a lull or a gap in the data does not empty a
+//!   function about to be busy again.
 //!
 //! Removing an instance is a SIGTERM: it withdraws from load balancing, finishes what it has
 //! and leaves (see the SDK), so no request is lost to a scale-down.
@@ -61,13 +63,21 @@ impl Autoscaler {
         if running > 0 && burst as f64 >= PANIC_THRESHOLD * running as f64 {
             self.panic_until = Some(now + self.spec.stable_window());
         }
+        // Too little history (the chain, or a restarted pool-manager, is young): nothing goes.
+        let seen_enough =
+            load.stable_window_seconds >= self.spec.stable_window().as_secs_f64() / 2.0;
         let wanted = if self.panicking(now) {
             // Never fewer while panicking.
             burst.max(stable).max(running)
         } else {
             self.panic_until = None;
             // At most half of them go at once, and none the panic window still keeps busy.
-            stable.max(running.div_ceil(2)).max(burst.min(running))
+            let floor = if seen_enough {
+                running.div_ceil(2)
+            } else {
+                running
+            };
+            stable.max(floor).max(burst.min(running))
         };
         wanted.clamp(self.spec.min, self.spec.max)
     }
@@ -230,8 +240,31 @@ mod tests {
         FunctionLoad {
             stable_concurrency: stable,
             panic_concurrency: panic,
+            stable_window_seconds: 6.0,
             ..FunctionLoad::default()
         }
+    }
+
+    #[test]
+    fn nothing_is_removed_on_too_little_history() {
+        let mut a = Autoscaler::new(spec());
+        let t = Instant::now();
+        let young = FunctionLoad {
+            stable_window_seconds: 2.0,
+            ..load(0.0, 0.0)
+        };
+        assert_eq!(
+            a.wanted(t, 3, &young),
+            3,
+            "a restarted pool-manager reports nothing yet"
+        );
+        assert_eq!(a.wanted(t, 3, &load(0.0, 0.0)), 2);
+        // Scaling up needs no history.
+        let burst = FunctionLoad {
+            stable_window_seconds: 0.5,
+            ..load(0.0, 8.0)
+        };
+        assert_eq!(a.wanted(t, 1, &burst), 4);
     }
 
     #[test]

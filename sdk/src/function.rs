@@ -448,6 +448,8 @@ pub fn run<H: Handler>(handler: H) -> Result<(), SdkError> {
                 _ = tokio::time::sleep(DRAIN_QUIET) => {}
             }
             let unchanged = activity.received.load(Ordering::Relaxed) == seen;
+            // Routed again if the function's last routed instance went meanwhile.
+            let withdrawn = withdrawn && activity.withdrawn.lock().unwrap().unwrap_or(false);
             let quiet = unchanged
                 && if withdrawn {
                     activity.own_work_done()

@@ -13,9 +13,11 @@
 //! would shift them; runc makes none).
 //!
 //! Each slot is a sequence lock whose counter is also the writers' lock (an instance's threads
-//! may finish requests at once). Nothing here trusts the other side to be well behaved: a
-//! writer gives up on a slot it cannot lock after a bounded spin (its figures lose one update,
-//! it never hangs), and a reader gives up on a slot that keeps changing or stays locked.
+//! may finish requests at once). Nothing here trusts the other side to be well behaved: the
+//! count of requests in flight and of those finished change by atomic read-modify-writes,
+//! exact whatever the lock says; a writer that cannot take the lock within a few spins leaves
+//! the time integral to the next one (an error of microseconds, never a wait); a reader gives
+//! up on a slot that keeps changing or stays locked; all arithmetic saturates or wraps.
 
 use crate::ids::{Endpoint, MAX_FUNCTIONS, MAX_INSTANCES};
 use memmap2::MmapRaw;
@@ -29,11 +31,8 @@ const PAGE: u64 = 4096;
 const SLOT_SIZE: u64 = 64;
 const SLOTS: u64 = MAX_FUNCTIONS as u64 * MAX_INSTANCES as u64;
 const TOTAL_SIZE: u64 = PAGE + SLOTS * SLOT_SIZE;
-/// How often a writer spins on a slot another writer holds before it yields its CPU...
-const WRITE_SPINS: u32 = 100;
-/// ...and how long it waits at most (a holder preempted mid-update gets its CPU back well within
-/// this) before it stops reporting to a slot it takes to be broken.
-const WRITE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often a writer tries a slot another writer holds before it updates without the lock.
+const WRITE_SPINS: u32 = 64;
 /// How often a reader retries a slot that changed under it.
 const READ_TRIES: u32 = 100;
 
@@ -58,6 +57,8 @@ pub enum LoadError {
         found: u32,
         expected: u32,
     },
+    #[error("load board {path} has slots of another geometry ({problem}) than this build's")]
+    Geometry { path: PathBuf, problem: String },
     #[error("load board {path} belongs to pool {found:#x}, not to pool {expected:#x}")]
     WrongPool {
         path: PathBuf,
@@ -107,9 +108,6 @@ pub struct Reading {
 pub struct LoadBoard {
     map: MmapRaw,
     path: PathBuf,
-    /// Set once a slot stayed locked past [`WRITE_PATIENCE`]: from then on this process
-    /// reports nothing rather than wait on every request.
-    gave_up: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the map is shared memory reached only through atomics.
@@ -149,7 +147,6 @@ impl LoadBoard {
             Ok(LoadBoard {
                 map,
                 path: path.to_owned(),
-                gave_up: Default::default(),
             })
         };
         init().inspect_err(|_| {
@@ -177,15 +174,25 @@ impl LoadBoard {
                 path: path.to_owned(),
             });
         }
-        if header.version != LOAD_VERSION
-            || header.slot_size != SLOT_SIZE as u32
-            || header.function_slots != MAX_FUNCTIONS as u32
-            || header.instance_slots != MAX_INSTANCES as u32
-        {
+        if header.version != LOAD_VERSION {
             return Err(LoadError::VersionMismatch {
                 path: path.to_owned(),
                 found: header.version,
                 expected: LOAD_VERSION,
+            });
+        }
+        let geometry = (
+            header.slot_size,
+            header.function_slots,
+            header.instance_slots,
+        );
+        if geometry != (SLOT_SIZE as u32, MAX_FUNCTIONS as u32, MAX_INSTANCES as u32) {
+            return Err(LoadError::Geometry {
+                path: path.to_owned(),
+                problem: format!(
+                    "{} bytes a slot, {} functions of {} instances",
+                    geometry.0, geometry.1, geometry.2
+                ),
             });
         }
         if header.pool_id != pool_id {
@@ -198,7 +205,6 @@ impl LoadBoard {
         Ok(LoadBoard {
             map,
             path: path.to_owned(),
-            gave_up: Default::default(),
         })
     }
 
@@ -217,6 +223,12 @@ impl LoadBoard {
         Some(unsafe {
             &*(self.map.as_ptr().add((PAGE + index * SLOT_SIZE) as usize) as *const Slot)
         })
+    }
+
+    /// The sequence word of `endpoint`'s slot, for tests that lock a slot by hand.
+    #[doc(hidden)]
+    pub fn slot_seq_for_tests(&self, endpoint: Endpoint) -> &AtomicU32 {
+        &self.slot(endpoint).expect("in range").seq
     }
 
     /// Clears `endpoint`'s slot for a new instance (the pool-manager does, before it answers the
@@ -252,7 +264,7 @@ impl LoadBoard {
             let completed = slot.completed.load(Ordering::Relaxed);
             std::sync::atomic::fence(Ordering::Acquire);
             if slot.seq.load(Ordering::Relaxed) == before {
-                let running = in_flight as u64 * now_ns.saturating_sub(since);
+                let running = (in_flight as u64).saturating_mul(now_ns.saturating_sub(since));
                 return Some(Reading {
                     in_flight,
                     busy_ns: busy.saturating_add(running),
@@ -277,61 +289,62 @@ impl LoadBoard {
         let Some(slot) = self.slot(endpoint) else {
             return;
         };
-        if self.gave_up.load(Ordering::Relaxed) {
-            return;
+        // The count and the total are exact whatever happens to the lock: they change by
+        // atomic read-modify-writes. The lock only keeps the integral's three fields together;
+        // a writer that does not get it at once (another thread of the instance is updating,
+        // or someone holds it for ever) changes the count without folding in the time since
+        // the last change, and the next writer that gets the lock folds it in at the count of
+        // then: an error of the few microseconds the writers overlapped, never a wait.
+        let locked = self.try_lock(slot);
+        if locked.is_some() {
+            // Readers that see any of the stores below must also see the odd sequence.
+            std::sync::atomic::fence(Ordering::Release);
+            let in_flight = slot.in_flight.load(Ordering::Relaxed) as u64;
+            let since = slot.since_ns.load(Ordering::Relaxed);
+            let busy = slot.busy_ns.load(Ordering::Relaxed);
+            let elapsed = now_ns.saturating_sub(since);
+            slot.busy_ns.store(
+                busy.saturating_add(in_flight.saturating_mul(elapsed)),
+                Ordering::Relaxed,
+            );
+            slot.since_ns.store(since.max(now_ns), Ordering::Relaxed);
         }
-        let Some(seq) = self.lock(slot) else {
-            self.gave_up.store(true, Ordering::Relaxed);
-            return;
-        };
-        // Readers that see any of the stores below must also see the odd sequence.
-        std::sync::atomic::fence(Ordering::Release);
-        let in_flight = slot.in_flight.load(Ordering::Relaxed);
-        let since = slot.since_ns.load(Ordering::Relaxed);
-        let elapsed = now_ns.saturating_sub(since);
-        let busy = slot.busy_ns.load(Ordering::Relaxed);
-        slot.busy_ns.store(
-            busy.saturating_add(in_flight as u64 * elapsed),
-            Ordering::Relaxed,
-        );
-        slot.since_ns.store(since.max(now_ns), Ordering::Relaxed);
         if start {
-            slot.in_flight
-                .store(in_flight.saturating_add(1), Ordering::Relaxed);
+            let _ = slot
+                .in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         } else {
-            slot.in_flight
-                .store(in_flight.saturating_sub(1), Ordering::Relaxed);
-            let done = slot.completed.load(Ordering::Relaxed);
-            slot.completed.store(done + 1, Ordering::Relaxed);
+            let _ = slot
+                .in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            slot.completed.fetch_add(1, Ordering::Relaxed);
         }
-        slot.seq.store(seq + 2, Ordering::Release);
+        if let Some(seq) = locked {
+            slot.seq.store(seq.wrapping_add(2), Ordering::Release);
+        }
     }
 
-    /// Takes the writers' lock of `slot`, returning the even sequence it held.
-    fn lock(&self, slot: &Slot) -> Option<u32> {
-        let mut deadline = None;
-        let mut spins = 0;
-        loop {
+    /// Takes the writers' lock of `slot` if it is free within a few spins, returning the even
+    /// sequence it held.
+    fn try_lock(&self, slot: &Slot) -> Option<u32> {
+        for _ in 0..WRITE_SPINS {
             let seq = slot.seq.load(Ordering::Relaxed);
             if seq & 1 == 0
                 && slot
                     .seq
-                    .compare_exchange_weak(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange_weak(
+                        seq,
+                        seq.wrapping_add(1),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
             {
                 return Some(seq);
             }
-            if spins < WRITE_SPINS {
-                spins += 1;
-                std::hint::spin_loop();
-                continue;
-            }
-            let now = std::time::Instant::now();
-            if now > *deadline.get_or_insert(now + WRITE_PATIENCE) {
-                return None;
-            }
-            std::thread::yield_now();
+            std::hint::spin_loop();
         }
+        None
     }
 }
 

@@ -167,6 +167,10 @@ pub struct FunctionLoad {
     /// Requests finished per second over the same windows.
     pub stable_requests_per_second: f64,
     pub panic_requests_per_second: f64,
+    /// How much of the stable window the figures cover (less while the chain is younger than
+    /// the window; 0 before the first sample): an autoscaler removes nothing on too little.
+    #[serde(default)]
+    pub stable_window_seconds: f64,
 }
 
 /// Asks a pool-manager's control socket for its router stats (blocking, with a deadline).

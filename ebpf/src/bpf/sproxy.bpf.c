@@ -157,10 +157,11 @@ struct {
 } allow SEC(".maps");
 
 // Registered instances of each function, for load balancing. A hash map without
-// preallocation, not an array: an update swaps in a whole new element and frees the old one
-// only after an RCU grace period, so a send that looked the table up while it changed reads
-// either the old table or the new one, never a torn mix (an array's element is overwritten in
-// place, under the reader).
+// preallocation, not an array: an update links in a whole new element instead of overwriting
+// the one a send may be reading (as an array's update does, under the reader). The old element
+// goes back to the map's allocator, which may hand it to the next update at once: a send reads
+// a torn table only if two updates of its function land within its one lookup. Either table's
+// instances are registered, and a candidate whose socket is gone is passed over.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_FUNCTIONS);

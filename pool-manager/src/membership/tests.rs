@@ -381,3 +381,27 @@ fn a_withdrawn_instance_is_unrouted_but_stays_registered_and_the_last_one_is_kep
     assert_eq!(members.withdraw(&mut router, at(2)), Ok(true));
     assert_eq!(router.take(), [Call::SetInstances(F, vec![InstanceId(0)])]);
 }
+
+#[test]
+fn withdrawn_instances_are_routed_again_when_the_last_routed_one_leaves() {
+    let (_dir, pool) = pool();
+    let (mut members, mut router) = (Members::default(), Recorder::default());
+    join(&mut members, &mut router, 7000).unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let m = Member {
+        pid: 9001,
+        port: 7001,
+        events: tx,
+        stop: Arc::new(Notify::new()),
+        withdrawn: false,
+    };
+    members
+        .join(&mut router, F, "f", RoutingMode::Sockmap, (), m)
+        .unwrap();
+    assert_eq!(members.withdraw(&mut router, at(1)), Ok(true));
+    router.take();
+    // The routed one dies while instance 1 drains.
+    members.leave(&mut router, &pool, at(0));
+    assert_eq!(router.take()[0], Call::SetInstances(F, vec![InstanceId(1)]));
+    assert_eq!(rx.try_recv(), Ok(Event::Withdrawn { withdrawn: false }));
+}

@@ -56,19 +56,42 @@ fn a_reset_slot_starts_from_nothing_and_out_of_range_endpoints_are_ignored() {
 }
 
 #[test]
-fn a_slot_left_locked_stops_its_writer_reporting_and_costs_its_reader_a_reading_not_a_hang() {
+fn a_slot_left_locked_costs_no_wait_and_keeps_counts_exact() {
     let (_d, b) = board();
     let e = ep(5, 0);
     b.reset(e, 0);
     b.slot(e).unwrap().seq.fetch_add(1, Ordering::Relaxed); // odd: "locked" for ever
     let started = std::time::Instant::now();
-    b.started(e, 10);
-    b.started(e, 11);
-    assert!(started.elapsed() < std::time::Duration::from_secs(1));
-    assert!(b.gave_up.load(Ordering::Relaxed));
-    assert_eq!(b.read(e, 20), None);
+    for t in 0..1000 {
+        b.started(e, t);
+    }
+    b.finished(e, 2000);
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    assert_eq!(
+        b.read(e, 3000),
+        None,
+        "a slot that stays locked cannot be read"
+    );
+    b.slot(e).unwrap().seq.fetch_add(1, Ordering::Relaxed); // unlocked again
+    let r = b.read(e, 3000).unwrap();
+    assert_eq!((r.in_flight, r.completed), (999, 1));
     b.reset(e, 30);
     assert_eq!(b.read(e, 40), Some(Reading::default()));
+}
+
+#[test]
+fn scribbled_figures_saturate_instead_of_overflowing() {
+    let (_d, b) = board();
+    let e = ep(6, 0);
+    let slot = b.slot(e).unwrap();
+    slot.in_flight.store(u32::MAX, Ordering::Relaxed);
+    slot.busy_ns.store(u64::MAX - 5, Ordering::Relaxed);
+    slot.seq.store(u32::MAX - 1, Ordering::Relaxed);
+    let r = b.read(e, u64::MAX).unwrap();
+    assert_eq!((r.in_flight, r.busy_ns), (u32::MAX, u64::MAX));
+    b.started(e, u64::MAX); // no overflow of the count or the sequence
+    b.finished(e, u64::MAX);
+    assert_eq!(b.read(e, u64::MAX).unwrap().in_flight, u32::MAX - 1);
 }
 
 #[test]
