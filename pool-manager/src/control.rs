@@ -33,6 +33,7 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
             Ok(ControlRequest::Load) => ControlResponse::Load {
                 functions: load(shared),
             },
+            Ok(ControlRequest::WatchLoad) => return watch_load(shared, lines, write).await,
             Err(e) => ControlResponse::Error {
                 error: format!("bad control request: {e}"),
             },
@@ -42,6 +43,40 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
         write.write_all(&out).await?;
     }
     Ok(())
+}
+
+/// Writes the scaling signal now and then whenever the pool-manager's look at the board finds
+/// it changed, until the watcher hangs up (anything more it writes ends the watch too).
+async fn watch_load(
+    shared: &Shared,
+    mut lines: tokio::io::Lines<BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let mut updates = shared.load_watch.subscribe();
+    let scaled = |id: &u16| {
+        shared
+            .chain
+            .function_by_id(FnId(*id))
+            .is_some_and(|f| f.scaling.is_some())
+    };
+    let mut functions: Vec<_> = load(shared)
+        .into_iter()
+        .filter(|(id, _)| scaled(id))
+        .collect();
+    loop {
+        let mut out = serde_json::to_vec(&ControlResponse::Load { functions })?;
+        out.push(b'\n');
+        write.write_all(&out).await?;
+        tokio::select! {
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                functions = updates.borrow_and_update().clone();
+            }
+            _ = lines.next_line() => return Ok(()),
+        }
+    }
 }
 
 /// Every function's scaling signal (the gateway's too), by id.

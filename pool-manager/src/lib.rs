@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     pub load: Mutex<load::LoadWatch>,
     /// The gateway's traffic counters, when EPROXY runs.
     pub eproxy: Option<spright_ebpf::eproxy::Eproxy>,
+    /// The latest scaling signal, for the control connections that watch it.
+    pub load_watch: tokio::sync::watch::Sender<Vec<(u16, spright_core::protocol::FunctionLoad)>>,
     pub paths: ChainPaths,
     pub log: Logger,
 }
@@ -181,6 +183,7 @@ async fn serve(
         members: Mutex::new(Members::default()),
         load: Mutex::new(load::LoadWatch::new(board, load::Windows::of(&chain))),
         eproxy,
+        load_watch: tokio::sync::watch::Sender::new(Vec::new()),
         paths: paths.clone(),
         log: log.clone(),
     });
@@ -272,17 +275,51 @@ fn tell_placement(shared: &Shared, orders: placement::Orders) {
 }
 
 /// For the life of the chain: takes the starting points of the load windows.
+/// Every look publishes the figures to the autoscalers watching them, when they changed.
+///
+/// While the chain is idle it looks once a second whatever the windows: the totals cannot
+/// change before a request starts, and the first look that sees one goes back to the fast tick
+/// (a panic window's first figure may then span up to a second more than the window).
 async fn sample_load(shared: Arc<Shared>) {
-    let tick = shared.load.lock().unwrap().tick;
+    let fast = shared.load.lock().unwrap().tick;
+    let mut tick = fast;
     loop {
         tokio::time::sleep(tick).await;
-        // Under the members lock, as every reading of the board (see control::load).
-        let members = shared.members.lock().unwrap();
-        shared
-            .load
-            .lock()
-            .unwrap()
-            .sample(&members.instance_ids(), spright_core::load::now_ns());
+        let active = {
+            // Under the members lock, as every reading of the board (see control::load).
+            let members = shared.members.lock().unwrap();
+            shared
+                .load
+                .lock()
+                .unwrap()
+                .sample(&members.instance_ids(), spright_core::load::now_ns())
+        };
+        tick = if active { fast } else { load::TICK };
+        if shared.load_watch.receiver_count() == 0 {
+            continue;
+        }
+        // Only the functions whose instances follow load: the others' windows (the gateway's is
+        // a minute) would keep the watchers busy long after the chain went quiet.
+        let now: Vec<_> = control::load(&shared)
+            .into_iter()
+            .filter(|(id, _)| {
+                shared
+                    .chain
+                    .function_by_id(spright_core::FnId(*id))
+                    .is_some_and(|f| f.scaling.is_some())
+            })
+            .collect();
+        shared.load_watch.send_if_modified(|last| {
+            let changed = last.len() != now.len()
+                || last
+                    .iter()
+                    .zip(&now)
+                    .any(|((a, x), (b, y))| a != b || !x.same_figures(y));
+            if changed {
+                *last = now;
+            }
+            changed
+        });
     }
 }
 

@@ -52,7 +52,8 @@ impl Windows {
             .collect()
     }
 }
-/// How often the windows' starting points are sampled, at most...
+/// How often the windows' starting points are sampled, at most (and always while the chain is
+/// idle)...
 pub const TICK: Duration = Duration::from_secs(1);
 /// ...and at least (for short panic windows: a third of the shortest).
 pub const FASTEST_TICK: Duration = Duration::from_millis(200);
@@ -171,13 +172,22 @@ impl LoadWatch {
     }
 
     /// Takes the windows' starting points (once a tick).
-    pub fn sample(&mut self, live: &BTreeMap<u16, Vec<InstanceId>>, now_ns: u64) {
+    /// Returns whether anything happened since the last sample (a request in flight, or one
+    /// finished): while nothing does, the caller may look less often, since the totals stay
+    /// exactly as they are until the next request starts.
+    pub fn sample(&mut self, live: &BTreeMap<u16, Vec<InstanceId>>, now_ns: u64) -> bool {
         let functions: Vec<u16> = self.functions.keys().copied().collect();
+        let mut active = false;
         for f in functions {
             let keep = (self.windows(f).stable + 2 * TICK).as_nanos() as u64;
             // (Kept for the longest tick: a shorter one keeps a few samples more.)
-            let (t, _) = self.current(f, live.get(&f).map_or(&[][..], |v| v), now_ns);
+            let (t, in_flight) = self.current(f, live.get(&f).map_or(&[][..], |v| v), now_ns);
             let h = self.functions.get_mut(&f).expect("listed above");
+            let moved = h
+                .samples
+                .back()
+                .is_none_or(|last| (last.busy_ns, last.completed) != (t.busy_ns, t.completed));
+            active |= in_flight > 0 || moved;
             h.samples.push_back(t);
             while h
                 .samples
@@ -187,6 +197,7 @@ impl LoadWatch {
                 h.samples.pop_front();
             }
         }
+        active
     }
 
     /// `function`'s figures now.
@@ -391,6 +402,20 @@ mod tests {
             w.sample(&live, sec * S);
         }
         assert!((w.figures(1, &live[&1], 100 * S).stable_window_seconds - 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_sample_says_whether_anything_happened_since_the_last() {
+        let (_d, mut w) = watch();
+        let live = BTreeMap::from([(1u16, vec![InstanceId(0)])]);
+        w.joined(ep(1, 0), 0);
+        assert!(w.sample(&live, 0), "the first sample");
+        assert!(!w.sample(&live, S), "nothing happened");
+        w.board.started(ep(1, 0), S);
+        assert!(w.sample(&live, 2 * S), "a request in flight");
+        w.board.finished(ep(1, 0), 2 * S);
+        assert!(w.sample(&live, 3 * S), "one finished");
+        assert!(!w.sample(&live, 4 * S));
     }
 
     #[test]

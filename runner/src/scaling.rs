@@ -135,15 +135,29 @@ pub async fn follow(
         .unwrap_or(Duration::from_secs(2));
     let mut leaving: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let mut signal = Signal::default();
+    let mut loads: Vec<(u16, FunctionLoad)> = Vec::new();
     loop {
+        // The pool-manager says when the figures change (nothing while the chain is idle);
+        // a timer only while something may still have to go (instances above the minimum,
+        // or a panic that has to run out).
+        let unsettled = functions
+            .iter()
+            .any(|f| !f.extras.is_empty() || f.autoscaler.panicking(Instant::now()));
         tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
             _ = stop.changed() => break,
+            got = signal.next(&control) => match got {
+                Some(now) => loads = now,
+                None => {
+                    // The pool-manager is restarting: look again in a moment.
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+            _ = tokio::time::sleep(tick), if unsettled => {}
         }
         leaving.retain(|t| !t.is_finished());
-        let Some(loads) = signal.ask(&control).await else {
-            continue; // the pool-manager is restarting: decide next time
-        };
         let now = Instant::now();
         for f in &mut functions {
             let Some(load) = loads.iter().find(|(id, _)| *id == f.id).map(|(_, l)| *l) else {
@@ -182,38 +196,41 @@ pub async fn follow(
     }
 }
 
-/// The pool-manager's control connection, kept open between questions (a connection costs
-/// more than the question), and opened again after the pool-manager restarts.
+/// The pool-manager's control connection, watching the scaling signal (it writes a line each
+/// time the figures change), opened again after the pool-manager restarts.
 #[derive(Default)]
 struct Signal {
-    conn: Option<BufReader<UnixStream>>,
+    lines: Option<tokio::io::Lines<BufReader<UnixStream>>>,
 }
 
 impl Signal {
-    /// Every function's load, or `None` if the pool-manager cannot be asked now.
-    async fn ask(&mut self, control: &Path) -> Option<Vec<(u16, FunctionLoad)>> {
-        let answer = tokio::time::timeout(Duration::from_secs(1), self.ask_once(control)).await;
-        match answer {
-            Ok(Ok(loads)) => Some(loads),
-            _ => {
-                self.conn = None;
+    /// The next figures, or `None` when the pool-manager cannot be reached (or hung up).
+    /// Cancel-safe: a line half read stays buffered for the next call.
+    async fn next(&mut self, control: &Path) -> Option<Vec<(u16, FunctionLoad)>> {
+        match self.next_once(control).await {
+            Ok(loads) => Some(loads),
+            Err(_) => {
+                self.lines = None;
                 None
             }
         }
     }
 
-    async fn ask_once(&mut self, control: &Path) -> std::io::Result<Vec<(u16, FunctionLoad)>> {
-        if self.conn.is_none() {
-            self.conn = Some(BufReader::new(UnixStream::connect(control).await?));
+    async fn next_once(&mut self, control: &Path) -> std::io::Result<Vec<(u16, FunctionLoad)>> {
+        if self.lines.is_none() {
+            let mut conn =
+                tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(control))
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            let mut line = serde_json::to_vec(&ControlRequest::WatchLoad)?;
+            line.push(b'\n');
+            conn.write_all(&line).await?;
+            self.lines = Some(BufReader::new(conn).lines());
         }
-        let conn = self.conn.as_mut().expect("connected above");
-        let mut line = serde_json::to_vec(&ControlRequest::Load)?;
-        line.push(b'\n');
-        conn.get_mut().write_all(&line).await?;
-        let mut answer = String::new();
-        if conn.read_line(&mut answer).await? == 0 {
+        let lines = self.lines.as_mut().expect("connected above");
+        let Some(answer) = lines.next_line().await? else {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
+        };
         match serde_json::from_str(&answer)? {
             ControlResponse::Load { functions } => Ok(functions),
             other => Err(std::io::Error::other(format!(

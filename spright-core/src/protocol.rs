@@ -93,6 +93,10 @@ pub enum ControlRequest {
     Stats,
     /// Only the scaling signal: cheap enough to ask several times a second (no map reads).
     Load,
+    /// The scaling signal of the functions whose instances follow load, as it changes: one
+    /// `Load` answer now, then one after every look at the load board that finds the figures
+    /// changed (none while the chain stays idle), for as long as the connection stays open.
+    WatchLoad,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -171,6 +175,20 @@ pub struct FunctionLoad {
     /// the window; 0 before the first sample): an autoscaler removes nothing on too little.
     #[serde(default)]
     pub stable_window_seconds: f64,
+}
+
+impl FunctionLoad {
+    /// The same figures, but for how much of the window they cover (which grows with time
+    /// alone).
+    pub fn same_figures(&self, other: &FunctionLoad) -> bool {
+        FunctionLoad {
+            stable_window_seconds: 0.0,
+            ..*self
+        } == FunctionLoad {
+            stable_window_seconds: 0.0,
+            ..*other
+        }
+    }
 }
 
 /// Asks a pool-manager's control socket for its router stats (blocking, with a deadline).
