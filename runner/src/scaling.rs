@@ -148,7 +148,10 @@ pub async fn follow(
             got = signal.next(&control) => match got {
                 Some(now) => loads = now,
                 None => {
-                    // The pool-manager is restarting: look again in a moment.
+                    // The pool-manager is restarting: decide nothing on its predecessor's
+                    // figures (its successor's first ones cover too little to remove
+                    // anything), and look again in a moment.
+                    loads.clear();
                     tokio::select! {
                         _ = stop.changed() => break,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
