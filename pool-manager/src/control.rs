@@ -30,9 +30,6 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<ControlRequest>(&line) {
             Ok(ControlRequest::Stats) => ControlResponse::Stats(stats(shared)),
-            Ok(ControlRequest::Load) => ControlResponse::Load {
-                functions: load(shared),
-            },
             Ok(ControlRequest::WatchLoad) => return watch_load(shared, lines, write).await,
             Err(e) => ControlResponse::Error {
                 error: format!("bad control request: {e}"),

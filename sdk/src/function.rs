@@ -90,9 +90,9 @@ impl Activity {
         self.withdrawn.lock().unwrap().unwrap_or(false)
     }
 
-    /// A withdrawn instance is done once it has nothing in hand: no handler running and no
-    /// descriptor received for a while (a send that chose it just before the table changed
-    /// lands within microseconds).
+    /// A withdrawn instance has nothing in hand once no handler runs (the stop loop also waits
+    /// for a quiet spell with nothing received: a send that chose it just before the table
+    /// changed lands within microseconds).
     fn own_work_done(&self) -> bool {
         self.handling.load(Ordering::Relaxed) == 0
     }

@@ -91,8 +91,6 @@ pub enum MemberRequest {
 pub enum ControlRequest {
     /// Router counters and registrations.
     Stats,
-    /// Only the scaling signal: cheap enough to ask several times a second (no map reads).
-    Load,
     /// The scaling signal of the functions whose instances follow load, as it changes: one
     /// `Load` answer now, then one after every look at the load board that finds the figures
     /// changed (none while the chain stays idle), for as long as the connection stays open.
