@@ -1,13 +1,19 @@
 //! EPROXY (`src/bpf/eproxy.bpf.c`): the chain's L3 metrics. Two tc programs on each interface
-//! the gateway listens on count the packets and bytes of the gateway's external traffic, in
-//! (to its listening address) and out (from it), per interface.
+//! of the chain's external traffic count packets and bytes, in and out, per interface: on the
+//! interfaces the gateway listens on, its traffic (in: to its listening address; out: from it);
+//! on a function container's own interfaces, all IP traffic ([`netns`]).
 //!
 //! They attach with tcx only: a tcx link belongs to the file descriptor held here, so the kernel
 //! detaches it when this process exits, however it exits. The older netlink (cls_bpf) filters
 //! outlive their process and would keep counting, and keep a program loaded, after a crash; so
 //! there is no fallback to them, and kernels before 6.6 (without tcx) are refused.
+//!
+//! The counts can be read elsewhere: [`Eproxy::counts_fd`] gives the counts map's descriptor,
+//! which [`TrafficCounts::from_fd`] reads in a process without any capability.
 
-use aya::maps::{Array, MapData, PerCpuHashMap};
+pub mod netns;
+
+use aya::maps::{Array, IterableMap, MapData, PerCpuHashMap};
 use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
@@ -36,6 +42,12 @@ pub enum EproxyError {
     },
     #[error("EPROXY object has no {0}")]
     Missing(&'static str),
+    /// A descriptor handed over as EPROXY's counts is not that map.
+    #[error("not EPROXY's counts map: {0}")]
+    NotCounts(String),
+    /// The network namespace to count in cannot be entered or listed.
+    #[error("network namespace {path}: {reason}")]
+    Netns { path: String, reason: String },
     /// EPROXY cannot count on this interface; `reason` completes "interface NAME ...".
     #[error("interface {name} {reason}")]
     Interface { name: String, reason: String },
@@ -60,9 +72,18 @@ struct Config {
     family: u8,
     match_addr: u8,
     addr: [u8; 16],
+    all_traffic: u32,
 }
 
 impl Config {
+    /// Every IP packet, whatever its addresses, ports and protocol.
+    fn all_traffic() -> Config {
+        Config {
+            all_traffic: 1,
+            ..Config::default()
+        }
+    }
+
     fn new(listen: SocketAddr) -> Config {
         let mut config = Config {
             port: listen.port(),
@@ -110,7 +131,7 @@ unsafe impl Pod for Key {}
 // SAFETY: as above.
 unsafe impl Pod for Count {}
 
-const _: () = assert!(size_of::<Config>() == 20);
+const _: () = assert!(size_of::<Config>() == 24);
 
 /// An IPv4-mapped IPv6 address is IPv4 on the wire, and is matched as such.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -120,12 +141,12 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Which way a packet crossed the interface, seen from the gateway.
+/// Which way a packet crossed the interface, seen from the gateway or the function container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
-    /// To the gateway's listening address (counted at ingress).
+    /// Received (counted at ingress): on the gateway's interfaces, to its listening address.
     In,
-    /// From the gateway's listening address (counted at egress).
+    /// Sent (counted at egress): on the gateway's interfaces, from its listening address.
     Out,
 }
 
@@ -150,10 +171,71 @@ pub struct InterfaceCounters {
     pub bytes: u64,
 }
 
-/// A loaded EPROXY. Dropping it detaches it from every interface and frees its maps.
+/// EPROXY's counts map, read where it was loaded or wherever its descriptor was handed.
+pub struct TrafficCounts {
+    map: PerCpuHashMap<MapData, Key, Count>,
+}
+
+/// The name the kernel knows the counts map by (names are cut at 15 bytes: this one is not).
+const COUNTS_MAP: &str = "eproxy_counts";
+
+impl TrafficCounts {
+    /// Reads the counts map behind `fd` (from [`Eproxy::counts_fd`], passed over a unix socket):
+    /// refused unless it is a per-CPU hash named `eproxy_counts` with EPROXY's key and value
+    /// sizes. Reading needs no capability (kernel >= 6.5 checks privileges when a map is made,
+    /// not when its descriptor is used).
+    pub fn from_fd(fd: OwnedFd) -> Result<TrafficCounts, EproxyError> {
+        let data = MapData::from_fd(fd).map_err(|e| EproxyError::NotCounts(e.to_string()))?;
+        let info = data
+            .info()
+            .map_err(|e| EproxyError::NotCounts(e.to_string()))?;
+        if info.name_as_str() != Some(COUNTS_MAP) {
+            return Err(EproxyError::NotCounts(format!(
+                "the map is named {:?}",
+                info.name_as_str().unwrap_or("")
+            )));
+        }
+        let map = aya::maps::Map::from_map_data(data)
+            .map_err(|e| EproxyError::NotCounts(e.to_string()))?;
+        let map =
+            PerCpuHashMap::try_from(map).map_err(|e| EproxyError::NotCounts(e.to_string()))?;
+        Ok(TrafficCounts { map })
+    }
+
+    /// Everything counted, per interface and direction, summed over CPUs, named by `name_of`
+    /// (an interface index means something only in its own network namespace), sorted.
+    pub fn read(
+        &self,
+        name_of: impl Fn(u32) -> String,
+    ) -> Result<Vec<InterfaceCounters>, EproxyError> {
+        let mut out = Vec::new();
+        for entry in self.map.iter() {
+            let (key, per_cpu) = entry.map_err(map_err(COUNTS_MAP))?;
+            let direction = match key.direction {
+                0 => Direction::In,
+                _ => Direction::Out,
+            };
+            let (packets, bytes) = per_cpu.iter().fold((0u64, 0u64), |(p, b), c| {
+                (p.wrapping_add(c.packets), b.wrapping_add(c.bytes))
+            });
+            out.push(InterfaceCounters {
+                interface: name_of(key.ifindex),
+                ifindex: key.ifindex,
+                direction,
+                packets,
+                bytes,
+            });
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// A loaded EPROXY. Dropping it detaches it from every interface and frees its maps (once no
+/// other holder of [`Eproxy::counts_fd`] keeps the counts).
 pub struct Eproxy {
     config: Array<MapData, Config>,
-    counts: PerCpuHashMap<MapData, Key, Count>,
+    counts: TrafficCounts,
     attached: Vec<String>,
     /// The index of each of `attached`, telling a renamed interface from a new one.
     ifindexes: Vec<u32>,
@@ -167,6 +249,16 @@ impl Eproxy {
     /// included, as a socket listening there is dual-stack by default). It counts nothing
     /// until attached.
     pub fn load(listen: SocketAddr) -> Result<Eproxy, EproxyError> {
+        Eproxy::load_with(Config::new(listen))
+    }
+
+    /// Loads EPROXY counting every IP packet of the interfaces it is attached to: a function
+    /// container's own (all of their traffic is the function's).
+    pub fn load_for_all_traffic() -> Result<Eproxy, EproxyError> {
+        Eproxy::load_with(Config::all_traffic())
+    }
+
+    fn load_with(config_value: Config) -> Result<Eproxy, EproxyError> {
         let mut ebpf = Ebpf::load(EPROXY_OBJECT)?;
         let config = ebpf
             .take_map("eproxy_config")
@@ -175,7 +267,9 @@ impl Eproxy {
             .take_map("eproxy_counts")
             .ok_or(EproxyError::Missing("map eproxy_counts"))?;
         let config = Array::try_from(config).map_err(map_err("eproxy_config"))?;
-        let counts = PerCpuHashMap::try_from(counts).map_err(map_err("eproxy_counts"))?;
+        let counts = TrafficCounts {
+            map: PerCpuHashMap::try_from(counts).map_err(map_err(COUNTS_MAP))?,
+        };
         for name in ["eproxy_ingress", "eproxy_egress"] {
             classifier(&mut ebpf, name)?.load()?;
         }
@@ -186,12 +280,22 @@ impl Eproxy {
             ifindexes: Vec::new(),
             ebpf,
         };
-        eproxy.set_listen(listen)?;
+        eproxy
+            .config
+            .set(0, config_value, 0)
+            .map_err(map_err("eproxy_config"))?;
         Ok(eproxy)
     }
 
+    /// A new descriptor of the counts map, for another process to read them with
+    /// [`TrafficCounts::from_fd`] (the map lives while any descriptor of it does).
+    pub fn counts_fd(&self) -> std::io::Result<OwnedFd> {
+        use std::os::fd::AsFd;
+        self.counts.map.map().fd().as_fd().try_clone_to_owned()
+    }
+
     /// Counts traffic to and from `listen` from now on (the gateway's port may only be known
-    /// once it is listening). What was counted so far stays.
+    /// once it is listening), all traffic no more. What was counted so far stays.
     pub fn set_listen(&mut self, listen: SocketAddr) -> Result<(), EproxyError> {
         self.config
             .set(0, Config::new(listen), 0)
@@ -259,29 +363,19 @@ impl Eproxy {
         &self.attached
     }
 
+    /// The interfaces EPROXY is attached to, with their indexes (in the network namespace they
+    /// were attached in).
+    pub fn attached_indexes(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.ifindexes
+            .iter()
+            .copied()
+            .zip(self.attached.iter().map(String::as_str))
+    }
+
     /// Everything EPROXY has counted, per interface and direction, summed over CPUs, sorted by
-    /// interface then direction.
+    /// interface then direction (named as in the calling thread's network namespace).
     pub fn counters(&self) -> Result<Vec<InterfaceCounters>, EproxyError> {
-        let mut out = Vec::new();
-        for entry in self.counts.iter() {
-            let (key, per_cpu) = entry.map_err(map_err("eproxy_counts"))?;
-            let direction = match key.direction {
-                0 => Direction::In,
-                _ => Direction::Out,
-            };
-            let (packets, bytes) = per_cpu
-                .iter()
-                .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
-            out.push(InterfaceCounters {
-                interface: interface_name(key.ifindex),
-                ifindex: key.ifindex,
-                direction,
-                packets,
-                bytes,
-            });
-        }
-        out.sort();
-        Ok(out)
+        self.counts.read(interface_name)
     }
 }
 

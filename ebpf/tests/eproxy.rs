@@ -4,7 +4,10 @@
 //! Needs root (BPF, network namespaces).
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use spright_ebpf::eproxy::{interfaces_for, Direction, Eproxy, EproxyError, InterfaceCounters};
+use spright_ebpf::eproxy::netns::{count_all_traffic_in, NetnsCount};
+use spright_ebpf::eproxy::{
+    interfaces_for, Direction, Eproxy, EproxyError, InterfaceCounters, TrafficCounts,
+};
 use spright_test_support::have_root;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -560,4 +563,140 @@ fn counted_once_on_lo(ip: IpAddr) {
         // packet or two either way.
         assert!(c.in_packets.abs_diff(c.out_packets) <= 3, "{c:?}");
     }));
+}
+
+/// The peer end's counts, as frames: a veth pair drops nothing, so what one end sends the
+/// other receives.
+fn peer_stats(net: &Net) -> Traffic {
+    let host = net.stats();
+    Traffic {
+        in_packets: host.out_packets,
+        in_bytes: host.out_bytes,
+        out_packets: host.in_packets,
+        out_bytes: host.in_bytes,
+    }
+}
+
+/// `counts` as frames on `ifindex` (bytes with each packet's Ethernet header added back).
+fn frames(counts: &[InterfaceCounters], ifindex: u32) -> Traffic {
+    let mut t = Traffic::default();
+    for c in counts.iter().filter(|c| c.ifindex == ifindex) {
+        let bytes = c.bytes + ETH_HLEN * c.packets;
+        match c.direction {
+            Direction::In => (t.in_packets, t.in_bytes) = (c.packets, bytes),
+            Direction::Out => (t.out_packets, t.out_bytes) = (c.packets, bytes),
+        }
+    }
+    t
+}
+
+/// UDP datagrams from inside `ns` to `to`, each echoed back.
+fn udp_exchange(to_ip: Ipv4Addr, ns: &str) {
+    let server = std::net::UdpSocket::bind((to_ip, 0)).unwrap();
+    server.set_read_timeout(Some(DEADLINE)).unwrap();
+    let to = server.local_addr().unwrap();
+    let client = in_netns(ns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut back = [0u8; 64];
+        for i in 0..10u8 {
+            s.send_to(&[i; 33], to).unwrap();
+            let (n, _) = s.recv_from(&mut back).unwrap();
+            assert_eq!(&back[..n], &[i; 33]);
+        }
+    });
+    let mut buf = [0u8; 64];
+    for _ in 0..10 {
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        server.send_to(&buf[..n], from).unwrap();
+    }
+    join(client);
+}
+
+#[test]
+fn in_a_containers_namespace_every_ip_packet_of_its_interfaces_is_counted() {
+    if !have_root("in_a_containers_namespace_every_ip_packet_of_its_interfaces_is_counted") {
+        return;
+    }
+    let net = Net::new();
+    let netns = std::path::PathBuf::from(format!("/var/run/netns/{}", net.ns));
+    let NetnsCount::Counting(counting) = count_all_traffic_in(&netns).expect("attach EPROXY")
+    else {
+        panic!("{} has an interface that is up", net.ns);
+    };
+    assert_eq!(counting.interfaces.len(), 1, "lo is left out");
+    let (ifindex, name) = counting.interfaces[0].clone();
+    assert_eq!(name, net.peer);
+    let reader = TrafficCounts::from_fd(counting.eproxy.counts_fd().unwrap()).unwrap();
+    let read = |r: &TrafficCounts| r.read(|i| i.to_string()).unwrap();
+
+    // TCP to two ports and UDP: all of it is the container's traffic.
+    let before = peer_stats(&net);
+    exchange(&listener(net.host_ip), &net.ns);
+    exchange(&listener(net.host_ip), &net.ns);
+    udp_exchange(net.host_ip, &net.ns);
+    let (now, truth) = settle(
+        || frames(&read(&reader), ifindex),
+        || peer_stats(&net) - before,
+    );
+    assert_eq!(
+        now, truth,
+        "EPROXY's counts read through a handed-over descriptor (left, bytes as frames) \
+         against {}'s statistics",
+        net.peer
+    );
+    assert!(now.in_packets >= 2 * ROUNDS as u64 + 10, "{now:?}");
+    assert!(now.out_packets >= 2 * ROUNDS as u64 + 10, "{now:?}");
+
+    // Detached with its holder; the counts stay readable by whoever holds the map.
+    let peer = net.peer.clone();
+    join(in_netns(&net.ns, move || {
+        assert_eq!(spright_ebpf::eproxy::programs_on(&peer).unwrap(), 2);
+    }));
+    drop(counting);
+    let peer = net.peer.clone();
+    join(in_netns(&net.ns, move || {
+        assert_eq!(spright_ebpf::eproxy::programs_on(&peer).unwrap(), 0);
+    }));
+    assert_eq!(frames(&read(&reader), ifindex), now);
+}
+
+#[test]
+fn the_callers_own_or_an_empty_namespace_gets_nothing_attached() {
+    if !have_root("the_callers_own_or_an_empty_namespace_gets_nothing_attached") {
+        return;
+    }
+    let ours = count_all_traffic_in(std::path::Path::new("/proc/self/ns/net")).unwrap();
+    assert!(matches!(ours, NetnsCount::SharedWithCaller));
+
+    // A namespace with lo only (and lo up): nothing of its own to count.
+    let net = Net::new();
+    run(&[
+        "ip", "netns", "exec", &net.ns, "ip", "link", "del", &net.peer,
+    ]);
+    let netns = std::path::PathBuf::from(format!("/var/run/netns/{}", net.ns));
+    assert!(matches!(
+        count_all_traffic_in(&netns).unwrap(),
+        NetnsCount::NoInterface
+    ));
+
+    let err = count_all_traffic_in(std::path::Path::new("/var/run/netns/sprt-none")).err();
+    assert!(
+        matches!(&err, Some(EproxyError::Netns { path, .. }) if path.ends_with("sprt-none")),
+        "{:?}",
+        err.map(|e| e.to_string())
+    );
+}
+
+#[test]
+fn a_descriptor_that_is_not_eproxys_counts_is_refused() {
+    if !have_root("a_descriptor_that_is_not_eproxys_counts_is_refused") {
+        return;
+    }
+    let not_a_map: std::os::fd::OwnedFd = File::open("/dev/null").unwrap().into();
+    let err = TrafficCounts::from_fd(not_a_map).err().expect("refused");
+    assert!(
+        err.to_string().starts_with("not EPROXY's counts map"),
+        "{err}"
+    );
 }

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 //
-// EPROXY: the chain's L3 metrics, two tc programs on the interfaces the gateway listens on.
+// EPROXY: the chain's L3 metrics, two tc programs on the interfaces of the chain's external
+// traffic: those the gateway listens on, and a function container's own.
 //
-// eproxy_ingress runs on an interface's ingress hook and counts a packet as "in" when its
+// On the gateway's interfaces, eproxy_ingress runs on an interface's ingress hook and counts a packet as "in" when its
 // destination is the gateway's listening address; eproxy_egress runs on the egress hook and
 // counts a packet as "out" when its source is. On lo every packet passes egress and then
 // ingress, and this rule still counts each exactly once, in the right direction: a request is
 // only "in" (its source is the client), a response only "out".
 //
-// What is counted: TCP over IPv4 (any header length; of a fragmented datagram only the first
+// On a function container's interfaces (all_traffic set) every IP packet is the function's own
+// external traffic: each is counted, "in" at ingress and "out" at egress, whatever its protocol.
+//
+// What is counted of the gateway's: TCP over IPv4 (any header length; of a fragmented datagram only the first
 // fragment, the only one with a TCP header) or over IPv6 when TCP is the first next header (no
 // extension-header walk: the gateway's traffic carries none). Frames are parsed as Ethernet,
 // so the loader attaches only to Ethernet and loopback interfaces (lo has a zeroed Ethernet
@@ -37,16 +41,18 @@
 #define PROTO_TCP 6 // IPPROTO_TCP
 #define IP_FRAGMENT_OFFSET 0x1fff
 
-// The gateway's listening address, written by user space (it may change at run time, when the
-// gateway's real port is learnt). port 0: not configured, count nothing.
+// What to count, written by user space: the gateway's listening address (it may change at run
+// time, when the gateway's real port is learnt; port 0: not configured, count nothing), or all
+// IP traffic.
 struct eproxy_config {
 	__u16 port; // host order
 	__u8 family; // FAMILY_*
 	__u8 match_addr; // 1: the address must match too; 0: any address of the family
 	__u8 addr[16]; // network order; IPv4 in the first 4 bytes
+	__u32 all_traffic; // 1: every IP packet, the fields above unused
 };
 
-_Static_assert(sizeof(struct eproxy_config) == 20, "eproxy_config ABI is 20 bytes");
+_Static_assert(sizeof(struct eproxy_config) == 24, "eproxy_config ABI is 24 bytes");
 
 struct eproxy_key {
 	__u32 ifindex;
@@ -102,12 +108,17 @@ static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 	__be16 proto;
 	__be16 ports[2]; // source, destination
 
-	if (!cfg || cfg->port == 0)
+	if (!cfg || (cfg->port == 0 && !cfg->all_traffic))
 		return EPROXY_NEXT;
 	// bpf_skb_load_bytes rather than direct access: it also reads headers outside the
 	// linear part of the skb.
 	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
 		return EPROXY_NEXT;
+	if (cfg->all_traffic) {
+		if (proto == bpf_htons(ETH_P_IP) || proto == bpf_htons(ETH_P_IPV6))
+			count(skb, direction);
+		return EPROXY_NEXT;
+	}
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
 
