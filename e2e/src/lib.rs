@@ -7,6 +7,7 @@ pub mod http;
 pub mod kubernetes;
 pub mod load;
 pub mod nerdctl;
+pub mod netns;
 pub mod planes;
 pub mod rogue;
 pub mod workloads;

@@ -136,6 +136,7 @@ impl Collector for ChainCollector {
         }
         encode_load(&mut encoder, &router.functions)?;
         encode_eproxy(&mut encoder, &router.eproxy)?;
+        encode_function_eproxy(&mut encoder, &router.function_eproxy)?;
         ConstCounter::new(router.malformed).encode(encoder.encode_descriptor(
             "spright_router_malformed_messages",
             "Sends on function sockets that were not one descriptor",
@@ -248,6 +249,43 @@ fn encode_eproxy(
                 ("direction", t.direction.as_str()),
             ];
             ConstCounter::new(pick(t)).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// EPROXY's counts of function containers' own traffic, per container, interface and
+/// direction.
+fn encode_function_eproxy(
+    encoder: &mut DescriptorEncoder<'_>,
+    traffic: &[spright_core::protocol::FunctionTraffic],
+) -> Result<(), std::fmt::Error> {
+    if traffic.is_empty() {
+        return Ok(());
+    }
+    type Pick = fn(&spright_core::protocol::TrafficCounters) -> u64;
+    let families: [(&str, &str, Pick); 2] = [
+        (
+            "spright_function_eproxy_packets",
+            "IP packets EPROXY counted on function containers' own interfaces, by function, container, interface and direction (in: received)",
+            |t| t.packets,
+        ),
+        (
+            "spright_function_eproxy_bytes",
+            "IP bytes EPROXY counted on function containers' own interfaces, by function, container, interface and direction (in: received)",
+            |t| t.bytes,
+        ),
+    ];
+    for (name, help, pick) in families {
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for t in traffic {
+            let labels = [
+                ("function", t.function.as_str()),
+                ("container", t.container.as_str()),
+                ("interface", t.counters.interface.as_str()),
+                ("direction", t.counters.direction.as_str()),
+            ];
+            ConstCounter::new(pick(&t.counters)).encode(m.encode_family(&labels)?)?;
         }
     }
     Ok(())

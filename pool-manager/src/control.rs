@@ -1,12 +1,17 @@
-//! The control socket: answers stats requests (the gateway's /metrics reads it).
+//! The control socket: answers stats requests (the gateway's /metrics reads it), streams the
+//! scaling signal to the runner, and takes function containers' traffic counts from the shim.
 
 use crate::Shared;
 use slog::debug;
 use spright_core::ids::{FnId, GATEWAY};
 use spright_core::protocol::{ControlRequest, ControlResponse, RouterStats};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::{UnixListener, UnixStream};
+
+/// Longest request line read.
+const MAX_REQUEST: u64 = 1 << 20;
 
 pub async fn serve(shared: Arc<Shared>, listener: UnixListener) {
     loop {
@@ -25,16 +30,50 @@ pub async fn serve(shared: Arc<Shared>, listener: UnixListener) {
 }
 
 async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
+    let (first, mut handed) = first_read(&conn).await?;
     let (read, mut write) = conn.into_split();
-    let mut lines = BufReader::new(read.take(1 << 20)).lines();
+    let mut lines =
+        BufReader::new(std::io::Cursor::new(first).chain(read).take(MAX_REQUEST)).lines();
+    // A container's counts, reported while this connection stays open.
+    let mut lease = None;
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<ControlRequest>(&line) {
             Ok(ControlRequest::Stats) => ControlResponse::Stats(stats(shared)),
             Ok(ControlRequest::WatchLoad) => return watch_load(shared, lines, write).await,
+            Ok(ControlRequest::CountTraffic {
+                function,
+                container,
+                interfaces,
+            }) if lease.is_none() => {
+                let taken = crate::traffic::take(
+                    &shared.traffic,
+                    &shared.chain,
+                    function.clone(),
+                    container.clone(),
+                    interfaces,
+                    handed.take(),
+                );
+                match taken {
+                    Ok(l) => {
+                        debug!(shared.log, "counting a function container's own traffic";
+                            "function" => function, "container" => container);
+                        lease = Some(l);
+                        ControlResponse::Counting
+                    }
+                    Err(error) => ControlResponse::Error {
+                        error: format!("count_traffic for container {container:?}: {error}"),
+                    },
+                }
+            }
+            Ok(ControlRequest::CountTraffic { .. }) => ControlResponse::Error {
+                error: "one count_traffic per connection".into(),
+            },
             Err(e) => ControlResponse::Error {
                 error: format!("bad control request: {e}"),
             },
         };
+        // A descriptor comes only with the first request.
+        handed = None;
         let mut out = serde_json::to_vec(&response)?;
         out.push(b'\n');
         write.write_all(&out).await?;
@@ -42,11 +81,30 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The connection's first bytes, and the descriptor sent with them if any (a `CountTraffic`
+/// carries one; any other is closed as soon as the first request is answered).
+async fn first_read(conn: &UnixStream) -> std::io::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        conn.readable().await?;
+        match conn.try_io(tokio::io::Interest::READABLE, || {
+            spright_core::fdpass::recv_with_fd(conn.as_raw_fd(), &mut buf)
+        }) {
+            Ok((n, fd)) => {
+                buf.truncate(n);
+                return Ok((buf, fd));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Writes the scaling signal now and then whenever the pool-manager's look at the board finds
 /// it changed, until the watcher hangs up (anything more it writes ends the watch too).
 async fn watch_load(
     shared: &Shared,
-    mut lines: tokio::io::Lines<BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>>,
+    mut lines: Lines<impl AsyncBufRead + Unpin>,
     mut write: tokio::net::unix::OwnedWriteHalf,
 ) -> std::io::Result<()> {
     let mut updates = shared.load_watch.subscribe();
@@ -122,5 +180,6 @@ pub fn stats(shared: &Shared) -> RouterStats {
             .as_ref()
             .map(crate::eproxy::counters)
             .unwrap_or_default(),
+        function_eproxy: shared.traffic.lock().unwrap().read(),
     }
 }

@@ -19,6 +19,7 @@ pub mod privileges;
 mod router;
 mod runtime_dir;
 mod sweep;
+mod traffic;
 
 pub use paths::{ChainPaths, Locations};
 
@@ -90,6 +91,8 @@ pub(crate) struct Shared {
     pub load: Mutex<load::LoadWatch>,
     /// The gateway's traffic counters, when EPROXY runs.
     pub eproxy: Option<spright_ebpf::eproxy::Eproxy>,
+    /// Function containers' own traffic, counted by EPROXY where their shims attached it.
+    pub traffic: Arc<Mutex<traffic::Registry>>,
     /// The latest scaling signal, for the control connections that watch it.
     pub load_watch: tokio::sync::watch::Sender<Vec<(u16, spright_core::protocol::FunctionLoad)>>,
     pub paths: ChainPaths,
@@ -183,6 +186,7 @@ async fn serve(
         members: Mutex::new(Members::default()),
         load: Mutex::new(load::LoadWatch::new(board, load::Windows::of(&chain))),
         eproxy,
+        traffic: Arc::default(),
         load_watch: tokio::sync::watch::Sender::new(Vec::new()),
         paths: paths.clone(),
         log: log.clone(),

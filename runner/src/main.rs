@@ -192,6 +192,14 @@ fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
             t.interface, t.direction, t.packets, t.bytes
         )?;
     }
+    for t in &stats.function_eproxy {
+        let c = &t.counters;
+        writeln!(
+            out,
+            "eproxy {} container {} {} {:<3} {:>10} packets {:>12} bytes",
+            t.function, t.container, c.interface, c.direction, c.packets, c.bytes
+        )?;
+    }
     print_all(&out)
 }
 

@@ -12,6 +12,7 @@ mod options;
 mod runc;
 mod stdio;
 mod task;
+mod traffic;
 mod wiring;
 
 fn main() {

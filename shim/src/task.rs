@@ -50,6 +50,8 @@ struct Inner {
     starts_in_flight: AtomicUsize,
     events: Arc<dyn Events>,
     exit: Arc<ExitSignal>,
+    /// Starts EPROXY on a function container's own interfaces (a stand-in in unit tests).
+    count_traffic: crate::traffic::Start,
 }
 
 fn now() -> Timestamp {
@@ -75,6 +77,7 @@ impl TaskService {
             Arc::new(events),
             runtime_root,
             exit,
+            crate::traffic::start,
         );
         let watcher = service.clone();
         tokio::spawn(async move { watcher.watch_exits().await });
@@ -89,6 +92,7 @@ impl TaskService {
         events: Arc<dyn Events>,
         runtime_root: PathBuf,
         exit: Arc<ExitSignal>,
+        count_traffic: crate::traffic::Start,
     ) -> TaskService {
         TaskService {
             inner: Arc::new(Inner {
@@ -100,6 +104,7 @@ impl TaskService {
                 starts_in_flight: AtomicUsize::new(0),
                 events,
                 exit,
+                count_traffic,
             }),
         }
     }
@@ -171,10 +176,21 @@ impl TaskService {
             let pid = read_pid(&bundle.join("init.pid"))?;
             let mut init = Process::new(&id, "", fifos);
             init.io = Some(io);
-            Ok::<_, TaskError>((plan, own_pid_namespace, init, pid))
+            // Before start: the function's first packets are counted too.
+            let traffic = match &plan {
+                Plan::Function(w) => {
+                    let (start, id, w) = (self.inner.count_traffic, id.clone(), w.clone());
+                    tokio::task::spawn_blocking(move || start(&id, pid, &w))
+                        .await
+                        .map_err(|e| TaskError::Failed(format!("counting traffic: {e}")))?
+                        .map_err(TaskError::Failed)?
+                }
+                _ => None,
+            };
+            Ok::<_, TaskError>((plan, own_pid_namespace, init, pid, traffic))
         }
         .await;
-        let (plan, own_pid_namespace, mut init, pid) = match result {
+        let (plan, own_pid_namespace, mut init, pid, traffic) = match result {
             Ok(r) => r,
             Err(e) => {
                 // Nothing half-created stays: no runc state, no rootfs mount.
@@ -204,6 +220,7 @@ impl TaskService {
                         Plan::Function(w) => Some(w),
                         _ => None,
                     },
+                    traffic,
                     own_pid_namespace,
                 },
             );

@@ -7,7 +7,7 @@
 //! under runc).
 
 use serde_json::{json, Value};
-use spright_core::chain::RoutingMode;
+use spright_core::chain::{EproxyMode, RoutingMode};
 use spright_core::env;
 use spright_core::manifest::{ChainKey, Manifest, ManifestError, REPLICA_SEPARATOR};
 use spright_core::rings::rings_path;
@@ -113,6 +113,11 @@ pub struct FunctionWiring {
     /// reports no load, and works as before).
     pub load: Option<PathBuf>,
     pub socket: PathBuf,
+    /// The chain's control socket, where EPROXY's counts of the container's own traffic are
+    /// handed over; none when the chain says `gateway.eproxy: off`.
+    pub control: Option<PathBuf>,
+    /// Whether counting the container's own traffic is wanted (auto), required (on) or not.
+    pub eproxy: EproxyMode,
 }
 
 /// Reads the annotations and checks them against the chain's manifest under `runtime_root`.
@@ -323,6 +328,20 @@ fn wire_function(
             Some(load)
         }
     };
+    let eproxy = manifest.spec.eproxy;
+    let control = match eproxy {
+        EproxyMode::Off => None,
+        EproxyMode::Auto | EproxyMode::On => {
+            // The shim connects to it as root, handing over a BPF map: only a pool-manager's.
+            check_mountable(
+                &key,
+                &manifest.control_socket,
+                FileKind::Socket,
+                runtime_root,
+            )?;
+            Some(manifest.control_socket.clone())
+        }
+    };
     Ok(Plan::Function(FunctionWiring {
         chain: key.chain.clone(),
         replica: key.replica.clone(),
@@ -331,6 +350,8 @@ fn wire_function(
         rings,
         load,
         socket,
+        control,
+        eproxy,
     }))
 }
 

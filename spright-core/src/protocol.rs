@@ -95,14 +95,47 @@ pub enum ControlRequest {
     /// `Load` answer now, then one after every look at the load board that finds the figures
     /// changed (none while the chain stays idle), for as long as the connection stays open.
     WatchLoad,
+    /// Sent by the shim with the descriptor of EPROXY's counts map (SCM_RIGHTS, on this line's
+    /// first byte): EPROXY counts all IP traffic on a function container's own interfaces.
+    /// The pool-manager answers `Counting` and reports the counts for as long as this
+    /// connection stays open; the shim holds it for the container's life.
+    CountTraffic {
+        function: String,
+        container: String,
+        /// The interfaces counted on, by their index in the container's network namespace.
+        interfaces: Vec<CountedInterface>,
+    },
+}
+
+/// A function container's interface EPROXY counts on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CountedInterface {
+    pub ifindex: u32,
+    pub name: String,
+}
+
+/// A function container's traffic on one of its interfaces in one direction, as EPROXY counted
+/// it (all IP traffic: "in" received, "out" sent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionTraffic {
+    pub function: String,
+    pub container: String,
+    #[serde(flatten)]
+    pub counters: TrafficCounters,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ControlResponse {
     Stats(RouterStats),
-    Load { functions: Vec<(u16, FunctionLoad)> },
-    Error { error: String },
+    Load {
+        functions: Vec<(u16, FunctionLoad)>,
+    },
+    /// A `CountTraffic` was taken.
+    Counting,
+    Error {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -117,6 +150,10 @@ pub struct RouterStats {
     /// EPROXY's counts of the gateway's external traffic (empty when it is not running).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eproxy: Vec<TrafficCounters>,
+    /// EPROXY's counts of function containers' own traffic, for the containers whose shim
+    /// attached it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub function_eproxy: Vec<FunctionTraffic>,
 }
 
 /// The gateway's traffic on one interface in one direction ("in": to the gateway's listening

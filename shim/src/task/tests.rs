@@ -36,6 +36,11 @@ fn shim() -> Shim {
 /// A shim whose chains are published in `runtime_root`; the fake's scripted exits reach it as
 /// the reaper's would.
 fn shim_in(runtime_root: tempfile::TempDir) -> Shim {
+    shim_counting(runtime_root, |_, _, _| Ok(None))
+}
+
+/// [`shim_in`] with `count_traffic` starting EPROXY on function containers.
+fn shim_counting(runtime_root: tempfile::TempDir, count_traffic: crate::traffic::Start) -> Shim {
     let runc = FakeRuntime::new();
     let journal = runc.journal();
     let service = TaskService::with_parts(
@@ -44,6 +49,7 @@ fn shim_in(runtime_root: tempfile::TempDir) -> Shim {
         Arc::new(Recorder(journal.clone())),
         runtime_root.path().to_owned(),
         Arc::new(ExitSignal::default()),
+        count_traffic,
     );
     let reaper = service.clone();
     let gate_closed_at_exit = Arc::new(Mutex::new(Vec::new()));
@@ -699,4 +705,41 @@ async fn a_containers_runtime_options_reach_its_runc_create_and_ps_and_update_go
         [Call::Ps { id: "c1".into() }],
         "nothing reaches runc without resources"
     );
+}
+
+#[tokio::test]
+async fn a_function_whose_traffic_must_be_counted_but_cannot_is_not_created() {
+    let s = shim_counting(wiring::tests::runtime_root(), |id, _, w| {
+        assert_eq!((id, w.function.as_str()), ("f1", "ads"));
+        assert!(w.control.is_some(), "the chain's control socket is given");
+        Err("spright: EPROXY cannot count container f1's traffic: refused".into())
+    });
+    let annotations = json!({"spright.io/chain": "shop", "spright.io/function": "ads"});
+    let (code, message) = refused(s.create_with("f1", true, annotations).await);
+    assert_eq!(code, Code::UNKNOWN);
+    assert!(
+        message.contains("EPROXY cannot count container f1"),
+        "{message}"
+    );
+    // runc created it, then deleted it by force: nothing half-created stays.
+    let calls = s.journal.calls();
+    assert!(
+        matches!(calls.first(), Some(Call::Create { .. })),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.last(),
+        Some(&Call::Delete {
+            id: "f1".into(),
+            force: true
+        })
+    );
+    assert!(s.journal.topics().is_empty(), "no create event");
+    assert_eq!(s.service.container_count(), 0);
+
+    // A plain container is not counted.
+    let s = shim_counting(wiring::tests::runtime_root(), |_, _, _| {
+        panic!("a plain container's traffic is not counted")
+    });
+    s.create("c1").await;
 }

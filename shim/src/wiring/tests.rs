@@ -44,6 +44,7 @@ fn publish(root: &Path, key: &ChainKey, routing: RoutingMode) {
             }
         })
         .collect();
+    drop(std::os::unix::net::UnixListener::bind(dir.join("control.sock")).unwrap());
     let manifest = Manifest {
         abi_version: 1,
         chain: "shop".into(),
@@ -442,4 +443,37 @@ fn one_replicas_manifest_cannot_mount_anothers_files() {
     let pod = in_pod("r2", "ads", &[(CHAIN, "shop"), (FUNCTIONS, "ads")]);
     let err = plan(&pod, root.path()).unwrap_err().to_string();
     assert!(err.contains("a manifest of chain shop@r1"), "{err}");
+}
+
+#[test]
+fn the_control_socket_is_given_only_when_eproxy_may_count_and_must_be_the_chains() {
+    let root = runtime_root();
+    let ads = pairs(&[(CHAIN, "shop"), (FUNCTION, "ads")]);
+    let Plan::Function(w) = plan(&ads, root.path()).unwrap() else {
+        panic!("a function")
+    };
+    assert_eq!(w.control, Some(root.path().join("shop/control.sock")));
+    assert_eq!(w.eproxy, EproxyMode::Auto);
+
+    // Not a socket: someone else's file, not the pool-manager's control socket.
+    let control = root.path().join("shop/control.sock");
+    std::fs::remove_file(&control).unwrap();
+    std::fs::write(&control, b"").unwrap();
+    let e = plan(&ads, root.path()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("control.sock, which is not a socket"),
+        "{e}"
+    );
+
+    // gateway.eproxy: off: not looked at, and nothing is counted.
+    let manifest_path = root.path().join("shop/manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["spec"]["eproxy"] = json!("off");
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let Plan::Function(w) = plan(&ads, root.path()).unwrap() else {
+        panic!("a function")
+    };
+    assert_eq!((w.control, w.eproxy), (None, EproxyMode::Off));
 }
