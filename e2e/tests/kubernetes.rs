@@ -55,6 +55,7 @@ fn the_manifests_run_unchanged_on_a_real_node() {
     let service = wait_ready(&cluster);
 
     serves_through_its_service(&cluster, service);
+    function_pods_own_traffic_is_counted(service);
     a_deleted_function_pod_is_replaced_and_serving_resumes(&cluster, service);
     a_rolling_update_under_load_loses_nothing_silently(&cluster, service);
     a_restarted_chain_pod_gets_its_functions_back(&cluster, service);
@@ -375,6 +376,34 @@ fn under_load(
 /// The chain's manifest on the node (the pool-manager publishes it under the default root).
 fn manifest() -> Option<Manifest> {
     Manifest::load(Path::new(DEFAULT_RUNTIME_ROOT), &ChainKey::chain(CHAIN)).ok()
+}
+
+/// Each function pod's `eth0` (the CNI bridge's) carries EPROXY, attached by the shim, and the
+/// pool-manager reports it per function and container (a function may have several pods), on
+/// /metrics too.
+fn function_pods_own_traffic_is_counted(service: SocketAddr) {
+    let counted = wait_for(
+        "EPROXY on every function pod's eth0",
+        Duration::from_secs(20),
+        || {
+            let stats = query_stats(&manifest()?.control_socket, Duration::from_secs(2)).ok()?;
+            let mut functions: Vec<String> = stats
+                .function_eproxy
+                .into_iter()
+                .filter(|t| t.counters.interface == "eth0" && t.counters.direction == "out")
+                .map(|t| t.function)
+                .collect();
+            functions.sort();
+            functions.dedup();
+            (functions.len() == 3).then_some(functions)
+        },
+    );
+    assert_eq!(counted, ["parse", "render", "transform"]);
+    let metrics = http::get(service, "/metrics").text();
+    assert!(
+        metrics.contains(r#"spright_function_eproxy_packets_total{function="parse",container=""#),
+        "{metrics}"
+    );
 }
 
 /// How many instances of `function` the pool-manager has registered.

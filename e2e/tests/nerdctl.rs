@@ -375,6 +375,23 @@ fn function_containers_join_their_chain_and_bad_annotations_leave_nothing(
             .expect("function container IP");
         assert!(network.contains(ip), "fn-{f}: {ip}");
     }
+    // And the shim counts each one's own traffic on the interface CNI gave it.
+    let counted = wait_for(
+        "EPROXY on the function containers' eth0",
+        Duration::from_secs(10),
+        || {
+            let mut on_eth0: Vec<String> = chain
+                .stats()
+                .function_eproxy
+                .into_iter()
+                .filter(|t| t.counters.interface == "eth0" && t.counters.direction == "in")
+                .map(|t| t.function)
+                .collect();
+            on_eth0.sort();
+            (on_eth0.len() == 3).then_some(on_eth0)
+        },
+    );
+    assert_eq!(counted, ["parse", "render", "transform"]);
     let mut l = Load::new(chain.addr, "POST", "/render", text_for);
     l.connections = 4;
     l.requests = 100;

@@ -129,10 +129,7 @@ pub struct Container {
     /// Set for a SPRIGHT function: its execs get the same environment.
     pub function: Option<FunctionWiring>,
     /// EPROXY counting a function's own traffic, for as long as the container is kept.
-    #[expect(
-        dead_code,
-        reason = "held for its Drop, which detaches EPROXY and ends the report"
-    )]
+    /// Dropping it detaches EPROXY and ends the report.
     pub traffic: Option<crate::traffic::Counting>,
     /// Whether the container has a PID namespace of its own (if not, its other processes are
     /// killed when its init exits, as the runc v2 shim does).

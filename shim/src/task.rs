@@ -180,7 +180,10 @@ impl TaskService {
             let traffic = match &plan {
                 Plan::Function(w) => {
                     let (start, id, w) = (self.inner.count_traffic, id.clone(), w.clone());
-                    tokio::task::spawn_blocking(move || start(&id, pid, &w))
+                    let counted: Vec<_> = (self.inner.containers.lock().unwrap().values())
+                        .filter_map(|c| Some(c.traffic.as_ref()?.netns))
+                        .collect();
+                    tokio::task::spawn_blocking(move || start(&id, pid, &w, &counted))
                         .await
                         .map_err(|e| TaskError::Failed(format!("counting traffic: {e}")))?
                         .map_err(TaskError::Failed)?

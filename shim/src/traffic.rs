@@ -22,26 +22,45 @@ use std::time::Duration;
 /// How long the pool-manager has to take the counts.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A network namespace, by the device and inode of its `/proc/<pid>/ns/net`.
+pub type NetnsId = (u64, u64);
+
 /// A container's traffic being counted: the programs and the pool-manager's lease.
 pub struct Counting {
+    pub netns: NetnsId,
     _lease: UnixStream,
     _eproxy: Box<NetnsEproxy>,
 }
 
-/// Starts counting, as [`crate::task`] calls it: a plain function, so the Task service's tests
-/// can put one of their own in.
-pub type Start = fn(&str, u32, &FunctionWiring) -> Result<Option<Counting>, String>;
+/// Starts counting, as [`crate::task`] calls it (container id, its init's pid, its wiring,
+/// the namespaces this shim counts already): a plain function, so the Task service's tests can
+/// put one of their own in.
+pub type Start = fn(&str, u32, &FunctionWiring, &[NetnsId]) -> Result<Option<Counting>, String>;
+
+fn netns_of(netns: &Path) -> std::io::Result<NetnsId> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(netns)?;
+    Ok((meta.dev(), meta.ino()))
+}
 
 /// Counts the traffic of container `id` (its init is `pid`) on its own interfaces, as its
 /// chain asks (`gateway.eproxy`). `Ok(None)` when nothing is to be counted: off, the
 /// container shares the shim's network, it has no interface but lo, or (auto) EPROXY cannot
 /// count here, which is logged. An error (the container is not created) only when the chain
 /// says `on`.
-pub fn start(id: &str, pid: u32, wiring: &FunctionWiring) -> Result<Option<Counting>, String> {
+///
+/// A namespace this shim counts for another container already (two function containers of one
+/// pod) is not counted twice: the first container's count is the pod's.
+pub fn start(
+    id: &str,
+    pid: u32,
+    wiring: &FunctionWiring,
+    counted: &[NetnsId],
+) -> Result<Option<Counting>, String> {
     let Some(control) = &wiring.control else {
         return Ok(None);
     };
-    match attach_and_hand_over(id, pid, &wiring.function, control) {
+    match attach_and_hand_over(id, pid, &wiring.function, control, counted) {
         Ok(counting) => Ok(counting),
         Err(e) if wiring.eproxy == EproxyMode::On => Err(format!(
             "spright: EPROXY cannot count container {id}'s traffic (the chain says gateway.eproxy: on): {e}"
@@ -60,8 +79,15 @@ fn attach_and_hand_over(
     pid: u32,
     function: &str,
     control: &Path,
+    counted: &[NetnsId],
 ) -> Result<Option<Counting>, String> {
+    let since = std::time::Instant::now();
     let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let netns_id = netns_of(&netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+    if counted.contains(&netns_id) {
+        info!("{id}: its network namespace is counted for another container of this shim already");
+        return Ok(None);
+    }
     let eproxy = match count_all_traffic_in(&netns).map_err(|e| e.to_string())? {
         NetnsCount::Counting(e) => e,
         NetnsCount::SharedWithCaller => {
@@ -72,15 +98,17 @@ fn attach_and_hand_over(
     };
     let lease = hand_over(id, function, control, &eproxy)?;
     info!(
-        "{id}: EPROXY counts its own traffic on {}",
+        "{id}: EPROXY counts its own traffic on {} (attached and handed over in {:?})",
         eproxy
             .interfaces
             .iter()
             .map(|(_, n)| n.as_str())
             .collect::<Vec<_>>()
-            .join(",")
+            .join(","),
+        since.elapsed()
     );
     Ok(Some(Counting {
+        netns: netns_id,
         _lease: lease,
         _eproxy: eproxy,
     }))

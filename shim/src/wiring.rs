@@ -224,7 +224,13 @@ fn plan_replica_pod(
     })?;
     let manifest = load(runtime_root, &key)?;
     check_key(&manifest, &key)?;
-    wire_function(runtime_root, &manifest, name)
+    let mut plan = wire_function(runtime_root, &manifest, name)?;
+    if let Plan::Function(w) = &mut plan {
+        // The pod's interfaces carry the whole replica's traffic, its gateway's, which EPROXY
+        // counts at the gateway: not a function's own.
+        w.control = None;
+    }
+    Ok(plan)
 }
 
 /// A manifest must describe the chain it was found for: the key it names decides which

@@ -36,7 +36,7 @@ fn shim() -> Shim {
 /// A shim whose chains are published in `runtime_root`; the fake's scripted exits reach it as
 /// the reaper's would.
 fn shim_in(runtime_root: tempfile::TempDir) -> Shim {
-    shim_counting(runtime_root, |_, _, _| Ok(None))
+    shim_counting(runtime_root, |_, _, _, _| Ok(None))
 }
 
 /// [`shim_in`] with `count_traffic` starting EPROXY on function containers.
@@ -709,7 +709,7 @@ async fn a_containers_runtime_options_reach_its_runc_create_and_ps_and_update_go
 
 #[tokio::test]
 async fn a_function_whose_traffic_must_be_counted_but_cannot_is_not_created() {
-    let s = shim_counting(wiring::tests::runtime_root(), |id, _, w| {
+    let s = shim_counting(wiring::tests::runtime_root(), |id, _, w, _| {
         assert_eq!((id, w.function.as_str()), ("f1", "ads"));
         assert!(w.control.is_some(), "the chain's control socket is given");
         Err("spright: EPROXY cannot count container f1's traffic: refused".into())
@@ -738,7 +738,7 @@ async fn a_function_whose_traffic_must_be_counted_but_cannot_is_not_created() {
     assert_eq!(s.service.container_count(), 0);
 
     // A plain container is not counted.
-    let s = shim_counting(wiring::tests::runtime_root(), |_, _, _| {
+    let s = shim_counting(wiring::tests::runtime_root(), |_, _, _, _| {
         panic!("a plain container's traffic is not counted")
     });
     s.create("c1").await;

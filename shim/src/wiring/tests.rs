@@ -346,6 +346,8 @@ fn a_replica_pod_wires_its_listed_containers_into_its_own_replica() {
         root.path().join(format!("shop@{uid}/fn/cart.sock"))
     );
     assert_eq!(w.pool, root.path().join(format!("spright-shop@{uid}.pool")));
+    // The pod's network is the whole replica's (its gateway's too): not counted as cart's.
+    assert_eq!(w.control, None);
     let mut spec = json!({"process": {"args": ["/bin/cart"]}});
     apply(&mut spec, &w);
     let env = spec["process"]["env"].as_array().unwrap();
