@@ -261,6 +261,14 @@ fn a_function_containers_own_traffic_is_counted_and_nothing_stays_attached(versi
         reported(&chain, &id)
     });
     assert_eq!(programs_inside(&pair), 2);
+    // What attaching costs a create, as the shim logged it (a figure, not a check).
+    for line in containerd
+        .log()
+        .lines()
+        .filter(|l| l.contains("EPROXY counts its own traffic"))
+    {
+        eprintln!("{version}: {line}");
+    }
     let shims = containerd.shim_pids_for(&id);
     assert_eq!(shims.len(), 1, "{shims:?}");
     spright_e2e::signal(shims[0], libc::SIGKILL);

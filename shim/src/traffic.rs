@@ -96,16 +96,17 @@ fn attach_and_hand_over(
         }
         NetnsCount::NoInterface => return Ok(None),
     };
+    let attached = since.elapsed();
     let lease = hand_over(id, function, control, &eproxy)?;
     info!(
-        "{id}: EPROXY counts its own traffic on {} (attached and handed over in {:?})",
+        "{id}: EPROXY counts its own traffic on {} (attached in {attached:?}, handed over in {:?})",
         eproxy
             .interfaces
             .iter()
             .map(|(_, n)| n.as_str())
             .collect::<Vec<_>>()
             .join(","),
-        since.elapsed()
+        since.elapsed() - attached
     );
     Ok(Some(Counting {
         netns: netns_id,
