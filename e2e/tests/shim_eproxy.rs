@@ -1,7 +1,7 @@
 //! EPROXY on a function container's own interface: the shim attaches it in the container's
 //! network namespace (here one of the test's own, joined with `ctr run --with-ns`, as a CNI
 //! pod's would be), the pool-manager reports what it counted, exactly what the interface
-//! itself counted, and nothing stays attached once the container is deleted or its shim is
+//! itself counted, and nothing stays attached once its function stops or its shim is
 //! killed outright.
 
 use spright_core::protocol::FunctionTraffic;
@@ -237,9 +237,17 @@ fn a_function_containers_own_traffic_is_counted_and_nothing_stays_attached(versi
     assert!(reported(&chain, "forged").is_none());
     drop(control);
 
-    // Deleted: detached, and no longer reported.
+    // Its function stopped: detached, and no longer reported, before the container is deleted
+    // (a pod's restarted container counts the namespace next).
+    let out = containerd.ctr(&["tasks", "kill", "--signal", "SIGKILL", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the stopped container's programs to go", DEADLINE, || {
+        (programs_inside(&pair) == 0).then_some(())
+    });
+    wait_for("its counts to leave the report", DEADLINE, || {
+        reported(&chain, &id).is_none().then_some(())
+    });
     for args in [
-        &["tasks", "kill", "--signal", "SIGKILL", &id][..],
         &["tasks", "delete", "--force", &id][..],
         &["containers", "delete", &id][..],
     ] {
@@ -247,12 +255,6 @@ fn a_function_containers_own_traffic_is_counted_and_nothing_stays_attached(versi
             containerd.ctr(args).status.success().then_some(())
         });
     }
-    wait_for("the deleted container's programs to go", DEADLINE, || {
-        (programs_inside(&pair) == 0).then_some(())
-    });
-    wait_for("its counts to leave the report", DEADLINE, || {
-        reported(&chain, &id).is_none().then_some(())
-    });
 
     // A shim killed outright takes the programs and the report with it.
     let id = format!("{id}-b");

@@ -178,6 +178,8 @@ pub struct TrafficCounts {
 
 /// The name the kernel knows the counts map by (names are cut at 15 bytes: this one is not).
 const COUNTS_MAP: &str = "eproxy_counts";
+/// Its `max_entries` in eproxy.bpf.c: a reader refuses a bigger map (each read walks it all).
+const COUNTS_ENTRIES: u32 = 128;
 
 impl TrafficCounts {
     /// Reads the counts map behind `fd` (from [`Eproxy::counts_fd`], passed over a unix socket):
@@ -193,6 +195,12 @@ impl TrafficCounts {
             return Err(EproxyError::NotCounts(format!(
                 "the map is named {:?}",
                 info.name_as_str().unwrap_or("")
+            )));
+        }
+        if info.max_entries() != COUNTS_ENTRIES {
+            return Err(EproxyError::NotCounts(format!(
+                "the map holds {} entries, EPROXY's {COUNTS_ENTRIES}",
+                info.max_entries()
             )));
         }
         let map = aya::maps::Map::from_map_data(data)
@@ -298,6 +306,36 @@ impl Eproxy {
         self.counts.map.map().fd().as_fd().try_clone_to_owned()
     }
 
+    /// [`Eproxy::counts_fd`] opened read-only (`BPF_F_RDONLY`): what to hand to a process that
+    /// is only to read the counts. Needs CAP_SYS_ADMIN (it opens the map by its id).
+    pub fn counts_fd_read_only(&self) -> std::io::Result<OwnedFd> {
+        let info = self
+            .counts
+            .map
+            .map()
+            .info()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        // linux/bpf.h, which libc does not carry: the command and the open flag.
+        const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+        const BPF_F_RDONLY: u32 = 1 << 3;
+        // union bpf_attr for BPF_MAP_GET_FD_BY_ID: map_id, next_id, open_flags.
+        let attr: [u32; 3] = [info.id(), 0, BPF_F_RDONLY];
+        // SAFETY: bpf(2) reads size_of_val(&attr) bytes of `attr`, which outlives the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_GET_FD_BY_ID,
+                attr.as_ptr(),
+                size_of_val(&attr),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor the kernel just gave us (close-on-exec: bpf(2) sets it).
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
     /// Counts traffic to and from `listen` from now on (the gateway's port may only be known
     /// once it is listening), all traffic no more. What was counted so far stays.
     pub fn set_listen(&mut self, listen: SocketAddr) -> Result<(), EproxyError> {
@@ -326,14 +364,7 @@ impl Eproxy {
         if self.ifindexes.contains(&link.ifindex) {
             return Ok(());
         }
-        if let Ok(kernel) = KernelVersion::current() {
-            if kernel < KernelVersion::new(6, 6, 0) {
-                return Err(interface_err(format!(
-                    "cannot take EPROXY: it attaches with tcx, which needs kernel >= 6.6 \
-                     (this is {kernel}); netlink tc filters would outlive a crash"
-                )));
-            }
-        }
+        tcx_supported().map_err(interface_err)?;
         let ingress = attach_one(
             &mut self.ebpf,
             "eproxy_ingress",
@@ -380,6 +411,18 @@ impl Eproxy {
     /// interface then direction (named as in the calling thread's network namespace).
     pub fn counters(&self) -> Result<Vec<InterfaceCounters>, EproxyError> {
         self.counts.read(interface_name)
+    }
+}
+
+/// EPROXY attaches with tcx only, which kernels before 6.6 lack. `Err` completes "interface
+/// NAME ...".
+fn tcx_supported() -> Result<(), String> {
+    match KernelVersion::current() {
+        Ok(kernel) if kernel < KernelVersion::new(6, 6, 0) => Err(format!(
+            "cannot take EPROXY: it attaches with tcx, which needs kernel >= 6.6 (this is \
+             {kernel}); netlink tc filters would outlive a crash"
+        )),
+        _ => Ok(()),
     }
 }
 

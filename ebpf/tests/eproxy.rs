@@ -577,6 +577,52 @@ fn peer_stats(net: &Net) -> Traffic {
     }
 }
 
+/// Sets key {ifindex 0, direction 0} of the counts map behind `fd` (BPF_MAP_UPDATE_ELEM): the
+/// errno when refused.
+fn update_elem(fd: &std::os::fd::OwnedFd) -> Result<(), i32> {
+    let key = [0u32; 2];
+    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let cpus: usize = cpus
+        .trim()
+        .rsplit(['-', ','])
+        .next()
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        + 1;
+    // A per-CPU value: one 16-byte count per possible CPU, 8-byte aligned.
+    let value = vec![0u64; 2 * cpus];
+    #[repr(C)]
+    struct Attr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let attr = Attr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: bpf(2) reads `attr` and the key and value it points at, all alive here.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            2, // BPF_MAP_UPDATE_ELEM
+            &attr as *const Attr,
+            size_of::<Attr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+    }
+}
+
 /// `counts` as frames on `ifindex` (bytes with each packet's Ethernet header added back).
 fn frames(counts: &[InterfaceCounters], ifindex: u32) -> Traffic {
     let mut t = Traffic::default();
@@ -620,14 +666,24 @@ fn in_a_containers_namespace_every_ip_packet_of_its_interfaces_is_counted() {
     }
     let net = Net::new();
     let netns = std::path::PathBuf::from(format!("/var/run/netns/{}", net.ns));
-    let NetnsCount::Counting(counting) = count_all_traffic_in(&netns).expect("attach EPROXY")
+    let opened = File::open(&netns).unwrap();
+    let NetnsCount::Counting(counting) =
+        count_all_traffic_in(opened, &net.ns).expect("attach EPROXY")
     else {
         panic!("{} has an interface that is up", net.ns);
     };
     assert_eq!(counting.interfaces.len(), 1, "lo is left out");
     let (ifindex, name) = counting.interfaces[0].clone();
     assert_eq!(name, net.peer);
-    let reader = TrafficCounts::from_fd(counting.eproxy.counts_fd().unwrap()).unwrap();
+    // Handed over read-only, as the shim hands it to the pool-manager.
+    let read_only = counting.eproxy.counts_fd_read_only().unwrap();
+    assert_eq!(
+        update_elem(&read_only),
+        Err(libc::EPERM),
+        "a read-only descriptor cannot change the counts"
+    );
+    assert_eq!(update_elem(&counting.eproxy.counts_fd().unwrap()), Ok(()));
+    let reader = TrafficCounts::from_fd(read_only).unwrap();
     let read = |r: &TrafficCounts| r.read(|i| i.to_string()).unwrap();
 
     // TCP to two ports and UDP: all of it is the container's traffic.
@@ -666,7 +722,7 @@ fn the_callers_own_or_an_empty_namespace_gets_nothing_attached() {
     if !have_root("the_callers_own_or_an_empty_namespace_gets_nothing_attached") {
         return;
     }
-    let ours = count_all_traffic_in(std::path::Path::new("/proc/self/ns/net")).unwrap();
+    let ours = count_all_traffic_in(File::open("/proc/self/ns/net").unwrap(), "ours").unwrap();
     assert!(matches!(ours, NetnsCount::SharedWithCaller));
 
     // A namespace with lo only (and lo up): nothing of its own to count.
@@ -676,13 +732,14 @@ fn the_callers_own_or_an_empty_namespace_gets_nothing_attached() {
     ]);
     let netns = std::path::PathBuf::from(format!("/var/run/netns/{}", net.ns));
     assert!(matches!(
-        count_all_traffic_in(&netns).unwrap(),
+        count_all_traffic_in(File::open(&netns).unwrap(), &net.ns).unwrap(),
         NetnsCount::NoInterface
     ));
 
-    let err = count_all_traffic_in(std::path::Path::new("/var/run/netns/sprt-none")).err();
+    // Not a network namespace at all.
+    let err = count_all_traffic_in(File::open("/dev/null").unwrap(), "/dev/null").err();
     assert!(
-        matches!(&err, Some(EproxyError::Netns { path, .. }) if path.ends_with("sprt-none")),
+        matches!(&err, Some(EproxyError::Netns { path, reason }) if path == "/dev/null" && reason.starts_with("cannot be entered")),
         "{:?}",
         err.map(|e| e.to_string())
     );

@@ -31,6 +31,7 @@ pub async fn serve(shared: Arc<Shared>, listener: UnixListener) {
 
 async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
     let (first, mut handed) = first_read(&conn).await?;
+    let peer_uid = conn.peer_cred().map(|c| c.uid()).ok();
     let (read, mut write) = conn.into_split();
     let mut lines =
         BufReader::new(std::io::Cursor::new(first).chain(read).take(MAX_REQUEST)).lines();
@@ -39,7 +40,10 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<ControlRequest>(&line) {
             Ok(ControlRequest::Stats) => ControlResponse::Stats(stats(shared)),
-            Ok(ControlRequest::WatchLoad) => return watch_load(shared, lines, write).await,
+            Ok(ControlRequest::WatchLoad) => {
+                drop(handed.take());
+                return watch_load(shared, lines, write).await;
+            }
             Ok(ControlRequest::CountTraffic {
                 function,
                 container,
@@ -48,6 +52,7 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
                 let taken = crate::traffic::take(
                     &shared.traffic,
                     &shared.chain,
+                    peer_uid,
                     function.clone(),
                     container.clone(),
                     interfaces,
@@ -152,6 +157,8 @@ pub fn load(shared: &Shared) -> Vec<(u16, spright_core::protocol::FunctionLoad)>
 }
 
 pub fn stats(shared: &Shared) -> RouterStats {
+    // Read first, under its own lock only: it walks BPF maps.
+    let function_eproxy = shared.traffic.lock().unwrap().read();
     // Lock order: members, router, load (as join and leave take them).
     let members = shared.members.lock().unwrap();
     let (pids, instances) = (members.pids(), members.instance_ids());
@@ -180,6 +187,6 @@ pub fn stats(shared: &Shared) -> RouterStats {
             .as_ref()
             .map(crate::eproxy::counters)
             .unwrap_or_default(),
-        function_eproxy: shared.traffic.lock().unwrap().read(),
+        function_eproxy,
     }
 }

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 const MAX_CONTAINER_ID: usize = 128;
 /// Most interfaces one container's count is reported for.
 const MAX_INTERFACES: usize = 64;
+/// Most containers reported at once (every /metrics scrape reads each one's map).
+const MAX_CONTAINERS: usize = 4096;
 
 /// One container's counts.
 struct Counted {
@@ -43,16 +45,24 @@ impl Drop for Lease {
 }
 
 /// Takes a container's counts map (`fd`, sent with the request) after checking the request:
-/// a function of this chain, a container id containerd could have given, interface names the
-/// kernel could have, and a descriptor that is EPROXY's counts map and can be read here.
+/// from root (the shim; `peer_uid` is the connection's), a function of this chain, a container
+/// id containerd could have given and not reported already, interface names the kernel could
+/// have, and a descriptor that is EPROXY's counts map and can be read here.
 pub fn take(
     registry: &Arc<Mutex<Registry>>,
     chain: &Chain,
+    peer_uid: Option<u32>,
     function: String,
     container: String,
     interfaces: Vec<CountedInterface>,
     fd: Option<OwnedFd>,
 ) -> Result<Lease, String> {
+    if peer_uid != Some(0) {
+        return Err(format!(
+            "only root (the shim) hands over counts; this connection's peer is {}",
+            peer_uid.map_or("of an unknown user".to_owned(), |u| format!("uid {u}"))
+        ));
+    }
     if chain.function(&function).is_none() {
         return Err(format!(
             "function {function:?} is not declared in the chain"
@@ -89,6 +99,17 @@ pub fn take(
         .read(|i| i.to_string())
         .map_err(|e| format!("cannot read the counts: {e}"))?;
     let mut r = registry.lock().unwrap();
+    if r.entries.len() >= MAX_CONTAINERS {
+        return Err(format!("{MAX_CONTAINERS} containers are reported already"));
+    }
+    if r.entries
+        .values()
+        .any(|c| c.function == function && c.container == container)
+    {
+        return Err(format!(
+            "container {container:?} of function {function:?} is reported already"
+        ));
+    }
     let id = r.next;
     r.next += 1;
     r.entries.insert(
@@ -198,6 +219,7 @@ mod tests {
         let e = take(
             &registry,
             &chain(),
+            Some(0),
             function.into(),
             container.into(),
             interfaces,
@@ -211,6 +233,24 @@ mod tests {
 
     #[test]
     fn a_request_that_cannot_be_a_shims_is_refused_naming_what_is_wrong() {
+        let registry = Arc::default();
+        for (uid, said) in [(Some(1000), "uid 1000"), (None, "of an unknown user")] {
+            let e = take(
+                &registry,
+                &chain(),
+                uid,
+                "cart".into(),
+                "c1".into(),
+                eth0(),
+                None,
+            )
+            .err()
+            .expect("refused");
+            assert!(
+                e.starts_with("only root (the shim)") && e.ends_with(said),
+                "{e}"
+            );
+        }
         let e = refused("ads", "c1", eth0(), None);
         assert!(e.contains("function \"ads\" is not declared"), "{e}");
         for bad in ["", "a/b", "a b", &"x".repeat(129)] {

@@ -52,6 +52,9 @@ struct Inner {
     exit: Arc<ExitSignal>,
     /// Starts EPROXY on a function container's own interfaces (a stand-in in unit tests).
     count_traffic: crate::traffic::Start,
+    /// Held from deciding whether a container's namespace is counted already until its count
+    /// is in its record: two creates at once do not both count one namespace.
+    counting: tokio::sync::Mutex<()>,
 }
 
 fn now() -> Timestamp {
@@ -105,6 +108,7 @@ impl TaskService {
                 events,
                 exit,
                 count_traffic,
+                counting: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -177,23 +181,27 @@ impl TaskService {
             let mut init = Process::new(&id, "", fifos);
             init.io = Some(io);
             // Before start: the function's first packets are counted too.
-            let traffic = match &plan {
+            let (traffic, counting) = match &plan {
                 Plan::Function(w) => {
+                    let counting = self.inner.counting.lock().await;
                     let (start, id, w) = (self.inner.count_traffic, id.clone(), w.clone());
+                    // Running containers' only: an exited one's count was dropped at its exit.
                     let counted: Vec<_> = (self.inner.containers.lock().unwrap().values())
                         .filter_map(|c| Some(c.traffic.as_ref()?.netns))
                         .collect();
-                    tokio::task::spawn_blocking(move || start(&id, pid, &w, &counted))
-                        .await
-                        .map_err(|e| TaskError::Failed(format!("counting traffic: {e}")))?
-                        .map_err(TaskError::Failed)?
+                    let traffic =
+                        tokio::task::spawn_blocking(move || start(&id, pid, &w, &counted))
+                            .await
+                            .map_err(|e| TaskError::Failed(format!("counting traffic: {e}")))?
+                            .map_err(TaskError::Failed)?;
+                    (traffic, Some(counting))
                 }
-                _ => None,
+                _ => (None, None),
             };
-            Ok::<_, TaskError>((plan, own_pid_namespace, init, pid, traffic))
+            Ok::<_, TaskError>((plan, own_pid_namespace, init, pid, traffic, counting))
         }
         .await;
-        let (plan, own_pid_namespace, mut init, pid, traffic) = match result {
+        let (plan, own_pid_namespace, mut init, pid, traffic, counting) = match result {
             Ok(r) => r,
             Err(e) => {
                 // Nothing half-created stays: no runc state, no rootfs mount.
@@ -229,6 +237,7 @@ impl TaskService {
             );
             early
         };
+        drop(counting);
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
             Box::new(TaskCreate {

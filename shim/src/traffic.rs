@@ -13,6 +13,7 @@ use log::info;
 use spright_core::chain::EproxyMode;
 use spright_core::protocol::{ControlRequest, ControlResponse, CountedInterface};
 use spright_ebpf::eproxy::netns::{count_all_traffic_in, NetnsCount, NetnsEproxy};
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -37,10 +38,12 @@ pub struct Counting {
 /// put one of their own in.
 pub type Start = fn(&str, u32, &FunctionWiring, &[NetnsId]) -> Result<Option<Counting>, String>;
 
-fn netns_of(netns: &Path) -> std::io::Result<NetnsId> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(netns)?;
-    Ok((meta.dev(), meta.ino()))
+/// Ends counting off the async runtime's workers: detaching a tcx link waits for an RCU grace
+/// period (milliseconds).
+pub async fn stop(counting: Option<Counting>) {
+    if let Some(c) = counting {
+        let _ = tokio::task::spawn_blocking(move || drop(c)).await;
+    }
 }
 
 /// Counts the traffic of container `id` (its init is `pid`) on its own interfaces, as its
@@ -81,14 +84,18 @@ fn attach_and_hand_over(
     control: &Path,
     counted: &[NetnsId],
 ) -> Result<Option<Counting>, String> {
+    use std::os::unix::fs::MetadataExt;
     let since = std::time::Instant::now();
-    let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let netns_id = netns_of(&netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+    // Opened once: what is identified is what is entered.
+    let name = format!("/proc/{pid}/ns/net");
+    let netns = File::open(&name).map_err(|e| format!("{name}: {e}"))?;
+    let meta = netns.metadata().map_err(|e| format!("{name}: {e}"))?;
+    let netns_id = (meta.dev(), meta.ino());
     if counted.contains(&netns_id) {
-        info!("{id}: its network namespace is counted for another container of this shim already");
+        info!("{id}: its network namespace is counted for another running container of this shim already");
         return Ok(None);
     }
-    let eproxy = match count_all_traffic_in(&netns).map_err(|e| e.to_string())? {
+    let eproxy = match count_all_traffic_in(netns, &name).map_err(|e| e.to_string())? {
         NetnsCount::Counting(e) => e,
         NetnsCount::SharedWithCaller => {
             info!("{id}: on the host's network, EPROXY counts its chain's traffic at the gateway only");
@@ -137,15 +144,29 @@ fn hand_over(
     let mut line = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
     line.push(b'\n');
     let at = |e: std::io::Error| format!("the chain's control socket {}: {e}", control.display());
-    let stream = UnixStream::connect(control).map_err(at)?;
+    let stream = connect_checked(control).map_err(at)?;
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(at)?;
     stream.set_write_timeout(Some(ANSWER_TIMEOUT)).map_err(at)?;
-    let map = eproxy.eproxy.counts_fd().map_err(at)?;
+    // Read-only: the pool-manager reports the counts, it cannot change them.
+    let map = eproxy
+        .eproxy
+        .counts_fd_read_only()
+        .map_err(|e| format!("opening the counts map read-only: {e}"))?;
+    let timed_out = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+            "the pool-manager behind {} did not answer within {ANSWER_TIMEOUT:?}",
+            control.display()
+        ),
+        _ => at(e),
+    };
     // The descriptor rides on the first bytes; the rest of the line follows if cut short.
-    let sent = spright_core::fdpass::send_with_fd(stream.as_raw_fd(), &line, &map).map_err(at)?;
-    std::io::Write::write_all(&mut &stream, &line[sent..]).map_err(at)?;
+    let sent =
+        spright_core::fdpass::send_with_fd(stream.as_raw_fd(), &line, &map).map_err(timed_out)?;
+    std::io::Write::write_all(&mut &stream, &line[sent..]).map_err(timed_out)?;
     let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).map_err(at)?;
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(timed_out)?;
     match serde_json::from_str::<ControlResponse>(&answer) {
         Ok(ControlResponse::Counting) => {
             stream.set_read_timeout(None).map_err(at)?;
@@ -157,5 +178,74 @@ fn hand_over(
             "unexpected answer from the pool-manager: {}",
             answer.trim()
         )),
+    }
+}
+
+/// Connects to the control socket the wiring checked, as it is now: the path is opened without
+/// following a symbolic link and must still be a socket of the shim's user at the same place
+/// (whoever can write the runtime directory could swap it between the check and this connect,
+/// and the shim is root), then connected through that very file.
+fn connect_checked(control: &Path) -> std::io::Result<UnixStream> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(control)?;
+    let meta = opened.metadata()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let ours = meta.uid() == unsafe { libc::geteuid() };
+    let through = PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()));
+    let real = std::fs::read_link(&through)?;
+    let socket = meta.file_type().is_socket();
+    if !socket || !ours || real != control {
+        return Err(std::io::Error::other(format!(
+            "changed since it was checked (now {}{}{})",
+            real.display(),
+            if socket { "" } else { ", not a socket" },
+            if ours { "" } else { ", not the shim's user's" },
+        )));
+    }
+    UnixStream::connect(&through)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wiring(control: Option<&str>, eproxy: EproxyMode) -> FunctionWiring {
+        FunctionWiring {
+            chain: "shop".into(),
+            replica: None,
+            function: "cart".into(),
+            pool: "/nonexistent/pool".into(),
+            rings: None,
+            load: None,
+            socket: "/nonexistent/fn.sock".into(),
+            control: control.map(PathBuf::from),
+            eproxy,
+        }
+    }
+
+    /// No process has this pid (pids stop at 2^22).
+    const GONE: u32 = u32::MAX;
+
+    #[test]
+    fn on_fails_the_create_naming_why_auto_goes_on_and_off_looks_at_nothing() {
+        let control = Some("/nonexistent/control.sock");
+        let e = start("c1", GONE, &wiring(control, EproxyMode::On), &[]).err();
+        let e = e.expect("on: an error");
+        assert!(
+            e.contains("container c1")
+                && e.contains("gateway.eproxy: on")
+                && e.contains(&format!("/proc/{GONE}/ns/net")),
+            "{e}"
+        );
+        assert!(start("c1", GONE, &wiring(control, EproxyMode::Auto), &[])
+            .unwrap()
+            .is_none());
+        // No control socket (off, or a replica pod's function): nothing is tried, even on.
+        assert!(start("c1", GONE, &wiring(None, EproxyMode::On), &[])
+            .unwrap()
+            .is_none());
     }
 }

@@ -113,8 +113,9 @@ pub struct FunctionWiring {
     /// reports no load, and works as before).
     pub load: Option<PathBuf>,
     pub socket: PathBuf,
-    /// The chain's control socket, where EPROXY's counts of the container's own traffic are
-    /// handed over; none when the chain says `gateway.eproxy: off`.
+    /// The chain's control socket (its real path), where EPROXY's counts of the container's own
+    /// traffic are handed over; none when the chain says `gateway.eproxy: off`, or for a
+    /// replica pod's function.
     pub control: Option<PathBuf>,
     /// Whether counting the container's own traffic is wanted (auto), required (on) or not.
     pub eproxy: EproxyMode,
@@ -345,7 +346,14 @@ fn wire_function(
                 FileKind::Socket,
                 runtime_root,
             )?;
-            Some(manifest.control_socket.clone())
+            // As checked: the connect finds it there or refuses (see traffic::connect_checked).
+            let real = std::fs::canonicalize(&manifest.control_socket).map_err(|_| {
+                WiringError::Missing {
+                    chain: key.to_string(),
+                    path: manifest.control_socket.clone(),
+                }
+            })?;
+            Some(real)
         }
     };
     Ok(Plan::Function(FunctionWiring {

@@ -6,7 +6,6 @@ use super::{links, Eproxy, EproxyError, LinkEntry};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 /// EPROXY attached in another network namespace, with the interfaces it counts on there
 /// (index, name: an index means something only in its own namespace).
@@ -27,16 +26,15 @@ pub enum NetnsCount {
 }
 
 /// Attaches EPROXY, counting all IP traffic, to every interface of network namespace `netns`
-/// (a path such as `/proc/PID/ns/net` or `/var/run/netns/NAME`) that is up and Ethernet; lo is
-/// left out (traffic within the container). Interfaces added to the namespace later are not
-/// counted. Dropping the result detaches everything.
-pub fn count_all_traffic_in(netns: &Path) -> Result<NetnsCount, EproxyError> {
+/// (an open `/proc/PID/ns/net` or `/var/run/netns/NAME`; `name` says which, in messages) that
+/// is up and Ethernet; lo is left out (traffic within the container). Interfaces added to the
+/// namespace later are not counted. Dropping the result detaches everything.
+pub fn count_all_traffic_in(netns: File, name: &str) -> Result<NetnsCount, EproxyError> {
     let netns_err = |reason: String| EproxyError::Netns {
-        path: netns.display().to_string(),
+        path: name.to_owned(),
         reason,
     };
-    let file = File::open(netns).map_err(|e| netns_err(format!("cannot be opened: {e}")))?;
-    let theirs = file
+    let theirs = netns
         .metadata()
         .map_err(|e| netns_err(format!("cannot be read: {e}")))?;
     let ours = std::fs::metadata("/proc/thread-self/ns/net")
@@ -44,9 +42,10 @@ pub fn count_all_traffic_in(netns: &Path) -> Result<NetnsCount, EproxyError> {
     if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
         return Ok(NetnsCount::SharedWithCaller);
     }
+    let file = netns;
     // setns moves only the calling thread: a thread of its own, which ends there, so that no
     // thread of the caller's (a runtime's pooled worker) is left in the namespace.
-    let path = netns.display().to_string();
+    let path = name.to_owned();
     std::thread::Builder::new()
         .name("eproxy-netns".into())
         .spawn(move || {
@@ -68,6 +67,11 @@ pub fn count_all_traffic_in(netns: &Path) -> Result<NetnsCount, EproxyError> {
             if interfaces.is_empty() {
                 return Ok(NetnsCount::NoInterface);
             }
+            // Before loading anything: an old kernel costs a create nothing.
+            super::tcx_supported().map_err(|reason| EproxyError::Netns {
+                path: path.clone(),
+                reason: format!("has interfaces, but {reason}"),
+            })?;
             let mut eproxy = Eproxy::load_for_all_traffic()?;
             for l in &interfaces {
                 eproxy.attach(&l.name)?;

@@ -166,16 +166,23 @@ impl TaskService {
         }
         // After the start event (for a process whose start is still being reported).
         let _ = tokio::time::timeout(START_EVENT, started.wait_for(|s| *s)).await;
-        {
+        let traffic = {
             let mut containers = self.inner.containers.lock().unwrap();
-            let Some(p) = containers.get_mut(id).and_then(|c| c.process_mut(exec_id)) else {
+            let Some(c) = containers.get_mut(id) else {
+                return;
+            };
+            let Some(p) = c.process_mut(exec_id) else {
                 return;
             };
             // Reported once: a second report of one exit is refused by its state.
             if !p.set_exited(code, at.clone()) {
                 return;
             }
-        }
+            // A stopped function's namespace is counted by the next container to use it (a pod's
+            // restarted container), not by this one's record until it is deleted.
+            exec_id.is_empty().then(|| c.traffic.take()).flatten()
+        };
+        crate::traffic::stop(traffic).await;
         let what = if exec_id.is_empty() { "init" } else { exec_id };
         info!("{id} {what} exited with {code}");
         self.publish(

@@ -303,13 +303,14 @@ impl Task for TaskService {
                 }
             }
         }
-        let c = self
+        let mut c = self
             .inner
             .containers
             .lock()
             .unwrap()
             .remove(&req.id)
             .ok_or_else(|| container_not_found(&req.id))?;
+        crate::traffic::stop(c.traffic.take()).await;
         if c.rootfs_mounted {
             unmount(&c.bundle.join("rootfs"));
         }
