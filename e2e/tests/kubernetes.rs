@@ -401,7 +401,9 @@ fn function_pods_own_traffic_is_counted(service: SocketAddr) {
     assert_eq!(counted, ["parse", "render", "transform"]);
     let metrics = http::get(service, "/metrics").text();
     assert!(
-        metrics.contains(r#"spright_function_eproxy_packets_total{function="parse",container=""#),
+        metrics.contains(
+            r#"spright_function_eproxy_packets_total{function="parse",namespace="k8s.io",container=""#
+        ),
         "{metrics}"
     );
 }

@@ -209,7 +209,8 @@ fn a_function_containers_own_traffic_is_counted_and_nothing_stays_attached(versi
     assert!(counted[1] >= 20 * 300 + 5 * 77, "{counted:?}");
     let metrics = http::get(chain.addr, "/metrics").text();
     let series = format!(
-        "spright_function_eproxy_packets_total{{function=\"parse\",container=\"{id}\",interface=\"{}\",direction=\"out\"}}",
+        "spright_function_eproxy_packets_total{{function=\"parse\",namespace=\"{}\",container=\"{id}\",interface=\"{}\",direction=\"out\"}}",
+        containerd.namespace,
         pair.inside_if
     );
     assert!(
@@ -224,7 +225,7 @@ fn a_function_containers_own_traffic_is_counted_and_nothing_stays_attached(versi
     control.set_read_timeout(Some(DEADLINE)).unwrap();
     control
         .write_all(
-            br#"{"op":"count_traffic","function":"parse","container":"forged","interfaces":[{"ifindex":2,"name":"eth0"}]}
+            br#"{"op":"count_traffic","function":"parse","namespace":"default","container":"forged","interfaces":[{"ifindex":2,"name":"eth0"}]}
 "#,
         )
         .unwrap();

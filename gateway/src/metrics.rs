@@ -267,12 +267,12 @@ fn encode_function_eproxy(
     let families: [(&str, &str, Pick); 2] = [
         (
             "spright_function_eproxy_packets",
-            "IP packets EPROXY counted on function containers' own interfaces, by function, container, interface and direction (in: received)",
+            "IP packets EPROXY counted on function containers' own interfaces, by function, containerd namespace, container, interface and direction (in: received)",
             |t| t.packets,
         ),
         (
             "spright_function_eproxy_bytes",
-            "IP bytes EPROXY counted on function containers' own interfaces, by function, container, interface and direction (in: received)",
+            "IP bytes EPROXY counted on function containers' own interfaces, by function, containerd namespace, container, interface and direction (in: received)",
             |t| t.bytes,
         ),
     ];
@@ -281,6 +281,7 @@ fn encode_function_eproxy(
         for t in traffic {
             let labels = [
                 ("function", t.function.as_str()),
+                ("namespace", t.namespace.as_str()),
                 ("container", t.container.as_str()),
                 ("interface", t.counters.interface.as_str()),
                 ("direction", t.counters.direction.as_str()),

@@ -44,18 +44,13 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
                 drop(handed.take());
                 return watch_load(shared, lines, write).await;
             }
-            Ok(ControlRequest::CountTraffic {
-                function,
-                container,
-                interfaces,
-            }) if lease.is_none() => {
+            Ok(ControlRequest::CountTraffic(handover)) if lease.is_none() => {
+                let (function, container) = (handover.function.clone(), handover.container.clone());
                 let taken = crate::traffic::take(
                     &shared.traffic,
                     &shared.chain,
                     peer_uid,
-                    function.clone(),
-                    container.clone(),
-                    interfaces,
+                    handover,
                     handed.take(),
                 );
                 match taken {
@@ -70,7 +65,7 @@ async fn answer(shared: &Shared, conn: UnixStream) -> std::io::Result<()> {
                     },
                 }
             }
-            Ok(ControlRequest::CountTraffic { .. }) => ControlResponse::Error {
+            Ok(ControlRequest::CountTraffic(_)) => ControlResponse::Error {
                 error: "one count_traffic per connection".into(),
             },
             Err(e) => ControlResponse::Error {

@@ -3,7 +3,7 @@
 //! holds that connection for the container's life. The counts are reported while it is open.
 
 use spright_core::chain::Chain;
-use spright_core::protocol::{CountedInterface, FunctionTraffic, TrafficCounters};
+use spright_core::protocol::{FunctionTraffic, TrafficCounters, TrafficHandover};
 use spright_ebpf::eproxy::TrafficCounts;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
@@ -19,6 +19,7 @@ const MAX_CONTAINERS: usize = 4096;
 /// One container's counts.
 struct Counted {
     function: String,
+    namespace: String,
     container: String,
     names: HashMap<u32, String>,
     counts: TrafficCounts,
@@ -52,11 +53,15 @@ pub fn take(
     registry: &Arc<Mutex<Registry>>,
     chain: &Chain,
     peer_uid: Option<u32>,
-    function: String,
-    container: String,
-    interfaces: Vec<CountedInterface>,
+    handover: TrafficHandover,
     fd: Option<OwnedFd>,
 ) -> Result<Lease, String> {
+    let TrafficHandover {
+        function,
+        namespace,
+        container,
+        interfaces,
+    } = handover;
     if peer_uid != Some(0) {
         return Err(format!(
             "only root (the shim) hands over counts; this connection's peer is {}",
@@ -69,10 +74,12 @@ pub fn take(
         ));
     }
     let id_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
-    if container.is_empty() || container.len() > MAX_CONTAINER_ID || !container.chars().all(id_ok) {
-        return Err(format!(
-            "container id {container:?} is not 1 to {MAX_CONTAINER_ID} letters, digits, '_', '.' or '-'"
-        ));
+    for (what, value) in [("namespace", &namespace), ("container id", &container)] {
+        if value.is_empty() || value.len() > MAX_CONTAINER_ID || !value.chars().all(id_ok) {
+            return Err(format!(
+                "{what} {value:?} is not 1 to {MAX_CONTAINER_ID} letters, digits, '_', '.' or '-'"
+            ));
+        }
     }
     if interfaces.is_empty() || interfaces.len() > MAX_INTERFACES {
         return Err(format!(
@@ -104,10 +111,11 @@ pub fn take(
     }
     if r.entries
         .values()
-        .any(|c| c.function == function && c.container == container)
+        .any(|c| (&c.function, &c.namespace, &c.container) == (&function, &namespace, &container))
     {
+        // The shim recognises this ending (a predecessor's report may not have ended yet).
         return Err(format!(
-            "container {container:?} of function {function:?} is reported already"
+            "container {namespace}/{container} of function {function:?} is reported already"
         ));
     }
     let id = r.next;
@@ -116,6 +124,7 @@ pub fn take(
         id,
         Counted {
             function,
+            namespace,
             container,
             names: interfaces
                 .into_iter()
@@ -168,23 +177,22 @@ impl Registry {
             }
             out.extend(counters.into_iter().map(|counters| FunctionTraffic {
                 function: c.function.clone(),
+                namespace: c.namespace.clone(),
                 container: c.container.clone(),
                 counters,
             }));
         }
         out.sort_by(|a, b| {
-            (
-                &a.function,
-                &a.container,
-                &a.counters.interface,
-                &a.counters.direction,
-            )
-                .cmp(&(
-                    &b.function,
-                    &b.container,
-                    &b.counters.interface,
-                    &b.counters.direction,
-                ))
+            let key = |t: &FunctionTraffic| {
+                (
+                    t.function.clone(),
+                    t.namespace.clone(),
+                    t.container.clone(),
+                    t.counters.interface.clone(),
+                    t.counters.direction.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
         });
         out
     }
@@ -193,6 +201,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spright_core::protocol::CountedInterface;
 
     fn chain() -> Chain {
         Chain::parse(
@@ -209,6 +218,20 @@ mod tests {
         }]
     }
 
+    fn handover(
+        function: &str,
+        namespace: &str,
+        container: &str,
+        interfaces: Vec<CountedInterface>,
+    ) -> TrafficHandover {
+        TrafficHandover {
+            function: function.into(),
+            namespace: namespace.into(),
+            container: container.into(),
+            interfaces,
+        }
+    }
+
     fn refused(
         function: &str,
         container: &str,
@@ -220,9 +243,7 @@ mod tests {
             &registry,
             &chain(),
             Some(0),
-            function.into(),
-            container.into(),
-            interfaces,
+            handover(function, "default", container, interfaces),
             fd,
         )
         .err()
@@ -239,9 +260,7 @@ mod tests {
                 &registry,
                 &chain(),
                 uid,
-                "cart".into(),
-                "c1".into(),
-                eth0(),
+                handover("cart", "default", "c1", eth0()),
                 None,
             )
             .err()
@@ -259,6 +278,16 @@ mod tests {
         }
         let e = refused("cart", "c1", Vec::new(), None);
         assert!(e.contains("0 interfaces given"), "{e}");
+        let e = take(
+            &registry,
+            &chain(),
+            Some(0),
+            handover("cart", "a/b", "c1", eth0()),
+            None,
+        )
+        .err()
+        .expect("refused");
+        assert!(e.starts_with("namespace \"a/b\""), "{e}");
         for bad in ["", "a/b", "sixteen-chars-xx", "a b"] {
             let named = vec![CountedInterface {
                 ifindex: 2,

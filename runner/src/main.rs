@@ -196,8 +196,8 @@ fn status(runtime_root: &std::path::Path, chain: &str) -> anyhow::Result<()> {
         let c = &t.counters;
         writeln!(
             out,
-            "eproxy {} container {} {} {:<3} {:>10} packets {:>12} bytes",
-            t.function, t.container, c.interface, c.direction, c.packets, c.bytes
+            "eproxy {} container {}/{} {} {:<3} {:>10} packets {:>12} bytes",
+            t.function, t.namespace, t.container, c.interface, c.direction, c.packets, c.bytes
         )?;
     }
     print_all(&out)

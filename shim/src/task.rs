@@ -51,10 +51,12 @@ struct Inner {
     events: Arc<dyn Events>,
     exit: Arc<ExitSignal>,
     /// Starts EPROXY on a function container's own interfaces (a stand-in in unit tests).
-    count_traffic: crate::traffic::Start,
-    /// Held from deciding whether a container's namespace is counted already until its count
-    /// is in its record: two creates at once do not both count one namespace.
+    count_traffic: crate::traffic::Seam,
+    /// Held from looking for a namespace's count to making one: two creates at once do not
+    /// both count one namespace.
     counting: tokio::sync::Mutex<()>,
+    /// EPROXY's counts of function containers' own traffic, one per network namespace.
+    counts: Mutex<crate::traffic::Counts>,
 }
 
 fn now() -> Timestamp {
@@ -80,7 +82,7 @@ impl TaskService {
             Arc::new(events),
             runtime_root,
             exit,
-            crate::traffic::start,
+            crate::traffic::EPROXY,
         );
         let watcher = service.clone();
         tokio::spawn(async move { watcher.watch_exits().await });
@@ -95,7 +97,7 @@ impl TaskService {
         events: Arc<dyn Events>,
         runtime_root: PathBuf,
         exit: Arc<ExitSignal>,
-        count_traffic: crate::traffic::Start,
+        count_traffic: crate::traffic::Seam,
     ) -> TaskService {
         TaskService {
             inner: Arc::new(Inner {
@@ -109,6 +111,7 @@ impl TaskService {
                 exit,
                 count_traffic,
                 counting: tokio::sync::Mutex::new(()),
+                counts: Mutex::default(),
             }),
         }
     }
@@ -181,27 +184,14 @@ impl TaskService {
             let mut init = Process::new(&id, "", fifos);
             init.io = Some(io);
             // Before start: the function's first packets are counted too.
-            let (traffic, counting) = match &plan {
-                Plan::Function(w) => {
-                    let counting = self.inner.counting.lock().await;
-                    let (start, id, w) = (self.inner.count_traffic, id.clone(), w.clone());
-                    // Running containers' only: an exited one's count was dropped at its exit.
-                    let counted: Vec<_> = (self.inner.containers.lock().unwrap().values())
-                        .filter_map(|c| Some(c.traffic.as_ref()?.netns))
-                        .collect();
-                    let traffic =
-                        tokio::task::spawn_blocking(move || start(&id, pid, &w, &counted))
-                            .await
-                            .map_err(|e| TaskError::Failed(format!("counting traffic: {e}")))?
-                            .map_err(TaskError::Failed)?;
-                    (traffic, Some(counting))
-                }
-                _ => (None, None),
+            let counted_netns = match &plan {
+                Plan::Function(w) if w.control.is_some() => self.count_traffic(&id, pid, w).await?,
+                _ => None,
             };
-            Ok::<_, TaskError>((plan, own_pid_namespace, init, pid, traffic, counting))
+            Ok::<_, TaskError>((plan, own_pid_namespace, init, pid, counted_netns))
         }
         .await;
-        let (plan, own_pid_namespace, mut init, pid, traffic, counting) = match result {
+        let (plan, own_pid_namespace, mut init, pid, counted_netns) = match result {
             Ok(r) => r,
             Err(e) => {
                 // Nothing half-created stays: no runc state, no rootfs mount.
@@ -231,13 +221,12 @@ impl TaskService {
                         Plan::Function(w) => Some(w),
                         _ => None,
                     },
-                    traffic,
+                    counted_netns,
                     own_pid_namespace,
                 },
             );
             early
         };
-        drop(counting);
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
             Box::new(TaskCreate {
@@ -261,6 +250,67 @@ impl TaskService {
             self.spawn_finish(id, String::new(), pid, code, at, own_pid_namespace);
         }
         Ok(pid)
+    }
+
+    /// Has EPROXY count function container `id`'s traffic (its init is `pid`): the network
+    /// namespace it shares with the count, if one is made or joined.
+    async fn count_traffic(
+        &self,
+        id: &str,
+        pid: u32,
+        wiring: &wiring::FunctionWiring,
+    ) -> Result<Option<crate::traffic::NetnsId>, TaskError> {
+        use crate::traffic::not_counted;
+        // Opened now, while the init waits on runc's exec fifo (see Netns).
+        let netns = match (self.inner.count_traffic.open)(pid) {
+            Ok(n) => n,
+            Err(e) => {
+                not_counted(id, wiring, e).map_err(TaskError::Failed)?;
+                return Ok(None);
+            }
+        };
+        let netns_id = netns.id;
+        let _one_at_a_time = self.inner.counting.lock().await;
+        if self.inner.counts.lock().unwrap().join(netns_id) {
+            info!("{id} shares the count of its network namespace with another running container");
+            return Ok(Some(netns_id));
+        }
+        let (start, namespace, id_owned, w) = (
+            self.inner.count_traffic.start,
+            self.inner.namespace.clone(),
+            id.to_owned(),
+            wiring.clone(),
+        );
+        let attaching =
+            tokio::task::spawn_blocking(move || start(&namespace, &id_owned, netns, &w));
+        // Every step inside has its own deadline; this one keeps a create from waiting forever
+        // whatever happens (a count that comes later is dropped: nothing stays attached).
+        let started = match tokio::time::timeout(COUNT_TIMEOUT, attaching).await {
+            Ok(Ok(started)) => started.map_err(TaskError::Failed)?,
+            Ok(Err(e)) => {
+                not_counted(id, wiring, format!("{e}")).map_err(TaskError::Failed)?;
+                None
+            }
+            Err(_) => {
+                let why = format!("attaching and handing over took over {COUNT_TIMEOUT:?}");
+                not_counted(id, wiring, why).map_err(TaskError::Failed)?;
+                None
+            }
+        };
+        Ok(started.map(|counting| {
+            self.inner.counts.lock().unwrap().insert(netns_id, counting);
+            netns_id
+        }))
+    }
+
+    /// Container `id`'s function stopped using its namespace's count (its init exited, or it
+    /// is deleted before it ran): the count ends with the last container sharing it.
+    pub(crate) async fn uncount_traffic(&self, netns: Option<crate::traffic::NetnsId>) {
+        let Some(netns) = netns else {
+            return;
+        };
+        let last = self.inner.counts.lock().unwrap().leave(netns);
+        crate::traffic::stop(last).await;
     }
 
     async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, TaskError> {
@@ -370,6 +420,9 @@ fn read_pid(path: &Path) -> Result<u32, TaskError> {
         .parse()
         .map_err(|_| TaskError::Failed(format!("{} holds no pid: {text:?}", path.display())))
 }
+
+/// How long attaching EPROXY and handing its counts over may take a create at most.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long a function of a replica pod (`spright.io/functions`) waits for the pool-manager
 /// started beside it in the pod to publish the chain.

@@ -4,41 +4,140 @@
 //! map to the chain's pool-manager, which has no capability to attach anything and reports the
 //! counts on its /metrics.
 //!
-//! Both ends are tied to the container's record here: dropping it (on delete) detaches the
-//! programs and closes the connection, which takes the counts off the pool-manager's report.
-//! A shim killed outright does the same (the kernel closes its descriptors).
+//! One count per namespace ([`Counts`]), shared by the shim's running function containers in
+//! it (a pod's): it ends when the last of them stops (its init exits, or it is deleted before
+//! it ran), which detaches the programs and closes the connection, taking the counts off the
+//! pool-manager's report. A shim killed outright does the same (the kernel closes its
+//! descriptors).
 
-use crate::wiring::FunctionWiring;
+use crate::wiring::{ControlSocket, FunctionWiring};
 use log::info;
 use spright_core::chain::EproxyMode;
-use spright_core::protocol::{ControlRequest, ControlResponse, CountedInterface};
+use spright_core::protocol::{ControlRequest, ControlResponse, CountedInterface, TrafficHandover};
 use spright_ebpf::eproxy::netns::{count_all_traffic_in, NetnsCount, NetnsEproxy};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long the pool-manager has to take the counts.
+/// How long the pool-manager has to take the counts (connecting, and answering).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a hand-over refused as "reported already" is tried again: a container deleted and
+/// made again at once under the same id may find its predecessor's report not yet ended (the
+/// pool-manager sees the old connection close a moment later).
+const DUPLICATE_RETRY: Duration = Duration::from_secs(1);
 
-/// A network namespace, by the device and inode of its `/proc/<pid>/ns/net`.
+/// A network namespace, by the device and inode of its file.
 pub type NetnsId = (u64, u64);
 
-/// A container's traffic being counted: the programs and the pool-manager's lease.
-pub struct Counting {
-    pub netns: NetnsId,
-    _lease: UnixStream,
-    _eproxy: Box<NetnsEproxy>,
+/// A container's network namespace, opened once, right after `runc create`: its init waits on
+/// runc's exec fifo then, so it cannot have been reaped and its pid not reused; what is
+/// identified is what is entered.
+pub struct Netns {
+    file: File,
+    name: String,
+    pub id: NetnsId,
 }
 
-/// Starts counting, as [`crate::task`] calls it (container id, its init's pid, its wiring,
-/// the namespaces this shim counts already): a plain function, so the Task service's tests can
-/// put one of their own in.
-pub type Start = fn(&str, u32, &FunctionWiring, &[NetnsId]) -> Result<Option<Counting>, String>;
+impl Netns {
+    pub fn of_process(pid: u32) -> Result<Netns, String> {
+        Netns::open(&format!("/proc/{pid}/ns/net"))
+    }
 
-/// Ends counting off the async runtime's workers: detaching a tcx link waits for an RCU grace
+    pub fn open(name: &str) -> Result<Netns, String> {
+        use std::os::unix::fs::MetadataExt;
+        let file = File::open(name).map_err(|e| format!("{name}: {e}"))?;
+        let meta = file.metadata().map_err(|e| format!("{name}: {e}"))?;
+        Ok(Netns {
+            file,
+            name: name.to_owned(),
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+}
+
+/// A namespace's traffic being counted: the programs and the pool-manager's lease.
+pub struct Counting {
+    _lease: UnixStream,
+    /// Always there but in the Task service's tests (which cannot attach anything).
+    _eproxy: Option<Box<NetnsEproxy>>,
+}
+
+impl Counting {
+    /// A count with nothing attached, its lease one end of `lease`: what the Task service's
+    /// tests hand out (the other end tells them when it ends).
+    #[cfg(test)]
+    pub fn for_tests(lease: UnixStream) -> Counting {
+        Counting {
+            _lease: lease,
+            _eproxy: None,
+        }
+    }
+}
+
+/// The shim's counts, one per network namespace, with the number of running function
+/// containers sharing each.
+#[derive(Default)]
+pub struct Counts {
+    by_netns: HashMap<NetnsId, (Counting, usize)>,
+}
+
+impl Counts {
+    /// One more container shares `netns`'s count, if there is one.
+    pub fn join(&mut self, netns: NetnsId) -> bool {
+        match self.by_netns.get_mut(&netns) {
+            Some((_, users)) => {
+                *users += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `netns` is counted now, for one container.
+    pub fn insert(&mut self, netns: NetnsId, counting: Counting) {
+        self.by_netns.insert(netns, (counting, 1));
+    }
+
+    /// One container stopped sharing `netns`'s count: the count, for the caller to end with
+    /// [`stop`], when it was the last.
+    pub fn leave(&mut self, netns: NetnsId) -> Option<Counting> {
+        let (_, users) = self.by_netns.get_mut(&netns)?;
+        *users -= 1;
+        if *users > 0 {
+            return None;
+        }
+        self.by_netns.remove(&netns).map(|(c, _)| c)
+    }
+
+    #[cfg(test)]
+    pub fn users(&self, netns: NetnsId) -> usize {
+        self.by_netns.get(&netns).map_or(0, |(_, n)| *n)
+    }
+}
+
+/// Starts counting (the containerd namespace, the container's id, its network namespace, its
+/// wiring).
+pub type Start = fn(&str, &str, Netns, &FunctionWiring) -> Result<Option<Counting>, String>;
+
+/// What [`crate::task`] counts traffic with: plain functions, so that the Task service's tests
+/// can put their own in (they have no real processes to enter nor anything to attach).
+#[derive(Clone, Copy)]
+pub struct Seam {
+    /// Opens the network namespace of a container's init, by its pid.
+    pub open: fn(u32) -> Result<Netns, String>,
+    pub start: Start,
+}
+
+/// The real thing.
+pub const EPROXY: Seam = Seam {
+    open: Netns::of_process,
+    start,
+};
+
+/// Ends a count off the async runtime's workers: detaching a tcx link waits for an RCU grace
 /// period (milliseconds).
 pub async fn stop(counting: Option<Counting>) {
     if let Some(c) = counting {
@@ -46,56 +145,48 @@ pub async fn stop(counting: Option<Counting>) {
     }
 }
 
-/// Counts the traffic of container `id` (its init is `pid`) on its own interfaces, as its
-/// chain asks (`gateway.eproxy`). `Ok(None)` when nothing is to be counted: off, the
-/// container shares the shim's network, it has no interface but lo, or (auto) EPROXY cannot
-/// count here, which is logged. An error (the container is not created) only when the chain
-/// says `on`.
-///
-/// A namespace this shim counts for another container already (two function containers of one
-/// pod) is not counted twice: the first container's count is the pod's.
+/// Counts the traffic of container `id` on the interfaces of its network namespace, as its
+/// chain asks (`gateway.eproxy`). `Ok(None)` when nothing is counted: the container shares the
+/// shim's network, it has no interface but lo, or (auto) EPROXY cannot count here, which is
+/// logged. An error (the container is not created) only when the chain says `on`.
 pub fn start(
+    namespace: &str,
     id: &str,
-    pid: u32,
+    netns: Netns,
     wiring: &FunctionWiring,
-    counted: &[NetnsId],
 ) -> Result<Option<Counting>, String> {
     let Some(control) = &wiring.control else {
         return Ok(None);
     };
-    match attach_and_hand_over(id, pid, &wiring.function, control, counted) {
+    match attach_and_hand_over(namespace, id, netns, &wiring.function, control) {
         Ok(counting) => Ok(counting),
-        Err(e) if wiring.eproxy == EproxyMode::On => Err(format!(
-            "spright: EPROXY cannot count container {id}'s traffic (the chain says gateway.eproxy: on): {e}"
-        )),
-        Err(e) => {
-            log::warn!(
-                "{id}: EPROXY does not count this container's own traffic (gateway.eproxy: auto; off silences this): {e}"
-            );
-            Ok(None)
-        }
+        Err(e) => not_counted(id, wiring, e).map(|()| None),
     }
 }
 
-fn attach_and_hand_over(
-    id: &str,
-    pid: u32,
-    function: &str,
-    control: &Path,
-    counted: &[NetnsId],
-) -> Result<Option<Counting>, String> {
-    use std::os::unix::fs::MetadataExt;
-    let since = std::time::Instant::now();
-    // Opened once: what is identified is what is entered.
-    let name = format!("/proc/{pid}/ns/net");
-    let netns = File::open(&name).map_err(|e| format!("{name}: {e}"))?;
-    let meta = netns.metadata().map_err(|e| format!("{name}: {e}"))?;
-    let netns_id = (meta.dev(), meta.ino());
-    if counted.contains(&netns_id) {
-        info!("{id}: its network namespace is counted for another running container of this shim already");
-        return Ok(None);
+/// What EPROXY not counting container `id` (for reason `why`) means under its chain's
+/// `gateway.eproxy`: an error that fails the create when it is `on`, a warning otherwise.
+pub fn not_counted(id: &str, wiring: &FunctionWiring, why: String) -> Result<(), String> {
+    if wiring.eproxy == EproxyMode::On {
+        return Err(format!(
+            "spright: EPROXY cannot count container {id}'s traffic (the chain says gateway.eproxy: on): {why}"
+        ));
     }
-    let eproxy = match count_all_traffic_in(netns, &name).map_err(|e| e.to_string())? {
+    log::warn!(
+        "{id}: EPROXY does not count this container's own traffic (gateway.eproxy: auto; off silences this): {why}"
+    );
+    Ok(())
+}
+
+fn attach_and_hand_over(
+    namespace: &str,
+    id: &str,
+    netns: Netns,
+    function: &str,
+    control: &ControlSocket,
+) -> Result<Option<Counting>, String> {
+    let since = std::time::Instant::now();
+    let eproxy = match count_all_traffic_in(netns.file, &netns.name).map_err(|e| e.to_string())? {
         NetnsCount::Counting(e) => e,
         NetnsCount::SharedWithCaller => {
             info!("{id}: on the host's network, EPROXY counts its chain's traffic at the gateway only");
@@ -104,7 +195,7 @@ fn attach_and_hand_over(
         NetnsCount::NoInterface => return Ok(None),
     };
     let attached = since.elapsed();
-    let lease = hand_over(id, function, control, &eproxy)?;
+    let lease = hand_over_retrying(namespace, id, function, control, &eproxy)?;
     info!(
         "{id}: EPROXY counts its own traffic on {} (attached in {attached:?}, handed over in {:?})",
         eproxy
@@ -116,21 +207,50 @@ fn attach_and_hand_over(
         since.elapsed() - attached
     );
     Ok(Some(Counting {
-        netns: netns_id,
         _lease: lease,
-        _eproxy: eproxy,
+        _eproxy: Some(eproxy),
     }))
+}
+
+/// [`hand_over`], tried again for up to [`DUPLICATE_RETRY`] while the pool-manager still
+/// reports a predecessor of the same id.
+fn hand_over_retrying(
+    namespace: &str,
+    id: &str,
+    function: &str,
+    control: &ControlSocket,
+    eproxy: &NetnsEproxy,
+) -> Result<UnixStream, String> {
+    let deadline = std::time::Instant::now() + DUPLICATE_RETRY;
+    loop {
+        match hand_over(namespace, id, function, control, eproxy) {
+            Err(Refusal::Duplicate(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(Refusal::Duplicate(e) | Refusal::Other(e)) => return Err(e),
+            Ok(lease) => return Ok(lease),
+        }
+    }
+}
+
+enum Refusal {
+    /// The pool-manager reports this container already.
+    Duplicate(String),
+    Other(String),
 }
 
 /// Sends the counts map to the pool-manager and waits for it to take them.
 fn hand_over(
+    namespace: &str,
     id: &str,
     function: &str,
-    control: &Path,
+    control: &ControlSocket,
     eproxy: &NetnsEproxy,
-) -> Result<UnixStream, String> {
-    let request = ControlRequest::CountTraffic {
+) -> Result<UnixStream, Refusal> {
+    let other = Refusal::Other;
+    let request = ControlRequest::CountTraffic(TrafficHandover {
         function: function.to_owned(),
+        namespace: namespace.to_owned(),
         container: id.to_owned(),
         interfaces: eproxy
             .interfaces
@@ -140,79 +260,96 @@ fn hand_over(
                 name: name.clone(),
             })
             .collect(),
-    };
-    let mut line = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+    });
+    let mut line = serde_json::to_vec(&request).map_err(|e| other(e.to_string()))?;
     line.push(b'\n');
-    let at = |e: std::io::Error| format!("the chain's control socket {}: {e}", control.display());
-    let stream = connect_checked(control).map_err(at)?;
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(at)?;
-    stream.set_write_timeout(Some(ANSWER_TIMEOUT)).map_err(at)?;
+    let path = control.path.display();
+    let at = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("the pool-manager behind {path} did not answer within {ANSWER_TIMEOUT:?}")
+        }
+        _ => format!("the chain's control socket {path}: {e}"),
+    };
+    let stream = connect_checked(control).map_err(|e| other(at(e)))?;
+    stream
+        .set_read_timeout(Some(ANSWER_TIMEOUT))
+        .map_err(|e| other(at(e)))?;
     // Read-only: the pool-manager reports the counts, it cannot change them.
     let map = eproxy
         .eproxy
         .counts_fd_read_only()
-        .map_err(|e| format!("opening the counts map read-only: {e}"))?;
-    let timed_out = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
-            "the pool-manager behind {} did not answer within {ANSWER_TIMEOUT:?}",
-            control.display()
-        ),
-        _ => at(e),
-    };
+        .map_err(|e| other(format!("opening the counts map read-only: {e}")))?;
     // The descriptor rides on the first bytes; the rest of the line follows if cut short.
-    let sent =
-        spright_core::fdpass::send_with_fd(stream.as_raw_fd(), &line, &map).map_err(timed_out)?;
-    std::io::Write::write_all(&mut &stream, &line[sent..]).map_err(timed_out)?;
+    let sent = spright_core::fdpass::send_with_fd(stream.as_raw_fd(), &line, &map)
+        .map_err(|e| other(at(e)))?;
+    std::io::Write::write_all(&mut &stream, &line[sent..]).map_err(|e| other(at(e)))?;
     let mut answer = String::new();
     BufReader::new(&stream)
         .read_line(&mut answer)
-        .map_err(timed_out)?;
+        .map_err(|e| other(at(e)))?;
     match serde_json::from_str::<ControlResponse>(&answer) {
         Ok(ControlResponse::Counting) => {
-            stream.set_read_timeout(None).map_err(at)?;
+            stream.set_read_timeout(None).map_err(|e| other(at(e)))?;
             Ok(stream)
         }
-        Ok(ControlResponse::Error { error }) => Err(format!("the pool-manager refused: {error}")),
-        _ if answer.is_empty() => Err("the pool-manager closed the control connection".into()),
-        _ => Err(format!(
+        Ok(ControlResponse::Error { error }) if error.ends_with(REPORTED_ALREADY) => Err(
+            Refusal::Duplicate(format!("the pool-manager refused: {error}")),
+        ),
+        Ok(ControlResponse::Error { error }) => {
+            Err(other(format!("the pool-manager refused: {error}")))
+        }
+        _ if answer.is_empty() => Err(other(
+            "the pool-manager closed the control connection".into(),
+        )),
+        _ => Err(other(format!(
             "unexpected answer from the pool-manager: {}",
             answer.trim()
-        )),
+        ))),
     }
 }
 
-/// Connects to the control socket the wiring checked, as it is now: the path is opened without
-/// following a symbolic link and must still be a socket of the shim's user at the same place
-/// (whoever can write the runtime directory could swap it between the check and this connect,
-/// and the shim is root), then connected through that very file.
-fn connect_checked(control: &Path) -> std::io::Result<UnixStream> {
+/// How the pool-manager's refusal of a container it reports already ends.
+const REPORTED_ALREADY: &str = "is reported already";
+
+/// Connects to the control socket the wiring checked, and only to it: the path is opened
+/// without following a symbolic link and must still be the very socket (device and inode) that
+/// was checked, owned by the shim's user (whoever can write the runtime directory could swap it
+/// in between, and the shim is root). Connected through that file, with a deadline: a
+/// pool-manager that stopped accepting must not hold the create forever.
+fn connect_checked(control: &ControlSocket) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, UnixAddr};
     use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
-        .open(control)?;
+        .open(&control.path)?;
     let meta = opened.metadata()?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let ours = meta.uid() == unsafe { libc::geteuid() };
-    let through = PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()));
-    let real = std::fs::read_link(&through)?;
-    let socket = meta.file_type().is_socket();
-    if !socket || !ours || real != control {
-        return Err(std::io::Error::other(format!(
-            "changed since it was checked (now {}{}{})",
-            real.display(),
-            if socket { "" } else { ", not a socket" },
-            if ours { "" } else { ", not the shim's user's" },
-        )));
+    if !meta.file_type().is_socket() || !ours || (meta.dev(), meta.ino()) != control.id {
+        return Err(std::io::Error::other(
+            "it is not the socket that was checked any more (replaced since)",
+        ));
     }
-    UnixStream::connect(&through)
+    let through = format!("/proc/self/fd/{}", opened.as_raw_fd());
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // A unix connect waits for room in the listener's backlog for as long as SO_SNDTIMEO says.
+    let timeout = nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0);
+    socket::setsockopt(&fd, sockopt::SendTimeout, &timeout)?;
+    socket::connect(fd.as_raw_fd(), &UnixAddr::new(through.as_str())?)?;
+    Ok(UnixStream::from(fd))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn wiring(control: Option<&str>, eproxy: EproxyMode) -> FunctionWiring {
+    fn wiring(control: bool, eproxy: EproxyMode) -> FunctionWiring {
         FunctionWiring {
             chain: "shop".into(),
             replica: None,
@@ -221,31 +358,64 @@ mod tests {
             rings: None,
             load: None,
             socket: "/nonexistent/fn.sock".into(),
-            control: control.map(PathBuf::from),
+            control: control.then(|| ControlSocket {
+                path: "/nonexistent/control.sock".into(),
+                id: (0, 0),
+            }),
             eproxy,
         }
     }
 
-    /// No process has this pid (pids stop at 2^22).
-    const GONE: u32 = u32::MAX;
+    /// Not a network namespace: entering it fails.
+    fn not_a_netns() -> Netns {
+        Netns::open("/dev/null").unwrap()
+    }
 
     #[test]
     fn on_fails_the_create_naming_why_auto_goes_on_and_off_looks_at_nothing() {
-        let control = Some("/nonexistent/control.sock");
-        let e = start("c1", GONE, &wiring(control, EproxyMode::On), &[]).err();
+        let e = start("ns", "c1", not_a_netns(), &wiring(true, EproxyMode::On)).err();
         let e = e.expect("on: an error");
         assert!(
             e.contains("container c1")
                 && e.contains("gateway.eproxy: on")
-                && e.contains(&format!("/proc/{GONE}/ns/net")),
+                && e.contains("/dev/null: cannot be entered"),
             "{e}"
         );
-        assert!(start("c1", GONE, &wiring(control, EproxyMode::Auto), &[])
-            .unwrap()
-            .is_none());
+        assert!(
+            start("ns", "c1", not_a_netns(), &wiring(true, EproxyMode::Auto))
+                .unwrap()
+                .is_none()
+        );
         // No control socket (off, or a replica pod's function): nothing is tried, even on.
-        assert!(start("c1", GONE, &wiring(None, EproxyMode::On), &[])
-            .unwrap()
-            .is_none());
+        assert!(
+            start("ns", "c1", not_a_netns(), &wiring(false, EproxyMode::On))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_namespaces_count_ends_with_its_last_container() {
+        let mut counts = Counts::default();
+        let (lease, mut other_end) = UnixStream::pair().unwrap();
+        let netns = (1, 2);
+        assert!(!counts.join(netns), "nothing to join yet");
+        counts.insert(netns, Counting::for_tests(lease));
+        assert!(counts.join(netns));
+        assert_eq!(counts.users(netns), 2);
+        assert!(counts.leave(netns).is_none(), "one container still runs");
+        let last = counts.leave(netns).expect("the last one ends it");
+        assert_eq!(counts.users(netns), 0);
+        drop(last);
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            std::io::Read::read(&mut other_end, &mut buf).unwrap(),
+            0,
+            "the lease ended"
+        );
+        assert!(
+            counts.leave(netns).is_none(),
+            "leaving twice changes nothing"
+        );
     }
 }

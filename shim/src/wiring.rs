@@ -113,12 +113,20 @@ pub struct FunctionWiring {
     /// reports no load, and works as before).
     pub load: Option<PathBuf>,
     pub socket: PathBuf,
-    /// The chain's control socket (its real path), where EPROXY's counts of the container's own
-    /// traffic are handed over; none when the chain says `gateway.eproxy: off`, or for a
-    /// replica pod's function.
-    pub control: Option<PathBuf>,
+    /// The chain's control socket, where EPROXY's counts of the container's own traffic are
+    /// handed over; none when the chain says `gateway.eproxy: off`, or for a replica pod's
+    /// function.
+    pub control: Option<ControlSocket>,
     /// Whether counting the container's own traffic is wanted (auto), required (on) or not.
     pub eproxy: EproxyMode,
+}
+
+/// A chain's control socket as checked: its real path, and the socket itself (device and
+/// inode), which is all the shim will connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSocket {
+    pub path: PathBuf,
+    pub id: (u64, u64),
 }
 
 /// Reads the annotations and checks them against the chain's manifest under `runtime_root`.
@@ -340,20 +348,11 @@ fn wire_function(
         EproxyMode::Off => None,
         EproxyMode::Auto | EproxyMode::On => {
             // The shim connects to it as root, handing over a BPF map: only a pool-manager's.
-            check_mountable(
+            Some(check_control_socket(
                 &key,
                 &manifest.control_socket,
-                FileKind::Socket,
                 runtime_root,
-            )?;
-            // As checked: the connect finds it there or refuses (see traffic::connect_checked).
-            let real = std::fs::canonicalize(&manifest.control_socket).map_err(|_| {
-                WiringError::Missing {
-                    chain: key.to_string(),
-                    path: manifest.control_socket.clone(),
-                }
-            })?;
-            Some(real)
+            )?)
         }
     };
     Ok(Plan::Function(FunctionWiring {
@@ -433,6 +432,56 @@ fn check_mountable(
         }
     }
     Ok(())
+}
+
+/// The control socket must be what a pool-manager makes: a socket inside the chain's runtime
+/// directory, not a symlink, owned by the shim's user. Checked on the file itself (opened
+/// without following a link), whose identity is kept for the connect.
+fn check_control_socket(
+    key: &ChainKey,
+    path: &Path,
+    runtime_root: &Path,
+) -> Result<ControlSocket, WiringError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let chain = key.to_string();
+    let suspicious = |problem: &str| WiringError::Suspicious {
+        chain: chain.clone(),
+        path: path.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|_| WiringError::Missing {
+            chain: chain.clone(),
+            path: path.to_owned(),
+        })?;
+    let meta = opened.metadata().map_err(|_| suspicious("unreadable"))?;
+    // O_PATH with O_NOFOLLOW opens a link itself.
+    if meta.file_type().is_symlink() {
+        return Err(suspicious("a symbolic link"));
+    }
+    if !meta.file_type().is_socket() {
+        return Err(suspicious("not a socket"));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return Err(suspicious("not owned by the shim's user"));
+    }
+    let outside = || suspicious("outside the chain's runtime directory");
+    let dir = std::fs::canonicalize(spright_core::manifest::runtime_dir(runtime_root, key))
+        .map_err(|_| outside())?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", opened.as_raw_fd()))
+        .map_err(|_| outside())?;
+    if !real.starts_with(&dir) {
+        return Err(outside());
+    }
+    Ok(ControlSocket {
+        path: real,
+        id: (meta.dev(), meta.ino()),
+    })
 }
 
 fn check_name(key: &str, value: &str) -> Result<(), WiringError> {

@@ -99,12 +99,18 @@ pub enum ControlRequest {
     /// first byte): EPROXY counts all IP traffic on a function container's own interfaces.
     /// The pool-manager answers `Counting` and reports the counts for as long as this
     /// connection stays open; the shim holds it for the container's life.
-    CountTraffic {
-        function: String,
-        container: String,
-        /// The interfaces counted on, by their index in the container's network namespace.
-        interfaces: Vec<CountedInterface>,
-    },
+    CountTraffic(TrafficHandover),
+}
+
+/// What a `CountTraffic` says of the counts handed over with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrafficHandover {
+    pub function: String,
+    /// The containerd namespace of the container (container ids are unique within one).
+    pub namespace: String,
+    pub container: String,
+    /// The interfaces counted on, by their index in the container's network namespace.
+    pub interfaces: Vec<CountedInterface>,
 }
 
 /// A function container's interface EPROXY counts on.
@@ -119,6 +125,9 @@ pub struct CountedInterface {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FunctionTraffic {
     pub function: String,
+    /// The containerd namespace and the id of the container that counts (of the first, when
+    /// several containers of one pod share a network namespace).
+    pub namespace: String,
     pub container: String,
     #[serde(flatten)]
     pub counters: TrafficCounters,

@@ -142,6 +142,15 @@ impl TaskService {
         at: Timestamp,
         own_pid_namespace: bool,
     ) {
+        if exec_id.is_empty() {
+            // A stopped function no longer shares its namespace's count: at once, not after
+            // its output is out.
+            let counted = {
+                let mut containers = self.inner.containers.lock().unwrap();
+                containers.get_mut(id).and_then(|c| c.counted_netns.take())
+            };
+            self.uncount_traffic(counted).await;
+        }
         if exec_id.is_empty() && !own_pid_namespace {
             // Without a PID namespace of its own nothing ends the container's other processes
             // when its init exits (a private namespace's kernel would): kill them, as the runc
@@ -166,23 +175,16 @@ impl TaskService {
         }
         // After the start event (for a process whose start is still being reported).
         let _ = tokio::time::timeout(START_EVENT, started.wait_for(|s| *s)).await;
-        let traffic = {
+        {
             let mut containers = self.inner.containers.lock().unwrap();
-            let Some(c) = containers.get_mut(id) else {
-                return;
-            };
-            let Some(p) = c.process_mut(exec_id) else {
+            let Some(p) = containers.get_mut(id).and_then(|c| c.process_mut(exec_id)) else {
                 return;
             };
             // Reported once: a second report of one exit is refused by its state.
             if !p.set_exited(code, at.clone()) {
                 return;
             }
-            // A stopped function's namespace is counted by the next container to use it (a pod's
-            // restarted container), not by this one's record until it is deleted.
-            exec_id.is_empty().then(|| c.traffic.take()).flatten()
-        };
-        crate::traffic::stop(traffic).await;
+        }
         let what = if exec_id.is_empty() { "init" } else { exec_id };
         info!("{id} {what} exited with {code}");
         self.publish(

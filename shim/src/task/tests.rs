@@ -39,8 +39,13 @@ fn shim_in(runtime_root: tempfile::TempDir) -> Shim {
     shim_counting(runtime_root, |_, _, _, _| Ok(None))
 }
 
-/// [`shim_in`] with `count_traffic` starting EPROXY on function containers.
-fn shim_counting(runtime_root: tempfile::TempDir, count_traffic: crate::traffic::Start) -> Shim {
+/// [`shim_in`] with `start` starting EPROXY on function containers, all of which are in the
+/// test's own network namespace.
+fn shim_counting(runtime_root: tempfile::TempDir, start: crate::traffic::Start) -> Shim {
+    let count_traffic = crate::traffic::Seam {
+        open: |_| crate::traffic::Netns::open("/proc/self/ns/net"),
+        start,
+    };
     let runc = FakeRuntime::new();
     let journal = runc.journal();
     let service = TaskService::with_parts(
@@ -709,8 +714,8 @@ async fn a_containers_runtime_options_reach_its_runc_create_and_ps_and_update_go
 
 #[tokio::test]
 async fn a_function_whose_traffic_must_be_counted_but_cannot_is_not_created() {
-    let s = shim_counting(wiring::tests::runtime_root(), |id, _, w, _| {
-        assert_eq!((id, w.function.as_str()), ("f1", "ads"));
+    let s = shim_counting(wiring::tests::runtime_root(), |namespace, id, _, w| {
+        assert_eq!((namespace, id, w.function.as_str()), ("test", "f1", "ads"));
         assert!(w.control.is_some(), "the chain's control socket is given");
         Err("spright: EPROXY cannot count container f1's traffic: refused".into())
     });
@@ -742,4 +747,87 @@ async fn a_function_whose_traffic_must_be_counted_but_cannot_is_not_created() {
         panic!("a plain container's traffic is not counted")
     });
     s.create("c1").await;
+}
+
+/// The far ends of the counts' leases the stand-in below hands out, by container: a count has
+/// ended when its far end reads end of file.
+static LEASES: Mutex<Vec<(String, std::os::unix::net::UnixStream)>> = Mutex::new(Vec::new());
+
+fn counting_stand_in(
+    _: &str,
+    id: &str,
+    _: crate::traffic::Netns,
+    _: &wiring::FunctionWiring,
+) -> Result<Option<crate::traffic::Counting>, String> {
+    let (lease, far) = std::os::unix::net::UnixStream::pair().unwrap();
+    far.set_nonblocking(true).unwrap();
+    LEASES.lock().unwrap().push((id.to_owned(), far));
+    Ok(Some(crate::traffic::Counting::for_tests(lease)))
+}
+
+/// Counts made for `id` so far, and whether each is still going.
+fn leases_of(id: &str) -> Vec<bool> {
+    use std::io::Read;
+    LEASES
+        .lock()
+        .unwrap()
+        .iter_mut()
+        .filter(|(c, _)| c == id)
+        .map(|(_, far)| match far.read(&mut [0u8; 1]) {
+            Ok(0) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn function_containers_sharing_a_namespace_share_one_count_until_the_last_stops() {
+    let s = shim_counting(wiring::tests::runtime_root(), counting_stand_in);
+    let annotations = json!({"spright.io/chain": "shop", "spright.io/function": "ads"});
+    let first = s
+        .create_with("share-1", true, annotations.clone())
+        .await
+        .unwrap()
+        .pid;
+    let second = s
+        .create_with("share-2", true, annotations.clone())
+        .await
+        .unwrap()
+        .pid;
+    s.start("share-1", "").await.unwrap();
+    s.start("share-2", "").await.unwrap();
+    assert_eq!(
+        leases_of("share-1"),
+        [true],
+        "one count, made for the first"
+    );
+    assert_eq!(
+        leases_of("share-2"),
+        Vec::<bool>::new(),
+        "the second joins it"
+    );
+
+    s.reap(first, 0);
+    s.journal.wait_for_event(EXIT, 1).await;
+    assert_eq!(
+        leases_of("share-1"),
+        [true],
+        "the second still runs: counting goes on"
+    );
+    s.reap(second, 0);
+    s.journal.wait_for_event(EXIT, 2).await;
+    assert_eq!(
+        leases_of("share-1"),
+        [false],
+        "ended with the last, at its exit"
+    );
+
+    // A new container there counts afresh; one deleted before it ran ends its count too.
+    s.create_with("share-3", true, annotations).await.unwrap();
+    assert_eq!(leases_of("share-3"), [true]);
+    s.delete("share-3", "").await.unwrap();
+    assert_eq!(leases_of("share-3"), [false]);
+    s.delete("share-1", "").await.unwrap();
+    s.delete("share-2", "").await.unwrap();
 }

@@ -455,7 +455,33 @@ fn the_control_socket_is_given_only_when_eproxy_may_count_and_must_be_the_chains
         panic!("a function")
     };
     let control = root.path().join("shop/control.sock");
-    assert_eq!(w.control, Some(std::fs::canonicalize(&control).unwrap()));
+    let checked = w.control.expect("the control socket");
+    assert_eq!(checked.path, std::fs::canonicalize(&control).unwrap());
+    let meta = std::fs::metadata(&control).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(checked.id, (meta.dev(), meta.ino()));
+
+    // A symbolic link to it is refused.
+    let link = root.path().join("shop/link.sock");
+    std::os::unix::fs::symlink(&control, &link).unwrap();
+    let mut manifest_json: Value =
+        serde_json::from_slice(&std::fs::read(root.path().join("shop/manifest.json")).unwrap())
+            .unwrap();
+    let real_control = manifest_json["control_socket"].clone();
+    manifest_json["control_socket"] = json!(link);
+    std::fs::write(
+        root.path().join("shop/manifest.json"),
+        serde_json::to_vec(&manifest_json).unwrap(),
+    )
+    .unwrap();
+    let e = plan(&ads, root.path()).unwrap_err();
+    assert!(e.to_string().contains("which is a symbolic link"), "{e}");
+    manifest_json["control_socket"] = real_control;
+    std::fs::write(
+        root.path().join("shop/manifest.json"),
+        serde_json::to_vec(&manifest_json).unwrap(),
+    )
+    .unwrap();
     assert_eq!(w.eproxy, EproxyMode::Auto);
 
     // Not a socket: someone else's file, not the pool-manager's control socket.
