@@ -2,9 +2,9 @@
 //! own interface looks like under CNI, without a CNI. IPv4 only, with static neighbours, so
 //! nothing crosses the pair but what the test sends. Removed on drop, panics included.
 
-use std::fs::File;
+use spright_test_support::netns::run;
+pub use spright_test_support::netns::{dev_stats, in_netns};
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -21,19 +21,6 @@ pub struct VethPair {
 }
 
 static NEXT: AtomicU8 = AtomicU8::new(0);
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 impl VethPair {
     pub fn new() -> VethPair {
@@ -148,37 +135,4 @@ impl Drop for VethPair {
     fn drop(&mut self) {
         self.remove();
     }
-}
-
-/// Runs `f` on a thread of its own in network namespace `ns` (setns moves only the calling
-/// thread) and returns what it returns.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns on a namespace descriptor we hold open.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
-/// `ifname`'s (rx packets, rx bytes, tx packets, tx bytes) in the calling thread's network
-/// namespace (sysfs would show the namespace it was mounted in).
-pub fn dev_stats(ifname: &str) -> [u64; 4] {
-    let dev = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
-    let line = dev
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{ifname}:")))
-        .unwrap_or_else(|| panic!("no {ifname} in /proc/thread-self/net/dev:\n{dev}"));
-    let f: Vec<u64> = line
-        .split_once(':')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    [f[1], f[0], f[9], f[8]]
 }

@@ -9,13 +9,13 @@ use spright_ebpf::eproxy::{
     interfaces_for, Direction, Eproxy, EproxyError, InterfaceCounters, TrafficCounts,
 };
 use spright_test_support::have_root;
+use spright_test_support::netns::{join, run, spawn_in_netns};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Request/response exchanges per connection.
@@ -23,19 +23,6 @@ const ROUNDS: usize = 50;
 const MESSAGE: usize = 100;
 const ETH_HLEN: u64 = 14;
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A network namespace of the test's own and a veth pair into it: `host` stays in the test's
 /// namespace with `host_ip`/30, `peer` is in `ns` with `peer_ip`/30. No IPv6 and static
@@ -164,24 +151,6 @@ impl Drop for Net {
     }
 }
 
-/// Runs `f` on a thread in network namespace `ns` (setns moves only the calling thread).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns on a namespace file descriptor we hold open.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
-fn join<T>(handle: JoinHandle<T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
 /// Frames in and out, or EPROXY's counts as frames (its bytes are L3).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Traffic {
@@ -300,7 +269,7 @@ fn exchange(server: &TcpListener, client_ns: &str) {
             (tcp_state(&s) == TCP_CLOSE).then_some(())
         });
     });
-    let client = in_netns(client_ns, move || {
+    let client = spawn_in_netns(client_ns, move || {
         let mut s = TcpStream::connect_timeout(&to, DEADLINE).unwrap();
         s.set_nodelay(true).unwrap();
         s.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -446,7 +415,7 @@ fn a_missing_or_non_ethernet_interface_is_a_clear_error() {
         "ip", "netns", "exec", &net.ns, "ip", "link", "set", &tun, "up",
     ]);
     let peer = net.peer.clone();
-    join(in_netns(&net.ns, move || {
+    join(spawn_in_netns(&net.ns, move || {
         let err = eproxy.attach(&tun).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -489,26 +458,15 @@ fn dropping_eproxy_leaves_nothing_attached() {
     });
 }
 
-/// /proc/thread-self/net/dev's (rx packets, rx bytes, tx packets, tx bytes) for lo, in the
-/// calling thread's namespace (sysfs would show the namespace it was mounted in).
+/// lo's counts in the calling thread's namespace.
 fn lo_stats() -> Traffic {
-    let dev = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
-    let line = dev
-        .lines()
-        .find(|l| l.trim_start().starts_with("lo:"))
-        .expect("lo in /proc/thread-self/net/dev");
-    let f: Vec<u64> = line
-        .split_once(':')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let [in_packets, in_bytes, out_packets, out_bytes] =
+        spright_test_support::netns::dev_stats("lo");
     Traffic {
-        in_packets: f[1],
-        in_bytes: f[0],
-        out_packets: f[9],
-        out_bytes: f[8],
+        in_packets,
+        in_bytes,
+        out_packets,
+        out_bytes,
     }
 }
 
@@ -533,7 +491,7 @@ fn counted_once_on_lo(ip: IpAddr) {
     // In the test's own namespace, whose lo carries only the test's traffic.
     let net = Net::new();
     let ns = net.ns.clone();
-    join(in_netns(&net.ns, move || {
+    join(spawn_in_netns(&net.ns, move || {
         let gateway = listener(ip);
         let listen = gateway.local_addr().unwrap();
         let mut eproxy = Eproxy::load(listen).expect("load EPROXY");
@@ -644,7 +602,7 @@ fn udp_exchange(to_ip: Ipv4Addr, ns: &str) {
     let server = std::net::UdpSocket::bind((to_ip, 0)).unwrap();
     server.set_read_timeout(Some(DEADLINE)).unwrap();
     let to = server.local_addr().unwrap();
-    let client = in_netns(ns, move || {
+    let client = spawn_in_netns(ns, move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut back = [0u8; 64];
@@ -709,14 +667,14 @@ fn in_a_containers_namespace_every_ip_packet_of_its_interfaces_is_counted() {
 
     // Detached with its holder; the counts stay readable by whoever holds the map.
     let peer = net.peer.clone();
-    join(in_netns(&net.ns, move || {
+    join(spawn_in_netns(&net.ns, move || {
         assert_eq!(spright_ebpf::eproxy::programs_on(&peer).unwrap(), 2);
     }));
     drop(counting);
     let peer = net.peer.clone();
     // A link is released when its last descriptor closes: a child another test forks at that
     // moment holds a copy until it execs (close-on-exec).
-    join(in_netns(&net.ns, move || {
+    join(spawn_in_netns(&net.ns, move || {
         spright_test_support::wait_for("the programs to go", DEADLINE, || {
             (spright_ebpf::eproxy::programs_on(&peer).unwrap() == 0).then_some(())
         })

@@ -1,5 +1,7 @@
 //! Helpers for spright's tests.
 
+pub mod netns;
+
 use std::time::{Duration, Instant};
 
 /// True when the test may use root-only facilities (BPF, mounts). Off root it returns false so
