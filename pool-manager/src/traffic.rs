@@ -1,6 +1,7 @@
 //! Function containers' own traffic: EPROXY counts it in each container's network namespace,
 //! attached there by the shim, which hands the counts map over on a control connection and
-//! holds that connection for the container's life. The counts are reported while it is open.
+//! holds that connection while a function container runs there. The counts are reported while
+//! it is open.
 
 use spright_core::chain::Chain;
 use spright_core::protocol::{FunctionTraffic, TrafficCounters, TrafficHandover};
