@@ -98,7 +98,8 @@ pub enum ControlRequest {
     /// Sent by the shim with the descriptor of EPROXY's counts map (SCM_RIGHTS, on this line's
     /// first byte): EPROXY counts all IP traffic on a function container's own interfaces.
     /// The pool-manager answers `Counting` and reports the counts for as long as this
-    /// connection stays open; the shim holds it while a function container runs in that namespace.
+    /// connection stays open; the shim holds it while a function container runs in that
+    /// namespace.
     CountTraffic(TrafficHandover),
 }
 
