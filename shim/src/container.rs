@@ -129,9 +129,9 @@ pub struct Container {
     /// Set for a SPRIGHT function: its execs get the same environment.
     pub function: Option<FunctionWiring>,
     /// EPROXY counting a function's own traffic, for as long as the container is kept.
-    /// The network namespace whose count (in the Task service's `Counts`) this running
-    /// function shares; taken when its init exits or it is deleted.
-    pub counted_netns: Option<crate::traffic::NetnsId>,
+    /// The count (in the Task service's `Counts`) this running function shares; taken when its
+    /// init exits or it is deleted.
+    pub count: Option<crate::traffic::CountKey>,
     /// Whether the container has a PID namespace of its own (if not, its other processes are
     /// killed when its init exits, as the runc v2 shim does).
     pub own_pid_namespace: bool,

@@ -54,7 +54,7 @@ struct Inner {
     count_traffic: crate::traffic::Seam,
     /// Held from looking for a namespace's count to making one: two creates at once do not
     /// both count one namespace.
-    counting: tokio::sync::Mutex<()>,
+    counting: Arc<tokio::sync::Mutex<()>>,
     /// EPROXY's counts of function containers' own traffic, one per network namespace.
     counts: Mutex<crate::traffic::Counts>,
 }
@@ -110,7 +110,7 @@ impl TaskService {
                 events,
                 exit,
                 count_traffic,
-                counting: tokio::sync::Mutex::new(()),
+                counting: Arc::default(),
                 counts: Mutex::default(),
             }),
         }
@@ -184,14 +184,14 @@ impl TaskService {
             let mut init = Process::new(&id, "", fifos);
             init.io = Some(io);
             // Before start: the function's first packets are counted too.
-            let counted_netns = match &plan {
-                Plan::Function(w) if w.control.is_some() => self.count_traffic(&id, pid, w).await?,
+            let count = match &plan {
+                Plan::Function(w) => self.count_traffic(&id, pid, w).await?,
                 _ => None,
             };
-            Ok::<_, TaskError>((plan, own_pid_namespace, init, pid, counted_netns))
+            Ok::<_, TaskError>((plan, own_pid_namespace, init, pid, count))
         }
         .await;
-        let (plan, own_pid_namespace, mut init, pid, counted_netns) = match result {
+        let (plan, own_pid_namespace, mut init, pid, count) = match result {
             Ok(r) => r,
             Err(e) => {
                 // Nothing half-created stays: no runc state, no rootfs mount.
@@ -221,7 +221,7 @@ impl TaskService {
                         Plan::Function(w) => Some(w),
                         _ => None,
                     },
-                    counted_netns,
+                    count,
                     own_pid_namespace,
                 },
             );
@@ -252,15 +252,18 @@ impl TaskService {
         Ok(pid)
     }
 
-    /// Has EPROXY count function container `id`'s traffic (its init is `pid`): the network
-    /// namespace it shares with the count, if one is made or joined.
+    /// Has EPROXY count function container `id`'s traffic (its init is `pid`): the count it
+    /// shares, if one is made or joined.
     async fn count_traffic(
         &self,
         id: &str,
         pid: u32,
         wiring: &wiring::FunctionWiring,
-    ) -> Result<Option<crate::traffic::NetnsId>, TaskError> {
+    ) -> Result<Option<crate::traffic::CountKey>, TaskError> {
         use crate::traffic::not_counted;
+        let Some(control) = &wiring.control else {
+            return Ok(None);
+        };
         // Opened now, while the init waits on runc's exec fifo (see Netns).
         let netns = match (self.inner.count_traffic.open)(pid) {
             Ok(n) => n,
@@ -269,11 +272,13 @@ impl TaskService {
                 return Ok(None);
             }
         };
-        let netns_id = netns.id;
-        let _one_at_a_time = self.inner.counting.lock().await;
-        if self.inner.counts.lock().unwrap().join(netns_id) {
+        let key = (netns.id, control.id);
+        // Held until the count is in `counts`, or until a start that outlived the deadline
+        // below has ended: one attempt at a time.
+        let one_at_a_time = self.inner.counting.clone().lock_owned().await;
+        if self.inner.counts.lock().unwrap().join(key) {
             info!("{id} shares the count of its network namespace with another running container");
-            return Ok(Some(netns_id));
+            return Ok(Some(key));
         }
         let (start, namespace, id_owned, w) = (
             self.inner.count_traffic.start,
@@ -281,31 +286,31 @@ impl TaskService {
             id.to_owned(),
             wiring.clone(),
         );
-        let attaching =
-            tokio::task::spawn_blocking(move || start(&namespace, &id_owned, netns, &w));
+        let attaching = tokio::task::spawn_blocking(move || {
+            (start(&namespace, &id_owned, netns, &w), one_at_a_time)
+        });
         // Every step inside has its own deadline; this one keeps a create from waiting forever
         // whatever happens (a count that comes later is dropped: nothing stays attached).
         let started = match tokio::time::timeout(COUNT_TIMEOUT, attaching).await {
-            Ok(Ok(started)) => started.map_err(TaskError::Failed)?,
-            Ok(Err(e)) => {
-                not_counted(id, wiring, format!("{e}")).map_err(TaskError::Failed)?;
-                None
+            Ok(Ok((started, one_at_a_time))) => {
+                let started = started.map_err(TaskError::Failed)?;
+                let key = started.map(|counting| {
+                    self.inner.counts.lock().unwrap().insert(key, counting);
+                    key
+                });
+                drop(one_at_a_time);
+                return Ok(key);
             }
-            Err(_) => {
-                let why = format!("attaching and handing over took over {COUNT_TIMEOUT:?}");
-                not_counted(id, wiring, why).map_err(TaskError::Failed)?;
-                None
-            }
+            Ok(Err(e)) => format!("{e}"),
+            Err(_) => format!("attaching and handing over took over {COUNT_TIMEOUT:?}"),
         };
-        Ok(started.map(|counting| {
-            self.inner.counts.lock().unwrap().insert(netns_id, counting);
-            netns_id
-        }))
+        not_counted(id, wiring, started).map_err(TaskError::Failed)?;
+        Ok(None)
     }
 
     /// Container `id`'s function stopped using its namespace's count (its init exited, or it
     /// is deleted before it ran): the count ends with the last container sharing it.
-    pub(crate) async fn uncount_traffic(&self, netns: Option<crate::traffic::NetnsId>) {
+    pub(crate) async fn uncount_traffic(&self, netns: Option<crate::traffic::CountKey>) {
         let Some(netns) = netns else {
             return;
         };

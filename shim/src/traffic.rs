@@ -77,16 +77,22 @@ impl Counting {
     }
 }
 
-/// The shim's counts, one per network namespace, with the number of running function
-/// containers sharing each.
+/// What a count is kept by: the network namespace, and the control socket (device, inode) of
+/// the pool-manager it was handed to. Function containers of two chains in one namespace are
+/// counted for each chain, and a container made after its pool-manager was replaced (a new
+/// socket) counts afresh for the new one.
+pub type CountKey = (NetnsId, (u64, u64));
+
+/// The shim's counts, one per network namespace and pool-manager, with the number of running
+/// function containers sharing each.
 #[derive(Default)]
 pub struct Counts {
-    by_netns: HashMap<NetnsId, (Counting, usize)>,
+    by_netns: HashMap<CountKey, (Counting, usize)>,
 }
 
 impl Counts {
     /// One more container shares `netns`'s count, if there is one.
-    pub fn join(&mut self, netns: NetnsId) -> bool {
+    pub fn join(&mut self, netns: CountKey) -> bool {
         match self.by_netns.get_mut(&netns) {
             Some((_, users)) => {
                 *users += 1;
@@ -97,13 +103,13 @@ impl Counts {
     }
 
     /// `netns` is counted now, for one container.
-    pub fn insert(&mut self, netns: NetnsId, counting: Counting) {
+    pub fn insert(&mut self, netns: CountKey, counting: Counting) {
         self.by_netns.insert(netns, (counting, 1));
     }
 
     /// One container stopped sharing `netns`'s count: the count, for the caller to end with
     /// [`stop`], when it was the last.
-    pub fn leave(&mut self, netns: NetnsId) -> Option<Counting> {
+    pub fn leave(&mut self, netns: CountKey) -> Option<Counting> {
         let (_, users) = self.by_netns.get_mut(&netns)?;
         *users -= 1;
         if *users > 0 {
@@ -113,7 +119,7 @@ impl Counts {
     }
 
     #[cfg(test)]
-    pub fn users(&self, netns: NetnsId) -> usize {
+    pub fn users(&self, netns: CountKey) -> usize {
         self.by_netns.get(&netns).map_or(0, |(_, n)| *n)
     }
 }
@@ -398,8 +404,12 @@ mod tests {
     fn a_namespaces_count_ends_with_its_last_container() {
         let mut counts = Counts::default();
         let (lease, mut other_end) = UnixStream::pair().unwrap();
-        let netns = (1, 2);
+        let netns = ((1, 2), (3, 4));
         assert!(!counts.join(netns), "nothing to join yet");
+        assert!(
+            !counts.join(((1, 2), (3, 5))),
+            "another pool-manager's is another count"
+        );
         counts.insert(netns, Counting::for_tests(lease));
         assert!(counts.join(netns));
         assert_eq!(counts.users(netns), 2);

@@ -147,7 +147,7 @@ impl TaskService {
             // its output is out.
             let counted = {
                 let mut containers = self.inner.containers.lock().unwrap();
-                containers.get_mut(id).and_then(|c| c.counted_netns.take())
+                containers.get_mut(id).and_then(|c| c.count.take())
             };
             self.uncount_traffic(counted).await;
         }

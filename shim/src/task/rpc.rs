@@ -310,7 +310,7 @@ impl Task for TaskService {
             .unwrap()
             .remove(&req.id)
             .ok_or_else(|| container_not_found(&req.id))?;
-        self.uncount_traffic(c.counted_netns.take()).await;
+        self.uncount_traffic(c.count.take()).await;
         if c.rootfs_mounted {
             unmount(&c.bundle.join("rootfs"));
         }
