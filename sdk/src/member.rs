@@ -249,7 +249,7 @@ impl Receiver {
     pub async fn next_batch(&mut self, mut each: impl FnMut(Descriptor)) -> io::Result<bool> {
         let (rings, ring) = match &mut self.inbound {
             Inbound::Socket { framer, buf } => loop {
-                match self.data.try_read(buf) {
+                match read_draining(&self.data, buf) {
                     Ok(0) => return Ok(false),
                     Ok(n) => {
                         framer.feed(&buf[..n], &mut each);
@@ -304,6 +304,28 @@ impl Receiver {
     }
 }
 
+/// Reads what the data socket holds. A read that leaves room in `buf` took everything queued
+/// (a stream socket's receive, sk_msg's ingress queue included, copies until it runs dry), so
+/// the socket's readiness is cleared as well: the next wait goes straight to the reactor
+/// instead of spending a `recv` on `EAGAIN` first. Data that arrives after the read raises a
+/// new edge, and tokio clears only the readiness this read saw, so no wake-up is lost.
+fn read_draining(data: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut drained = None;
+    let read = data.try_io(Interest::READABLE, || {
+        let n = data.try_read(buf)?;
+        if n > 0 && n < buf.len() {
+            drained = Some(n);
+            // Tells try_io to clear the readiness it saw; the bytes are returned below.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (read, drained) {
+        (_, Some(n)) => Ok(n),
+        (read, None) => read,
+    }
+}
+
 /// Events from the pool-manager.
 pub struct Events {
     lines: BufReader<UnixReadHalf>,
@@ -325,5 +347,66 @@ impl Events {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt as _;
+    use std::time::Duration;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (client, accepted) = tokio::join!(
+            TcpStream::connect(listener.local_addr().unwrap()),
+            listener.accept()
+        );
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_read_that_drains_the_socket_clears_its_readiness_and_loses_no_wake_up() {
+        let (mut writer, reader) = pair().await;
+        let mut buf = [0u8; 4096];
+        for round in 0..3u8 {
+            writer.write_all(&[round; 48]).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), reader.readable())
+                .await
+                .expect("the write makes the socket readable")
+                .unwrap();
+            assert_eq!(read_draining(&reader, &mut buf).unwrap(), 48);
+            assert_eq!(buf[..48], [round; 48]);
+            // try_read alone would leave it ready, and the next wait would start with a recv
+            // that finds nothing.
+            assert!(
+                reader.readable().now_or_never().is_none(),
+                "readiness is cleared after a read that left room in the buffer"
+            );
+        }
+        // A read that fills the buffer proves nothing: readiness stays.
+        writer.write_all(&[7; 64]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), reader.readable())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut small = [0u8; 16];
+        assert_eq!(read_draining(&reader, &mut small).unwrap(), 16);
+        assert!(reader.readable().now_or_never().is_some());
+        drop(writer);
+        let mut total = 0;
+        loop {
+            tokio::time::timeout(Duration::from_secs(5), reader.readable())
+                .await
+                .expect("the rest and the end are announced")
+                .unwrap();
+            match read_draining(&reader, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(total, 48);
     }
 }
