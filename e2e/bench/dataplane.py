@@ -47,6 +47,13 @@ def cpu_seconds(pids):
     return total / TICK
 
 
+def steal_ticks():
+    """The machine's stolen time so far (/proc/stat), in clock ticks summed over CPUs: time the
+    hypervisor ran something else while this VM wanted the CPU."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8])
+
+
 def descendants(root):
     """root and every process below it."""
     children = {}
@@ -116,9 +123,9 @@ def measure(name, url, proc, seconds, script, idle_seconds, connections=CONNECTI
     wait_http(url, proc)
     run_wrk(url, 3, script, connections, script_args)  # warm-up
     pids = descendants(proc.pid)
-    cpu0, t0 = cpu_seconds(pids), time.time()
+    cpu0, t0, steal0 = cpu_seconds(pids), time.time(), steal_ticks()
     out, wrk_cpu = run_wrk(url, seconds, script, connections, script_args)
-    cpu1, t1 = cpu_seconds(pids), time.time()
+    cpu1, t1, steal1 = cpu_seconds(pids), time.time(), steal_ticks()
     rps, p50, p99, non2xx, sockerr = parse_wrk(out)
     if non2xx or sockerr:
         raise SystemExit(f"{name}: errors under load: {non2xx} non-2xx, socket errors {sockerr}\n{out}")
@@ -126,6 +133,7 @@ def measure(name, url, proc, seconds, script, idle_seconds, connections=CONNECTI
         "name": name, "rps": rps, "p50": p50, "p99": p99,
         "cores": (cpu1 - cpu0) / (t1 - t0), "wrk_cores": wrk_cpu / (t1 - t0),
         "processes": len(pids), "idle": None, "connections": connections, "hops": hops,
+        "steal": (steal1 - steal0) / TICK / (t1 - t0) / os.cpu_count(),
     }
     if idle_seconds:
         time.sleep(2)  # let the last responses drain
@@ -135,7 +143,7 @@ def measure(name, url, proc, seconds, script, idle_seconds, connections=CONNECTI
         i1, s1 = cpu_seconds(pids), time.time()
         row["idle"] = (i1 - i0) / (s1 - s0)
     print(f"{name}: {rps:.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-          f"{row['cores']:.2f} cores (wrk {row['wrk_cores']:.2f})"
+          f"{row['cores']:.2f} cores (wrk {row['wrk_cores']:.2f}), {row['steal'] * 100:.0f}% stolen"
           + (f", idle {row['idle'] * 100:.3f}% of a core" if row["idle"] is not None else ""),
           flush=True)
     return row
@@ -211,54 +219,79 @@ def median(values):
 
 
 def compare(args, script, tmp):
-    """Two builds side by side: every routing mode of each, rounds in alternating order so that
-    drift of the machine falls on both alike."""
+    """Two builds side by side: the demo chain in every routing mode, and the three no-op
+    functions saturated and at a light fixed rate, of each build, rounds in alternating order so
+    that drift of the machine falls on both alike."""
     builds = [(args.before_label, os.path.abspath(args.before)), (args.after_label, BIN)]
     for _, d in builds:
         if not os.access(os.path.join(d, "spright"), os.X_OK):
             raise SystemExit(f"{d}/spright is missing: build that tree with cargo build --release")
-    routings = args.routings.split(",")
-    results = {(b, r): [] for b, _ in builds for r in routings}
+    noop_file = os.path.join(tmp, "noop.yaml")
+    with open(noop_file, "w") as f:
+        f.write(NOOP_CHAIN)
+    rate_script = os.path.join(ROOT, "e2e", "bench", "lua", "rate.lua")
+    # (label, routing, chain file, path, script, connections, script args, hops)
+    cases = [(f"demo chain, {r}", r, None, "/render", script, CONNECTIONS, (), DEMO_HOPS)
+             for r in args.routings.split(",")]
+    cases += [
+        ("3 no-op functions, sockmap", "sockmap", noop_file, "/noop/echo", None,
+         FLOOR_CONNECTIONS, (), NOOP_HOPS),
+        (f"3 no-op functions, sockmap, {args.light_rate} req/s", "sockmap", noop_file,
+         "/noop/echo", rate_script, 4, (str(args.light_rate),), NOOP_HOPS),
+    ]
+    results = {(b, c[0]): [] for b, _ in builds for c in cases}
     port = 8190
     for round_ in range(args.rounds):
         order = builds if round_ % 2 == 0 else builds[::-1]
-        for routing in routings:
+        for label_case, routing, chain_file, path, case_script, conns, script_args, hops in cases:
             for label, bin_dir in order:
                 port += 1
-                root = os.path.join(tmp, f"{label}-{routing}-{round_}")
-                proc = start_chain(bin_dir, routing, port, root)
+                root = os.path.join(tmp, f"{label}-{port}")
+                proc = start_chain(bin_dir, routing, port, root, chain_file)
+                url = f"http://127.0.0.1:{port}{path}"
                 try:
-                    results[(label, routing)].append(
-                        measure(f"round {round_ + 1}, {routing}, {label}",
-                                f"http://127.0.0.1:{port}/render", proc, args.duration, script,
-                                args.idle))
+                    if script_args:
+                        wait_http(url, proc)
+                        time.sleep(10)  # an idle chain gathers on one CPU after 4 quiet looks
+                    results[(label, label_case)].append(
+                        measure(f"round {round_ + 1}, {label_case}, {label}", url, proc,
+                                args.duration, case_script, 0 if script_args else args.idle,
+                                conns, hops, script_args))
                 finally:
                     stop(proc)
     lines = [
         "# Data-plane benchmark: two builds side by side",
         "",
         f"Written by `e2e/bench/dataplane.py --before` on {datetime.date.today()}: "
-        f"{platform.node()}, kernel {platform.release()}, {os.cpu_count()} CPUs. The demo chain "
-        f"(`configs/demo-chain.yaml`, four descriptor hops per request) of each build in each "
-        f"routing mode, {args.rounds} rounds in alternating order, each `wrk -t1 -c{CONNECTIONS} "
-        f"-d{args.duration}s` POST to `/render` after a 3 s warm-up, then {args.idle} s idle. "
-        f"Medians over the rounds; the range is in brackets. CPU per request: utime+stime of "
-        f"the chain's processes (wrk apart) over requests served.",
+        f"{platform.node()}, kernel {platform.release()}, {os.cpu_count()} CPUs. Each case of "
+        f"each build, {args.rounds} rounds in alternating order, {args.duration} s of wrk after "
+        f"a 3 s warm-up: the demo chain (`configs/demo-chain.yaml`, four descriptor hops, "
+        f"`wrk -t1 -c{CONNECTIONS}` POST to `/render`, then {args.idle} s idle), and the three "
+        f"no-op functions in sequence (four hops, GET with keep-alive, `-c{FLOOR_CONNECTIONS}` "
+        f"saturated and 4 connections at {args.light_rate} req/s in all). Medians over the "
+        f"rounds; the range is in brackets. CPU per request: utime+stime of the chain's "
+        f"processes (wrk apart) over requests served; per hop, that over the hops. Stolen: "
+        f"the share of the machine's CPU time the hypervisor gave to others during the load "
+        f"(/proc/stat); figures from rounds with much of it stolen are noise.",
         "",
-        "| routing | build | requests/s | p50 ms | p99 ms | CPU per request, µs | idle, % of a core |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| case | build | requests/s | p50 ms | p99 ms | CPU per request, µs | CPU per hop, µs "
+        "| idle, % of a core | stolen, % of the machine |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for routing in routings:
+    for case in cases:
         for label, _ in builds:
-            rows = results[(label, routing)]
+            rows = results[(label, case[0])]
             rps = [r["rps"] for r in rows]
             p99 = [r["p99"] for r in rows]
             cpu = [r["cores"] / r["rps"] * 1e6 for r in rows]
+            idle = [r["idle"] for r in rows if r["idle"] is not None]
             lines.append(
-                f"| {routing} | {label} | {median(rps):.0f} [{min(rps):.0f}-{max(rps):.0f}] | "
+                f"| {case[0]} | {label} | {median(rps):.0f} [{min(rps):.0f}-{max(rps):.0f}] | "
                 f"{median([r['p50'] for r in rows]):.2f} | {median(p99):.2f} "
-                f"[{min(p99):.2f}-{max(p99):.2f}] | {median(cpu):.1f} | "
-                f"{median([r['idle'] for r in rows]) * 100:.3f} |")
+                f"[{min(p99):.2f}-{max(p99):.2f}] | {median(cpu):.1f} "
+                f"[{min(cpu):.1f}-{max(cpu):.1f}] | {median(cpu) / case[7]:.1f} | "
+                + (f"{median(idle) * 100:.3f} |" if idle else " |")
+                + f" {median([r['steal'] for r in rows]) * 100:.0f} |")
     (before, _), (after, _) = builds
     lines += ["", f"After against before: the median of the rounds' ratios (each round ran both "
               f"builds back to back, so drift of the machine between rounds cancels), range in "
@@ -267,10 +300,10 @@ def compare(args, script, tmp):
     def ratios(a, b, of):
         r = [of(x) / of(y) * 100 for x, y in zip(a, b)]
         return f"{median(r):.0f}% [{min(r):.0f}-{max(r):.0f}%]"
-    for routing in routings:
-        b, a = results[(before, routing)], results[(after, routing)]
+    for case in cases:
+        b, a = results[(before, case[0])], results[(after, case[0])]
         lines.append(
-            f"- {routing}: requests/s {ratios(a, b, lambda r: r['rps'])}, "
+            f"- {case[0]}: requests/s {ratios(a, b, lambda r: r['rps'])}, "
             f"p99 {ratios(a, b, lambda r: r['p99'])}, "
             f"CPU per request {ratios(a, b, lambda r: r['cores'] / r['rps'])} of {before}'s.")
     lines.append("")
@@ -389,20 +422,24 @@ def main():
         f"POST of a {len(BODY)}-byte text to `/render`; the answer is the word-count page, "
         f"non-2xx answers fail the run). CPU is utime+stime of every process of the system under test from "
         f"/proc, divided by wall time; wrk's own CPU is apart. Idle CPU: the chain's processes "
-        f"over {args.idle} s with no traffic.",
+        f"over {args.idle} s with no traffic. Stolen: the share of the machine's CPU time the "
+        f"hypervisor gave to others during the load (/proc/stat); a row with much of it stolen "
+        f"is noise.",
         "",
         "The chain is `configs/demo-chain.yaml`: gateway -> parse -> transform -> render -> "
         "gateway, four descriptor hops per request. The baseline is `spright-bare-server`: the same "
         "hyper settings and threads as the gateway, computing the same page in-process.",
         "",
-        "| system | requests/s | vs bare | p50 ms | p99 ms | cores used | wrk cores | idle, % of a core |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| system | requests/s | vs bare | p50 ms | p99 ms | cores used | wrk cores | idle, % of a core "
+        "| stolen |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         idle = "" if r["idle"] is None else f"{r['idle'] * 100:.3f}"
         lines.append(
             f"| {r['name']} | {r['rps']:.0f} | {r['rps'] / bare['rps'] * 100:.0f}% | {r['p50']:.2f} | "
-            f"{r['p99']:.2f} | {r['cores']:.2f} | {r['wrk_cores']:.2f} | {idle} |")
+            f"{r['p99']:.2f} | {r['cores']:.2f} | {r['wrk_cores']:.2f} | {idle} | "
+            f"{r['steal'] * 100:.0f}% |")
     def per_hop(r):
         return f"{r['cores'] / r['rps'] * 1e6 / r['hops']:.1f}" if r["hops"] else ""
 
@@ -414,8 +451,8 @@ def main():
         f"per request (the gateway's HTTP work included) over its hops.",
         "",
         "| system | requests/s | vs nginx | p50 ms | p99 ms | cores used | CPU per request, µs "
-        "| CPU per hop, µs | idle, % of a core |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU per hop, µs | idle, % of a core | stolen |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in noop_rows + light_rows:
         idle = "" if r["idle"] is None else f"{r['idle'] * 100:.3f}"
@@ -424,7 +461,8 @@ def main():
             + (f"{r['rps'] / nginx['rps'] * 100:.0f}%" if r in noop_rows else "offered rate")
             + " | "
             f"{r['p50']:.2f} | {r['p99']:.2f} | {r['cores']:.2f} | "
-            f"{r['cores'] / r['rps'] * 1e6:.1f} | {per_hop(r)} | {idle} |")
+            f"{r['cores'] / r['rps'] * 1e6:.1f} | {per_hop(r)} | {idle} | "
+            f"{r['steal'] * 100:.0f}% |")
     lines += [
         "",
         f"The floor of a hop on this machine (`spright-floor`, {args.floor_seconds} s per case): "
