@@ -304,11 +304,15 @@ impl Receiver {
     }
 }
 
-/// Reads what the data socket holds. A read that leaves room in `buf` took everything queued
-/// (a stream socket's receive, sk_msg's ingress queue included, copies until it runs dry), so
-/// the socket's readiness is cleared as well: the next wait goes straight to the reactor
+/// Reads what the data socket holds. A read that leaves room in `buf` took everything queued,
+/// so the socket's readiness is cleared as well: the next wait goes straight to the reactor
 /// instead of spending a `recv` on `EAGAIN` first. Data that arrives after the read raises a
 /// new edge, and tokio clears only the readiness this read saw, so no wake-up is lost.
+///
+/// "Everything" holds because a TCP receive copies until its queue runs dry, and so does
+/// sk_msg's ingress queue. But a receive on a socket in a sockmap reads only that queue while
+/// it holds anything, so this relies on nothing writing plain TCP to a member's socket in
+/// sockmap mode: the pool-manager keeps its end only to see the close (`Router::register`).
 fn read_draining(data: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     let mut drained = None;
     let read = data.try_io(Interest::READABLE, || {

@@ -59,6 +59,9 @@ impl Router {
         match self {
             Router::Kernel(k) => {
                 k.sproxy.insert_socket(endpoint, client, client_port)?;
+                // Kept only to see the instance close: nothing may be written on it, since a
+                // member's receive then reads only the sk_msg queue (spright-sdk's
+                // `read_draining` relies on that).
                 Ok(Some(peer_writer))
             }
             Router::User(r) => {
