@@ -17,6 +17,7 @@ order over several rounds, and writes the medians side by side (docs/bench/datap
 """
 
 import argparse
+import collections
 import datetime
 import os
 import platform
@@ -218,6 +219,11 @@ def median(values):
     return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 
 
+# One case of the comparison: which chain, how it is loaded, and its hops per request.
+Case = collections.namedtuple(
+    "Case", "name routing chain_file path script connections script_args hops")
+
+
 def compare(args, script, tmp):
     """Two builds side by side: the demo chain in every routing mode, and the three no-op
     functions saturated and at a light fixed rate, of each build, rounds in alternating order so
@@ -230,33 +236,33 @@ def compare(args, script, tmp):
     with open(noop_file, "w") as f:
         f.write(NOOP_CHAIN)
     rate_script = os.path.join(ROOT, "e2e", "bench", "lua", "rate.lua")
-    # (label, routing, chain file, path, script, connections, script args, hops)
-    cases = [(f"demo chain, {r}", r, None, "/render", script, CONNECTIONS, (), DEMO_HOPS)
+    cases = [Case(f"demo chain, {r}", r, None, "/render", script, CONNECTIONS, (), DEMO_HOPS)
              for r in args.routings.split(",")]
     cases += [
-        ("3 no-op functions, sockmap", "sockmap", noop_file, "/noop/echo", None,
-         FLOOR_CONNECTIONS, (), NOOP_HOPS),
-        (f"3 no-op functions, sockmap, {args.light_rate} req/s", "sockmap", noop_file,
-         "/noop/echo", rate_script, 4, (str(args.light_rate),), NOOP_HOPS),
+        Case("3 no-op functions, sockmap", "sockmap", noop_file, "/noop/echo", None,
+             FLOOR_CONNECTIONS, (), NOOP_HOPS),
+        Case(f"3 no-op functions, sockmap, {args.light_rate} req/s", "sockmap", noop_file,
+             "/noop/echo", rate_script, 4, (str(args.light_rate),), NOOP_HOPS),
     ]
-    results = {(b, c[0]): [] for b, _ in builds for c in cases}
+    results = {(b, c.name): [] for b, _ in builds for c in cases}
     port = 8190
     for round_ in range(args.rounds):
         order = builds if round_ % 2 == 0 else builds[::-1]
-        for label_case, routing, chain_file, path, case_script, conns, script_args, hops in cases:
+        for case in cases:
+            paced = bool(case.script_args)
             for label, bin_dir in order:
                 port += 1
                 root = os.path.join(tmp, f"{label}-{port}")
-                proc = start_chain(bin_dir, routing, port, root, chain_file)
-                url = f"http://127.0.0.1:{port}{path}"
+                proc = start_chain(bin_dir, case.routing, port, root, case.chain_file)
+                url = f"http://127.0.0.1:{port}{case.path}"
                 try:
-                    if script_args:
+                    if paced:
                         wait_http(url, proc)
                         time.sleep(10)  # an idle chain gathers on one CPU after 4 quiet looks
-                    results[(label, label_case)].append(
-                        measure(f"round {round_ + 1}, {label_case}, {label}", url, proc,
-                                args.duration, case_script, 0 if script_args else args.idle,
-                                conns, hops, script_args))
+                    results[(label, case.name)].append(
+                        measure(f"round {round_ + 1}, {case.name}, {label}", url, proc,
+                                args.duration, case.script, 0 if paced else args.idle,
+                                case.connections, case.hops, case.script_args))
                 finally:
                     stop(proc)
     lines = [
@@ -280,16 +286,16 @@ def compare(args, script, tmp):
     ]
     for case in cases:
         for label, _ in builds:
-            rows = results[(label, case[0])]
+            rows = results[(label, case.name)]
             rps = [r["rps"] for r in rows]
             p99 = [r["p99"] for r in rows]
             cpu = [r["cores"] / r["rps"] * 1e6 for r in rows]
             idle = [r["idle"] for r in rows if r["idle"] is not None]
             lines.append(
-                f"| {case[0]} | {label} | {median(rps):.0f} [{min(rps):.0f}-{max(rps):.0f}] | "
+                f"| {case.name} | {label} | {median(rps):.0f} [{min(rps):.0f}-{max(rps):.0f}] | "
                 f"{median([r['p50'] for r in rows]):.2f} | {median(p99):.2f} "
                 f"[{min(p99):.2f}-{max(p99):.2f}] | {median(cpu):.1f} "
-                f"[{min(cpu):.1f}-{max(cpu):.1f}] | {median(cpu) / case[7]:.1f} | "
+                f"[{min(cpu):.1f}-{max(cpu):.1f}] | {median(cpu) / case.hops:.1f} | "
                 + (f"{median(idle) * 100:.3f} |" if idle else " |")
                 + f" {median([r['steal'] for r in rows]) * 100:.0f} |")
     (before, _), (after, _) = builds
@@ -301,9 +307,9 @@ def compare(args, script, tmp):
         r = [of(x) / of(y) * 100 for x, y in zip(a, b)]
         return f"{median(r):.0f}% [{min(r):.0f}-{max(r):.0f}%]"
     for case in cases:
-        b, a = results[(before, case[0])], results[(after, case[0])]
+        b, a = results[(before, case.name)], results[(after, case.name)]
         lines.append(
-            f"- {case[0]}: requests/s {ratios(a, b, lambda r: r['rps'])}, "
+            f"- {case.name}: requests/s {ratios(a, b, lambda r: r['rps'])}, "
             f"p99 {ratios(a, b, lambda r: r['p99'])}, "
             f"CPU per request {ratios(a, b, lambda r: r['cores'] / r['rps'])} of {before}'s.")
     lines.append("")

@@ -55,7 +55,8 @@ struct Inner {
     /// Held from looking for a namespace's count to making one: two creates at once do not
     /// both count one namespace.
     counting: Arc<tokio::sync::Mutex<()>>,
-    /// EPROXY's counts of function containers' own traffic, one per network namespace.
+    /// EPROXY's counts of function containers' own traffic, one per network namespace and
+    /// pool-manager.
     counts: Mutex<crate::traffic::Counts>,
 }
 
@@ -291,7 +292,7 @@ impl TaskService {
         });
         // Every step inside has its own deadline; this one keeps a create from waiting forever
         // whatever happens (a count that comes later is dropped: nothing stays attached).
-        let started = match tokio::time::timeout(COUNT_TIMEOUT, attaching).await {
+        let why_not = match tokio::time::timeout(COUNT_TIMEOUT, attaching).await {
             Ok(Ok((started, one_at_a_time))) => {
                 let started = started.map_err(TaskError::Failed)?;
                 let key = started.map(|counting| {
@@ -304,17 +305,17 @@ impl TaskService {
             Ok(Err(e)) => format!("{e}"),
             Err(_) => format!("attaching and handing over took over {COUNT_TIMEOUT:?}"),
         };
-        not_counted(id, wiring, started).map_err(TaskError::Failed)?;
+        not_counted(id, wiring, why_not).map_err(TaskError::Failed)?;
         Ok(None)
     }
 
     /// Container `id`'s function stopped using its namespace's count (its init exited, or it
     /// is deleted before it ran): the count ends with the last container sharing it.
-    pub(crate) async fn uncount_traffic(&self, netns: Option<crate::traffic::CountKey>) {
-        let Some(netns) = netns else {
+    pub(crate) async fn uncount_traffic(&self, key: Option<crate::traffic::CountKey>) {
+        let Some(key) = key else {
             return;
         };
-        let last = self.inner.counts.lock().unwrap().leave(netns);
+        let last = self.inner.counts.lock().unwrap().leave(key);
         crate::traffic::stop(last).await;
     }
 

@@ -87,13 +87,13 @@ pub type CountKey = (NetnsId, (u64, u64));
 /// function containers sharing each.
 #[derive(Default)]
 pub struct Counts {
-    by_netns: HashMap<CountKey, (Counting, usize)>,
+    by_key: HashMap<CountKey, (Counting, usize)>,
 }
 
 impl Counts {
-    /// One more container shares `netns`'s count, if there is one.
-    pub fn join(&mut self, netns: CountKey) -> bool {
-        match self.by_netns.get_mut(&netns) {
+    /// One more container shares count `key`, if there is one.
+    pub fn join(&mut self, key: CountKey) -> bool {
+        match self.by_key.get_mut(&key) {
             Some((_, users)) => {
                 *users += 1;
                 true
@@ -102,25 +102,25 @@ impl Counts {
         }
     }
 
-    /// `netns` is counted now, for one container.
-    pub fn insert(&mut self, netns: CountKey, counting: Counting) {
-        self.by_netns.insert(netns, (counting, 1));
+    /// Count `key` is made, for one container.
+    pub fn insert(&mut self, key: CountKey, counting: Counting) {
+        self.by_key.insert(key, (counting, 1));
     }
 
-    /// One container stopped sharing `netns`'s count: the count, for the caller to end with
+    /// One container stopped sharing count `key`: the count, for the caller to end with
     /// [`stop`], when it was the last.
-    pub fn leave(&mut self, netns: CountKey) -> Option<Counting> {
-        let (_, users) = self.by_netns.get_mut(&netns)?;
+    pub fn leave(&mut self, key: CountKey) -> Option<Counting> {
+        let (_, users) = self.by_key.get_mut(&key)?;
         *users -= 1;
         if *users > 0 {
             return None;
         }
-        self.by_netns.remove(&netns).map(|(c, _)| c)
+        self.by_key.remove(&key).map(|(c, _)| c)
     }
 
     #[cfg(test)]
-    pub fn users(&self, netns: CountKey) -> usize {
-        self.by_netns.get(&netns).map_or(0, |(_, n)| *n)
+    pub fn users(&self, key: CountKey) -> usize {
+        self.by_key.get(&key).map_or(0, |(_, n)| *n)
     }
 }
 
@@ -404,18 +404,18 @@ mod tests {
     fn a_namespaces_count_ends_with_its_last_container() {
         let mut counts = Counts::default();
         let (lease, mut other_end) = UnixStream::pair().unwrap();
-        let netns = ((1, 2), (3, 4));
-        assert!(!counts.join(netns), "nothing to join yet");
+        let key = ((1, 2), (3, 4));
+        assert!(!counts.join(key), "nothing to join yet");
         assert!(
             !counts.join(((1, 2), (3, 5))),
             "another pool-manager's is another count"
         );
-        counts.insert(netns, Counting::for_tests(lease));
-        assert!(counts.join(netns));
-        assert_eq!(counts.users(netns), 2);
-        assert!(counts.leave(netns).is_none(), "one container still runs");
-        let last = counts.leave(netns).expect("the last one ends it");
-        assert_eq!(counts.users(netns), 0);
+        counts.insert(key, Counting::for_tests(lease));
+        assert!(counts.join(key));
+        assert_eq!(counts.users(key), 2);
+        assert!(counts.leave(key).is_none(), "one container still runs");
+        let last = counts.leave(key).expect("the last one ends it");
+        assert_eq!(counts.users(key), 0);
         drop(last);
         let mut buf = [0u8; 1];
         assert_eq!(
@@ -423,9 +423,6 @@ mod tests {
             0,
             "the lease ended"
         );
-        assert!(
-            counts.leave(netns).is_none(),
-            "leaving twice changes nothing"
-        );
+        assert!(counts.leave(key).is_none(), "leaving twice changes nothing");
     }
 }
