@@ -107,6 +107,8 @@ impl Bound {
             events: mut pool_manager_events,
         } = self;
         // The gateway serves no requests: the runtime answers waits and rejects the rest.
+        // Each request waits for its head and its answer; neither wait wakes the driver.
+        gateway.runtime.anchor_timers(Some(HEADER_TIMEOUT));
         let runtime = gateway.runtime.clone();
         let mut receive = tokio::spawn(async move { runtime.receive(&mut inbound, |_| {}).await });
         let runtime = gateway.runtime.clone();

@@ -17,6 +17,7 @@ mod descriptors;
 mod failure;
 mod pending;
 mod sequence;
+mod timer_anchor;
 mod transport;
 
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use descriptors::{Caller, Destination, Trail};
 pub use failure::Failure;
 pub use pending::{Awaiting, Expect, Outcome};
 pub use sequence::{next_hop, Position, Step};
+pub use timer_anchor::TimerAnchor;
 pub use transport::{EventSource, Inbound, Transport};
 
 use crate::error::SdkError;
@@ -47,7 +49,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// A request this member is given to handle.
@@ -76,6 +78,8 @@ pub struct Runtime {
     refused: AtomicU64,
     /// Where this member reports its load (none if the board could not be mapped).
     load: Option<Arc<LoadBoard>>,
+    /// Started by the first wait (or the gateway's serving), stopped with the runtime.
+    anchor: OnceLock<TimerAnchor>,
     log: Logger,
 }
 
@@ -148,6 +152,7 @@ impl Runtime {
                     None
                 }
             },
+            anchor: OnceLock::new(),
             log,
         }
     }
@@ -194,6 +199,25 @@ impl Runtime {
     /// The chain's timeout: how long an answer may take.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// From now on, keeps the timer driver of the current tokio runtime from being woken by
+    /// each request's deadlines: the chain's timeout and, if given, `other_deadlines` and any
+    /// longer (see [`TimerAnchor`]). The first wait this member opens does it for the chain's
+    /// timeout alone, so a member that never waits pays nothing; the first call wins.
+    pub fn anchor_timers(&self, other_deadlines: Option<Duration>) {
+        if self.anchor.get().is_some() {
+            return;
+        }
+        let Ok(tokio) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shortest = other_deadlines.map_or(self.timeout, |d| d.min(self.timeout));
+        // Two at once: the loser's anchor is dropped, which stops it.
+        let _ = self.anchor.set(TimerAnchor::start(
+            &tokio,
+            timer_anchor::period_for(shortest),
+        ));
     }
 
     /// The name of function `f` ("gateway" for 0, "?" for an id the chain does not have).
@@ -264,6 +288,7 @@ impl Runtime {
 
     /// The gateway: a new request id and the wait for its answer (from any function).
     pub fn open_request(&self) -> Awaiting<'_> {
+        self.anchor_timers(None);
         let count = self.next_key.fetch_add(1, Ordering::Relaxed) & ((1 << INSTANCE_SHIFT) - 1);
         let id = ((self.me.instance.0 as u64) << INSTANCE_SHIFT) | count;
         self.pending.open(
@@ -278,6 +303,7 @@ impl Runtime {
     /// A function: calls `callee` with the request in `lease`, as part of the request `trail`
     /// names. The wait is open before the call leaves, so no answer can come too early.
     pub fn call(&self, trail: Trail, callee: FnId, lease: Lease) -> Result<Awaiting<'_>, SdkError> {
+        self.anchor_timers(None);
         let call_id = loop {
             let id = self.next_key.fetch_add(1, Ordering::Relaxed) as u32;
             if id != 0 {

@@ -564,3 +564,25 @@ fn one_table_says_what_each_reply_code_means_everywhere() {
         "the chain did not answer within 300 ms"
     );
 }
+
+#[tokio::test]
+async fn a_member_anchors_its_timers_at_its_first_wait_and_not_before() {
+    let chain = Chain::new();
+    let (gateway, _inbound) = chain.member(GW);
+    assert!(gateway.anchor.get().is_none(), "anchored before any wait");
+    let wait = gateway.open_request();
+    let anchor = gateway.anchor.get().expect("the first wait starts the anchor");
+    assert!(!anchor.is_stopped());
+    drop(wait);
+    // Later waits keep the one anchor.
+    let _again = gateway.open_request();
+    assert!(std::ptr::eq(anchor, gateway.anchor.get().unwrap()));
+}
+
+#[test]
+fn a_member_outside_a_tokio_runtime_waits_without_an_anchor() {
+    let chain = Chain::new();
+    let (gateway, _inbound) = chain.member(GW);
+    let _wait = gateway.open_request();
+    assert!(gateway.anchor.get().is_none());
+}
