@@ -13,7 +13,10 @@ Usage (as root, from the repository): e2e/bench/dataplane.py [--duration 20] [--
 
 With --before DIR (the target/release directory of another build, say an older commit's), it
 instead compares that build with this one: each routing mode of both builds, in alternating
-order over several rounds, and writes the medians side by side (docs/bench/dataplane-compare.md).
+order over several rounds, and writes the medians side by side (docs/bench/dataplane-compare.md),
+with the system calls and context switches per request that `perf stat` counts; `--only TEXT`
+keeps the cases whose name matches the regular expression TEXT (say `--only req/s` for the
+light-load rows, `--only 'functions, sockmap$'` for the saturated no-op chain).
 """
 
 import argparse
@@ -53,6 +56,31 @@ def steal_ticks():
     hypervisor ran something else while this VM wanted the CPU."""
     with open("/proc/stat") as f:
         return int(f.readline().split()[8])
+
+
+def start_counting(pids):
+    """perf stat counting the system calls and context switches of pids (None without perf)."""
+    try:
+        return subprocess.Popen(
+            ["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter,context-switches",
+             "-p", ",".join(map(str, pids))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        return None
+
+
+def stop_counting(counter):
+    """{event: count} of a counter from start_counting; empty without perf or a count."""
+    if counter is None:
+        return {}
+    counter.send_signal(signal.SIGINT)
+    _, err = counter.communicate(timeout=20)
+    counts = {}
+    for line in err.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].isdigit():
+            counts[fields[2]] = int(fields[0])
+    return counts
 
 
 def descendants(root):
@@ -124,17 +152,23 @@ def measure(name, url, proc, seconds, script, idle_seconds, connections=CONNECTI
     wait_http(url, proc)
     run_wrk(url, 3, script, connections, script_args)  # warm-up
     pids = descendants(proc.pid)
+    counter = start_counting(pids)
     cpu0, t0, steal0 = cpu_seconds(pids), time.time(), steal_ticks()
     out, wrk_cpu = run_wrk(url, seconds, script, connections, script_args)
     cpu1, t1, steal1 = cpu_seconds(pids), time.time(), steal_ticks()
+    counts = stop_counting(counter)
     rps, p50, p99, non2xx, sockerr = parse_wrk(out)
     if non2xx or sockerr:
         raise SystemExit(f"{name}: errors under load: {non2xx} non-2xx, socket errors {sockerr}\n{out}")
+    # perf counts a little longer than wrk runs; the excess is idle, so nearly no events.
+    served = rps * (t1 - t0)
     row = {
         "name": name, "rps": rps, "p50": p50, "p99": p99,
         "cores": (cpu1 - cpu0) / (t1 - t0), "wrk_cores": wrk_cpu / (t1 - t0),
         "processes": len(pids), "idle": None, "connections": connections, "hops": hops,
         "steal": (steal1 - steal0) / TICK / (t1 - t0) / os.cpu_count(),
+        "syscalls": counts.get("raw_syscalls:sys_enter", 0) / served if counts else None,
+        "switches": counts.get("context-switches", 0) / served if counts else None,
     }
     if idle_seconds:
         time.sleep(2)  # let the last responses drain
@@ -145,6 +179,8 @@ def measure(name, url, proc, seconds, script, idle_seconds, connections=CONNECTI
         row["idle"] = (i1 - i0) / (s1 - s0)
     print(f"{name}: {rps:.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
           f"{row['cores']:.2f} cores (wrk {row['wrk_cores']:.2f}), {row['steal'] * 100:.0f}% stolen"
+          + (f", {row['syscalls']:.1f} system calls and {row['switches']:.1f} context switches "
+             f"per request" if row["syscalls"] is not None else "")
           + (f", idle {row['idle'] * 100:.3f}% of a core" if row["idle"] is not None else ""),
           flush=True)
     return row
@@ -244,6 +280,9 @@ def compare(args, script, tmp):
         Case(f"3 no-op functions, sockmap, {args.light_rate} req/s", "sockmap", noop_file,
              "/noop/echo", rate_script, 4, (str(args.light_rate),), NOOP_HOPS),
     ]
+    cases = [c for c in cases if args.only is None or re.search(args.only, c.name)]
+    if not cases:
+        raise SystemExit(f"no case's name matches {args.only!r}")
     results = {(b, c.name): [] for b, _ in builds for c in cases}
     port = 8190
     for round_ in range(args.rounds):
@@ -278,12 +317,19 @@ def compare(args, script, tmp):
         f"rounds; the range is in brackets. CPU per request: utime+stime of the chain's "
         f"processes (wrk apart) over requests served; per hop, that over the hops. Stolen: "
         f"the share of the machine's CPU time the hypervisor gave to others during the load "
-        f"(/proc/stat); figures from rounds with much of it stolen are noise.",
+        f"(/proc/stat); figures from rounds with much of it stolen are noise. System calls "
+        f"and context switches per request: `perf stat` over the chain's processes during the "
+        f"load; they are counts, which the machine's noise does not move."
+        + (f" Only the cases whose name matches `{args.only}` ran." if args.only else ""),
         "",
         "| case | build | requests/s | p50 ms | p99 ms | CPU per request, µs | CPU per hop, µs "
+        "| system calls per request | context switches per request "
         "| idle, % of a core | stolen, % of the machine |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    def counted(rows, key):
+        v = [r[key] for r in rows if r.get(key) is not None]
+        return f"{median(v):.2f} [{min(v):.2f}-{max(v):.2f}] | " if v else "n/a | "
     for case in cases:
         for label, _ in builds:
             rows = results[(label, case.name)]
@@ -296,6 +342,7 @@ def compare(args, script, tmp):
                 f"{median([r['p50'] for r in rows]):.2f} | {median(p99):.2f} "
                 f"[{min(p99):.2f}-{max(p99):.2f}] | {median(cpu):.1f} "
                 f"[{min(cpu):.1f}-{max(cpu):.1f}] | {median(cpu) / case.hops:.1f} | "
+                + counted(rows, "syscalls") + counted(rows, "switches")
                 + (f"{median(idle) * 100:.3f} |" if idle else " |")
                 + f" {median([r['steal'] for r in rows]) * 100:.0f} |")
     (before, _), (after, _) = builds
@@ -342,6 +389,8 @@ def main():
     ap.add_argument("--routings", default="sockmap,user,poll", help="routing modes to compare")
     ap.add_argument("--floor-seconds", type=int, default=3, help="seconds per floor case")
     ap.add_argument("--light-rate", type=int, default=500, help="requests/s of the light-load rows")
+    ap.add_argument("--only", metavar="REGEX",
+                    help="with --before: compare only the cases whose name matches this")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the kernel-mode chain loads eBPF")
