@@ -204,20 +204,21 @@ impl Runtime {
     /// From now on, keeps the timer driver of the current tokio runtime from being woken by
     /// each request's deadlines: the chain's timeout and, if given, `other_deadlines` and any
     /// longer (see [`TimerAnchor`]). The first wait this member opens does it for the chain's
-    /// timeout alone, so a member that never waits pays nothing; the first call wins.
+    /// timeout alone, so a member that never waits pays nothing; the first call wins, and the
+    /// anchor stays on the runtime it started on. A chain whose timeout is under 20 ms has none.
     pub fn anchor_timers(&self, other_deadlines: Option<Duration>) {
         if self.anchor.get().is_some() {
             return;
         }
+        let shortest = other_deadlines.map_or(self.timeout, |d| d.min(self.timeout));
+        let Some(period) = timer_anchor::period_for(shortest) else {
+            return;
+        };
         let Ok(tokio) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let shortest = other_deadlines.map_or(self.timeout, |d| d.min(self.timeout));
         // Two at once: the loser's anchor is dropped, which stops it.
-        let _ = self.anchor.set(TimerAnchor::start(
-            &tokio,
-            timer_anchor::period_for(shortest),
-        ));
+        let _ = self.anchor.set(TimerAnchor::start(&tokio, period));
     }
 
     /// The name of function `f` ("gateway" for 0, "?" for an id the chain does not have).

@@ -566,21 +566,40 @@ fn one_table_says_what_each_reply_code_means_everywhere() {
 }
 
 #[tokio::test]
-async fn a_member_anchors_its_timers_at_its_first_wait_and_not_before() {
+async fn a_member_anchors_its_timers_at_its_first_wait_with_one_task() {
     let chain = Chain::new();
     let (gateway, _inbound) = chain.member(GW);
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
     assert!(gateway.anchor.get().is_none(), "anchored before any wait");
     let wait = gateway.open_request();
-    let anchor = gateway.anchor.get().expect("the first wait starts the anchor");
-    assert!(!anchor.is_stopped());
+    assert!(
+        gateway.anchor.get().is_some(),
+        "the first wait starts the anchor"
+    );
+    assert_eq!(tasks(), before + 1);
     drop(wait);
     // Later waits keep the one anchor.
     let _again = gateway.open_request();
-    assert!(std::ptr::eq(anchor, gateway.anchor.get().unwrap()));
+    gateway.anchor_timers(Some(Duration::from_secs(10)));
+    assert_eq!(tasks(), before + 1);
+    drop(_again);
+    drop(gateway);
+    tokio::time::timeout(SOON, async {
+        while tasks() != before {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the anchor outlived the member's runtime");
 }
 
 #[test]
-fn a_member_outside_a_tokio_runtime_waits_without_an_anchor() {
+fn a_member_outside_a_tokio_runtime_opens_waits_without_an_anchor() {
     let chain = Chain::new();
     let (gateway, _inbound) = chain.member(GW);
     let _wait = gateway.open_request();
