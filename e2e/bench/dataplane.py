@@ -59,14 +59,19 @@ def steal_ticks():
 
 
 def start_counting(pids):
-    """perf stat counting the system calls and context switches of pids (None without perf)."""
+    """perf stat counting the system calls and context switches of pids (None without perf).
+    It puts every system call of the machine on the traced path, a small cost that falls on
+    both builds of a comparison alike; the main tables are measured without it."""
     try:
-        return subprocess.Popen(
+        counter = subprocess.Popen(
             ["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter,context-switches",
              "-p", ",".join(map(str, pids))],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
+        print("perf is missing: no system call counts (scripts/install-deps.sh installs it)")
         return None
+    time.sleep(0.2)  # attached before the load starts
+    return counter
 
 
 def stop_counting(counter):
@@ -74,12 +79,18 @@ def stop_counting(counter):
     if counter is None:
         return {}
     counter.send_signal(signal.SIGINT)
-    _, err = counter.communicate(timeout=20)
+    try:
+        _, err = counter.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        counter.kill()
+        _, err = counter.communicate()
     counts = {}
     for line in err.splitlines():
         fields = line.split(",")
         if len(fields) > 2 and fields[0].isdigit():
             counts[fields[2]] = int(fields[0])
+    if not counts:
+        print(f"perf stat counted nothing: {err.strip()}")
     return counts
 
 
@@ -148,15 +159,17 @@ def parse_wrk(out):
 
 
 def measure(name, url, proc, seconds, script, idle_seconds, connections=CONNECTIONS, hops=None,
-            script_args=()):
+            script_args=(), count=False):
     wait_http(url, proc)
     run_wrk(url, 3, script, connections, script_args)  # warm-up
     pids = descendants(proc.pid)
-    counter = start_counting(pids)
-    cpu0, t0, steal0 = cpu_seconds(pids), time.time(), steal_ticks()
-    out, wrk_cpu = run_wrk(url, seconds, script, connections, script_args)
-    cpu1, t1, steal1 = cpu_seconds(pids), time.time(), steal_ticks()
-    counts = stop_counting(counter)
+    counter = start_counting(pids) if count else None
+    try:
+        cpu0, t0, steal0 = cpu_seconds(pids), time.time(), steal_ticks()
+        out, wrk_cpu = run_wrk(url, seconds, script, connections, script_args)
+        cpu1, t1, steal1 = cpu_seconds(pids), time.time(), steal_ticks()
+    finally:
+        counts = stop_counting(counter)
     rps, p50, p99, non2xx, sockerr = parse_wrk(out)
     if non2xx or sockerr:
         raise SystemExit(f"{name}: errors under load: {non2xx} non-2xx, socket errors {sockerr}\n{out}")
@@ -167,8 +180,9 @@ def measure(name, url, proc, seconds, script, idle_seconds, connections=CONNECTI
         "cores": (cpu1 - cpu0) / (t1 - t0), "wrk_cores": wrk_cpu / (t1 - t0),
         "processes": len(pids), "idle": None, "connections": connections, "hops": hops,
         "steal": (steal1 - steal0) / TICK / (t1 - t0) / os.cpu_count(),
-        "syscalls": counts.get("raw_syscalls:sys_enter", 0) / served if counts else None,
-        "switches": counts.get("context-switches", 0) / served if counts else None,
+        "syscalls": counts["raw_syscalls:sys_enter"] / served
+        if "raw_syscalls:sys_enter" in counts else None,
+        "switches": counts["context-switches"] / served if "context-switches" in counts else None,
     }
     if idle_seconds:
         time.sleep(2)  # let the last responses drain
@@ -179,8 +193,10 @@ def measure(name, url, proc, seconds, script, idle_seconds, connections=CONNECTI
         row["idle"] = (i1 - i0) / (s1 - s0)
     print(f"{name}: {rps:.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
           f"{row['cores']:.2f} cores (wrk {row['wrk_cores']:.2f}), {row['steal'] * 100:.0f}% stolen"
-          + (f", {row['syscalls']:.1f} system calls and {row['switches']:.1f} context switches "
-             f"per request" if row["syscalls"] is not None else "")
+          + (f", {row['syscalls']:.1f} system calls per request"
+             if row["syscalls"] is not None else "")
+          + (f", {row['switches']:.1f} context switches per request"
+             if row["switches"] is not None else "")
           + (f", idle {row['idle'] * 100:.3f}% of a core" if row["idle"] is not None else ""),
           flush=True)
     return row
@@ -301,7 +317,7 @@ def compare(args, script, tmp):
                     results[(label, case.name)].append(
                         measure(f"round {round_ + 1}, {case.name}, {label}", url, proc,
                                 args.duration, case.script, 0 if paced else args.idle,
-                                case.connections, case.hops, case.script_args))
+                                case.connections, case.hops, case.script_args, count=True))
                 finally:
                     stop(proc)
     lines = [
@@ -319,7 +335,8 @@ def compare(args, script, tmp):
         f"the share of the machine's CPU time the hypervisor gave to others during the load "
         f"(/proc/stat); figures from rounds with much of it stolen are noise. System calls "
         f"and context switches per request: `perf stat` over the chain's processes during the "
-        f"load; they are counts, which the machine's noise does not move."
+        f"load (all rows alike pay for the counting); counts, which the machine's noise moves "
+        f"far less than it moves timings."
         + (f" Only the cases whose name matches `{args.only}` ran." if args.only else ""),
         "",
         "| case | build | requests/s | p50 ms | p99 ms | CPU per request, µs | CPU per hop, µs "
