@@ -540,7 +540,9 @@ def main():
         f"The floor of a hop on this machine (`spright-floor`, {args.floor_seconds} s per case): "
         f"48-byte ping-pong between two threads, over sk_msg with a bare redirect program (no "
         f"SPROXY; each side blocks in `read`) and over spright's shared-memory descriptor rings "
-        f"(each side polls). CPU per hop is both threads' CPU time over half the round trips.",
+        f"(each side polls); and over sk_msg between two processes on one CPU, as a chain's "
+        f"functions are (a switch between processes also changes the address space). CPU per "
+        f"hop is both sides' CPU time over half the round trips.",
         "",
         "| floor | round trips | round trip µs, mean | p50 µs | p99 µs | CPU per hop, µs |",
         "|---|---:|---:|---:|---:|---:|",
@@ -553,7 +555,8 @@ def main():
     lines += ["", "Each plane's CPU per hop and p99 next to the floor (this run):", ""]
     for r in rows[:2] + noop_rows[:2] + light_rows:
         lines.append(f"- {r['name']}: {per_hop(r)} µs of CPU per hop, p99 {r['p99']:.2f} ms.")
-    for name in ("sk_msg, one CPU", "sk_msg, two CPUs", "ring, two CPUs spinning"):
+    for name in ("sk_msg, one CPU", "sk_msg, one CPU, two processes", "sk_msg, two CPUs",
+                 "ring, two CPUs spinning"):
         if name in sk:
             lines.append(f"- floor, {name}: {sk[name]['cpu_us_per_hop']:.2f} µs of CPU per hop, "
                          f"a round trip in {sk[name]['rtt_us_mean']:.2f} µs.")

@@ -1,12 +1,14 @@
 //! The floor of a descriptor hop on this machine, for the data-plane benchmark: 48-byte
 //! ping-pong between two threads,
 //! - over sk_msg redirection with a bare redirect program (no SPROXY: `spright_ebpf::floor`),
-//!   each thread blocking in `read`, both on one CPU and on two CPUs;
+//!   each thread blocking in `read`, both on one CPU and on two CPUs; and between two
+//!   processes on one CPU, as a chain's functions are (a switch between processes also changes
+//!   the address space, which a switch between threads does not);
 //! - over spright's shared-memory descriptor rings (poll mode's), both threads polling: on two
 //!   CPUs spinning, on one CPU yielding to each other.
 //!
 //! Prints one JSON object per case: round trips, their mean, p50 and p99 in µs, and the CPU
-//! time of both threads per hop (half a round trip) in µs. `--seconds S` per case (default 2).
+//! time of both sides per hop (half a round trip) in µs. `--seconds S` per case (default 2).
 //! The sk_msg cases need root.
 
 use spright_core::descriptor::{Descriptor, DESCRIPTOR_SIZE};
@@ -128,7 +130,7 @@ struct Outcome {
 
 /// Ping-pongs for `seconds`: `ping` sends and times each round trip, `pong` answers.
 fn ping_pong(
-    mut ping: impl Side + 'static,
+    ping: impl Side + 'static,
     mut pong: impl Side + 'static,
     cpus: (usize, usize),
     seconds: f64,
@@ -145,31 +147,7 @@ fn ping_pong(
         }
         thread_cpu() - start
     });
-    let pinging = std::thread::spawn(move || {
-        pin(cpus.0);
-        let d = Descriptor::request(FnId(2), 1);
-        // Warm up: page faults, the first wake-ups.
-        for _ in 0..1000 {
-            ping.send(&d);
-            ping.receive().expect("the answering side stopped");
-        }
-        let start_cpu = thread_cpu();
-        let until = Instant::now() + Duration::from_secs_f64(seconds);
-        let mut rtt_ns = Vec::with_capacity(1 << 20);
-        loop {
-            let t = Instant::now();
-            if t >= until {
-                break;
-            }
-            ping.send(&d);
-            ping.receive().expect("the answering side stopped");
-            rtt_ns.push(t.elapsed().as_nanos() as u64);
-        }
-        let cpu = thread_cpu() - start_cpu;
-        stop.store(true, Ordering::Relaxed);
-        ping.send(&Descriptor::request(FnId(2), STOP));
-        (rtt_ns, cpu)
-    });
+    let pinging = std::thread::spawn(move || pinging(ping, cpus.0, seconds, stop));
     let (rtt_ns, ping_cpu) = pinging.join().expect("pinging thread");
     let pong_cpu = answering.join().expect("answering thread");
     Outcome {
@@ -177,6 +155,85 @@ fn ping_pong(
         rtt_ns,
         // The answering side's warm-up is in its total; 1000 round trips among ~10^5 or more.
         cpu: ping_cpu + pong_cpu,
+    }
+}
+
+/// The timing side of a ping-pong: warms up, then sends and times round trips for `seconds`,
+/// and tells the other side to stop. Returns the round trips in ns and its own CPU time.
+fn pinging(
+    mut ping: impl Side,
+    cpu: usize,
+    seconds: f64,
+    stop: Arc<AtomicBool>,
+) -> (Vec<u64>, Duration) {
+    pin(cpu);
+    let d = Descriptor::request(FnId(2), 1);
+    // Warm up: page faults, the first wake-ups.
+    for _ in 0..1000 {
+        ping.send(&d);
+        ping.receive().expect("the answering side stopped");
+    }
+    let start_cpu = thread_cpu();
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut rtt_ns = Vec::with_capacity(1 << 20);
+    loop {
+        let t = Instant::now();
+        if t >= until {
+            break;
+        }
+        ping.send(&d);
+        ping.receive().expect("the answering side stopped");
+        rtt_ns.push(t.elapsed().as_nanos() as u64);
+    }
+    let cpu = thread_cpu() - start_cpu;
+    stop.store(true, Ordering::Relaxed);
+    ping.send(&Descriptor::request(FnId(2), STOP));
+    (rtt_ns, cpu)
+}
+
+/// As `ping_pong` over sk_msg, but the answering side is a child process on the same CPU (its
+/// CPU time, from `wait4`, includes its warm-up, as the answering thread's does).
+/// Called with no other thread running, so the child inherits nothing half-done.
+fn ping_pong_processes(ping: Socket, mut pong: Socket, cpu: usize, seconds: f64) -> Outcome {
+    // SAFETY: every earlier case's threads have been joined; the child only reads and writes
+    // its socket, then leaves with `_exit` (no destructors, no buffered output of the parent's).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // Should the parent die, its socket's copy here would keep this child waiting forever.
+        // SAFETY: prctl with these arguments only sets this process's parent-death signal.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        drop(ping);
+        pin(cpu);
+        while let Some(d) = pong.receive() {
+            if d.request_id == STOP {
+                break;
+            }
+            pong.send(&d);
+        }
+        // SAFETY: ends the child at once, as intended.
+        unsafe { libc::_exit(0) }
+    }
+    drop(pong);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (rtt_ns, ping_cpu) = std::thread::spawn(move || pinging(ping, cpu, seconds, stop))
+        .join()
+        .expect("pinging thread");
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; wait4 fills them for our own child.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the answering process failed: status {status}"
+    );
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Outcome {
+        round_trips: rtt_ns.len(),
+        rtt_ns,
+        cpu: ping_cpu + tv(usage.ru_utime) + tv(usage.ru_stime),
     }
 }
 
@@ -285,6 +342,11 @@ fn main() {
                 let stop = Arc::new(AtomicBool::new(false));
                 report(case, ping_pong(a, b, cpus, seconds, stop));
             }
+            let (a, b, _peers) = socket_pair(&mut floor);
+            report(
+                "sk_msg, one CPU, two processes",
+                ping_pong_processes(a, b, cpus[0], seconds),
+            );
         }
         Err(e) => eprintln!("spright-floor: skipping the sk_msg cases: {e}"),
     }
