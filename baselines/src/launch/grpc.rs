@@ -3,7 +3,7 @@
 //! HTTP listener, with no gateway.
 
 use super::process::{stop_all, Proc};
-use super::{announce_ready, commands, free_ports, wait_ports, LaunchError, Options, StopSignal};
+use super::{announce_ready, commands, ports, wait_ports, LaunchError, Options, StopSignal};
 use spright_core::chain::Chain;
 use std::time::Duration;
 
@@ -16,11 +16,13 @@ pub async fn run(options: &Options) -> Result<(), LaunchError> {
     let chain = Chain::load(&options.chain)?;
     let entry = entry_function(&chain)?;
     let commands = commands(&chain)?;
-    let ports = free_ports(chain.functions.len())?;
+    // Held until the launch ends, so that no other launcher takes them meanwhile.
+    let claimed = ports::claim_free(chain.functions.len())?;
+    let ports = &claimed.numbers;
     let peers = chain
         .functions
         .iter()
-        .zip(&ports)
+        .zip(ports)
         .map(|(f, port)| format!("{}=127.0.0.1:{port}", f.name))
         .collect::<Vec<_>>()
         .join(",");

@@ -7,7 +7,7 @@ use super::activator::Activator;
 use super::pod::PodSpec;
 use super::process::stop_all;
 use super::revision::Revision;
-use super::{announce_ready, commands, free_ports, nginx, LaunchError, Options, StopSignal};
+use super::{announce_ready, commands, nginx, ports, LaunchError, Options, StopSignal};
 use crate::httpx;
 use crate::routes::Routes;
 use spright_core::chain::Chain;
@@ -44,7 +44,9 @@ pub async fn run(options: &Options, scale_to_zero: Option<Duration>) -> Result<(
         .map_err(|e| LaunchError::io("creating a temporary directory", e))?;
     // nginx's worker runs as nobody when we are root: it must reach its buffer directories.
     traversable(dir.path())?;
-    let ports = free_ports(2 * chain.functions.len())?;
+    // Held until the launch ends, so that no other launcher takes them meanwhile.
+    let claimed = ports::claim_free(2 * chain.functions.len())?;
+    let ports = &claimed.numbers;
     let client = httpx::client();
     let mut revisions = Vec::with_capacity(chain.functions.len());
     for (i, (f, (program, args))) in chain.functions.iter().zip(commands).enumerate() {

@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod knative;
 pub mod nginx;
 pub mod pod;
+pub mod ports;
 pub mod process;
 pub mod revision;
 
@@ -121,31 +122,6 @@ fn find_host() -> Option<PathBuf> {
         Some(host) if process::is_executable(&host) => Some(host),
         _ => find_program(HOST),
     }
-}
-
-/// `n` distinct loopback ports that were free a moment ago, chosen below Linux's default
-/// ephemeral range (32768-60999): a pod scaled to zero gets the same ports when it starts again,
-/// and an outgoing connection must not have taken one of them as its local port meanwhile.
-fn free_ports(n: usize) -> Result<Vec<u16>, LaunchError> {
-    const RANGE: std::ops::Range<u16> = 20_000..32_000;
-    let mut listeners = Vec::with_capacity(n);
-    for _ in 0..n {
-        let listener = (0..1000)
-            .map(|_| fastrand::u16(RANGE))
-            .find_map(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
-            .ok_or_else(|| {
-                LaunchError::io(
-                    "picking free ports",
-                    std::io::Error::other(format!("no free port in {RANGE:?} after 1000 tries")),
-                )
-            })?;
-        listeners.push(listener);
-    }
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| LaunchError::io("picking free ports", e))
 }
 
 /// Waits until every address accepts connections, failing as soon as one of `procs` exits.
