@@ -18,7 +18,7 @@ pub async fn run(options: &Options) -> Result<(), LaunchError> {
     let commands = commands(&chain)?;
     // Held until the launch ends, so that no other launcher takes them meanwhile.
     let claimed = ports::claim_free(chain.functions.len())?;
-    let ports = &claimed.numbers;
+    let ports = claimed.numbers();
     let peers = chain
         .functions
         .iter()

@@ -46,7 +46,7 @@ pub async fn run(options: &Options, scale_to_zero: Option<Duration>) -> Result<(
     traversable(dir.path())?;
     // Held until the launch ends, so that no other launcher takes them meanwhile.
     let claimed = ports::claim_free(2 * chain.functions.len())?;
-    let ports = &claimed.numbers;
+    let ports = claimed.numbers();
     let client = httpx::client();
     let mut revisions = Vec::with_capacity(chain.functions.len());
     for (i, (f, (program, args))) in chain.functions.iter().zip(commands).enumerate() {
