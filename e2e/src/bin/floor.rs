@@ -195,24 +195,38 @@ fn pinging(
 /// CPU time, from `wait4`, includes its warm-up, as the answering thread's does).
 /// Called with no other thread running, so the child inherits nothing half-done.
 fn ping_pong_processes(ping: Socket, mut pong: Socket, cpu: usize, seconds: f64) -> Outcome {
+    // The peers' ends stay open in main, so a child that died would never be seen as gone:
+    // the pinging side gives up after this long without an answer instead of hanging.
+    ping.0
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout on the floor socket");
+    let parent = std::process::id();
     // SAFETY: every earlier case's threads have been joined; the child only reads and writes
-    // its socket, then leaves with `_exit` (no destructors, no buffered output of the parent's).
+    // its socket, then leaves with `_exit` (no destructors, no buffered output of the parent's),
+    // a panic included.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
-        // Should the parent die, its socket's copy here would keep this child waiting forever.
-        // SAFETY: prctl with these arguments only sets this process's parent-death signal.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        drop(ping);
-        pin(cpu);
-        while let Some(d) = pong.receive() {
-            if d.request_id == STOP {
-                break;
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            // Should the parent die, its socket's copy here would keep this child waiting
+            // forever, so the child dies with it (and leaves if it already has).
+            // SAFETY: prctl with these arguments only sets this process's parent-death signal.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            // SAFETY: getppid has no preconditions.
+            if unsafe { libc::getppid() } as u32 != parent {
+                return;
             }
-            pong.send(&d);
-        }
-        // SAFETY: ends the child at once, as intended.
-        unsafe { libc::_exit(0) }
+            drop(ping);
+            pin(cpu);
+            while let Some(d) = pong.receive() {
+                if d.request_id == STOP {
+                    break;
+                }
+                pong.send(&d);
+            }
+        }));
+        // SAFETY: ends the child at once, without running the parent's destructors.
+        unsafe { libc::_exit(if answered.is_ok() { 0 } else { 1 }) }
     }
     drop(pong);
     let stop = Arc::new(AtomicBool::new(false));
