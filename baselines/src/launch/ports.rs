@@ -39,23 +39,23 @@ pub fn claim_free(n: usize) -> Result<Ports, LaunchError> {
         let mut found = None;
         for _ in 0..1000 {
             let port = fastrand::u16(RANGE);
-            let Some(claim) = claim(port)? else {
+            let Some(held) = claim(port)? else {
                 continue;
             };
             // Claimed by no launcher, but is anything else listening there?
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                found = Some((port, claim));
+                found = Some((port, held));
                 break;
             }
         }
-        let (port, claim) = found.ok_or_else(|| {
+        let (port, held) = found.ok_or_else(|| {
             LaunchError::io(
                 "picking free ports",
                 std::io::Error::other(format!("no free port in {RANGE:?} after 1000 tries")),
             )
         })?;
         numbers.push(port);
-        claims.push(claim);
+        claims.push(held);
     }
     Ok(Ports {
         numbers,
@@ -80,7 +80,7 @@ fn claim(port: u16) -> Result<Option<UnixListener>, LaunchError> {
 mod tests {
     use super::*;
 
-    // One test, so that no other test of this crate claims ports meanwhile.
+    // One test, so that the re-claim after the drop races no other claim of this crate's.
     #[test]
     fn claimed_ports_are_refused_to_others_until_the_claim_ends() {
         let ports = claim_free(3).unwrap();

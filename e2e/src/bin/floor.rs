@@ -230,6 +230,7 @@ fn ping_pong_processes(ping: Socket, mut pong: Socket, cpu: usize, seconds: f64)
     }
     drop(pong);
     let stop = Arc::new(AtomicBool::new(false));
+    // On a thread of its own, as `pinging` pins the thread it runs on and main stays unpinned.
     let (rtt_ns, ping_cpu) = std::thread::spawn(move || pinging(ping, cpu, seconds, stop))
         .join()
         .expect("pinging thread");
